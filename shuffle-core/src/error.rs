@@ -1,0 +1,154 @@
+//! The one error type of Shovel's public surface.
+//!
+//! Every variant names the object it is about (a storage key, a directory, a
+//! config key) and, where there is one, the fix. Backends keep private error
+//! types and map into this enum at their boundary, the way `object_store` does.
+
+use std::path::PathBuf;
+
+/// `Result` with Shovel's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a shuffle or a spill.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object does not exist (never committed, removed, or lost with an executor).
+    #[error("shuffle object not found: {object}")]
+    NotFound { object: String },
+
+    /// A stored checksum does not match the bytes read back.
+    #[error(
+        "checksum mismatch in {object} (partition {partition}): expected crc32 {expected:#010x}, \
+         got {actual:#010x}; the object is corrupt and its map task must be re-run"
+    )]
+    ChecksumMismatch {
+        object: String,
+        partition: u32,
+        expected: u32,
+        actual: u32,
+    },
+
+    /// The object is malformed or shorter than its index says.
+    #[error("corrupt or truncated shuffle object {object}: {reason}")]
+    Corrupt { object: String, reason: String },
+
+    /// The storage ran out of space (the OS said so, or a configured quota was reached).
+    #[error(
+        "no space left for shuffle data in {}: {reason}. Free space, add directories with \
+         --local-dir, or move shuffle and spill to S3 with `--shuffle s3 --spill-to-s3`",
+        path.display()
+    )]
+    StorageFull { path: PathBuf, reason: String },
+
+    /// A configuration value is missing or malformed.
+    #[error("invalid config `{key}`: {reason}")]
+    Config { key: String, reason: String },
+
+    /// A memory reservation could not grow and the caller could not spill.
+    #[error(
+        "memory budget exhausted: {consumer} asked for {requested} bytes, {available} of \
+         {limit} available; raise the memory budget (--memory)"
+    )]
+    MemoryExhausted {
+        consumer: String,
+        requested: usize,
+        available: usize,
+        limit: usize,
+    },
+
+    /// The caller broke the writer protocol (for example partitions out of order).
+    #[error("shuffle protocol violation: {0}")]
+    Protocol(String),
+
+    /// Reading one map output failed (Spark's fetch failure). When
+    /// [`Error::is_data_loss`] holds, the engine re-runs that map task.
+    #[error("fetch of shuffle {shuffle_id} map {map_id} (attempt {attempt}) failed: {source}")]
+    FetchFailed {
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A local I/O error, with what was being done and to which path.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A backend (such as S3) failed; `store` names it, `message` says what and how to fix it.
+    #[error("{store} error: {message}")]
+    Backend {
+        store: &'static str,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error, turning out-of-space and quota errors into [`Error::StorageFull`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if is_out_of_space(&source) {
+            return Error::StorageFull {
+                reason: source.to_string(),
+                path,
+            };
+        }
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return Error::NotFound {
+                object: path.display().to_string(),
+            };
+        }
+        Error::Io { path, source }
+    }
+
+    /// A corrupt-object error.
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A config error.
+    pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the data read back was damaged: a checksum mismatch, a corrupt
+    /// or truncated object, or an object that is gone. Engines re-run the map
+    /// task that produced it (Spark's fetch-failure path).
+    pub fn is_data_loss(&self) -> bool {
+        match self {
+            Error::FetchFailed { source, .. } => source.is_data_loss(),
+            Error::ChecksumMismatch { .. } | Error::Corrupt { .. } | Error::NotFound { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The innermost error (through [`Error::FetchFailed`]).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::FetchFailed { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}
+
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+    {
+        return true;
+    }
+    // ENOSPC = 28, EDQUOT = 122 on Linux.
+    matches!(e.raw_os_error(), Some(28) | Some(122))
+}

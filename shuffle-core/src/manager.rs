@@ -1,0 +1,456 @@
+//! The shuffle manager: the contract engines program against.
+//!
+//! ```text
+//!   driver                      map task (attempt a)                 reduce task
+//!   register_shuffle(h) ──▶  map_writer / buffered_writer ─commit─▶ MapStatus ─▶ tracker
+//!                                                                          │
+//!                            reader(statuses, partitions p..q) ◀───────────┘
+//!                            ─▶ Stream<Block> (map order, then partition order)
+//!   remove_shuffle(id)   ──▶  every object of the shuffle deleted
+//! ```
+//!
+//! # Object layout
+//! Relative to a store's root (a local directory, or `s3://bucket/prefix/<shard>`):
+//!
+//! ```text
+//! <app_id>/shuffle-<shuffle_id>/map-<map_id>-<attempt>.data   frames of every partition
+//! <app_id>/shuffle-<shuffle_id>/map-<map_id>.index            index; written last, once
+//! ```
+//!
+//! Attempt ids in data keys mean two attempts never write the same object.
+//! The index key has no attempt: it is created with `put_if_absent` and so
+//! records the winning attempt. Stores that ignore conditional writes may let
+//! a later attempt replace the index; readers that hold a [`MapStatus`] read
+//! the data object it names directly and are unaffected, and the engine's
+//! map-output tracker keeps the first status it was given.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::buffer::MapOutputBuffer;
+use crate::config::ShuffleConfig;
+use crate::format::IndexFile;
+use crate::memory::MemoryPool;
+use crate::metrics::ShuffleMetrics;
+use crate::reader::{ReaderOptions, ShuffleReader};
+use crate::spill::{LocalSpillStore, SpillStore};
+use crate::store::{ObjectKey, ShuffleStore};
+use crate::writer::MapOutputWriter;
+use crate::{Error, Result};
+
+/// A registered shuffle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShuffleHandle {
+    pub shuffle_id: u32,
+    pub num_maps: u32,
+    pub num_partitions: u32,
+}
+
+/// What a committed map output is and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapStatus {
+    pub shuffle_id: u32,
+    pub map_id: u32,
+    /// The attempt whose output this is.
+    pub attempt: u32,
+    /// The data object (meaningless when every length is 0).
+    pub location: ObjectKey,
+    /// Stored bytes per partition.
+    pub lengths: Vec<u64>,
+    /// crc32 of each partition's stored bytes.
+    pub checksums: Vec<u32>,
+    /// Records per partition, as counted by the writer.
+    pub records: Vec<u64>,
+    /// Raw (uncompressed) bytes written, when known (0 otherwise).
+    pub raw_bytes: u64,
+}
+
+impl MapStatus {
+    pub(crate) fn from_index(index: &IndexFile, raw_bytes: u64, layout: &Layout) -> Self {
+        Self {
+            shuffle_id: index.shuffle_id,
+            map_id: index.map_id,
+            attempt: index.attempt,
+            location: layout.data_key(index.shuffle_id, index.map_id, index.attempt),
+            lengths: index.lengths(),
+            checksums: index.checksums.clone(),
+            records: index.records.clone(),
+            raw_bytes,
+        }
+    }
+
+    pub fn num_partitions(&self) -> u32 {
+        self.lengths.len() as u32
+    }
+
+    /// Stored bytes of all partitions.
+    pub fn total_bytes(&self) -> u64 {
+        self.lengths.iter().sum()
+    }
+
+    /// Byte range of a contiguous partition range in the data object.
+    pub fn byte_range(&self, partitions: Range<u32>) -> Range<u64> {
+        let start: u64 = self.lengths[..partitions.start as usize].iter().sum();
+        let len: u64 = self.lengths[partitions.start as usize..partitions.end as usize]
+            .iter()
+            .sum();
+        start..start + len
+    }
+}
+
+/// Names objects; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    app_id: String,
+}
+
+impl Layout {
+    pub fn new(app_id: impl Into<String>) -> Self {
+        Self {
+            app_id: app_id.into(),
+        }
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Spreads a map's objects across directories, buckets and prefixes.
+    pub fn shard(shuffle_id: u32, map_id: u32) -> u64 {
+        // splitmix64 finaliser: consecutive ids land on unrelated shards.
+        let mut z = ((shuffle_id as u64) << 32 | map_id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The prefix holding every object of the app.
+    pub fn app_prefix(&self) -> String {
+        format!("{}/", self.app_id)
+    }
+
+    /// The prefix holding every object of a shuffle.
+    pub fn shuffle_prefix(&self, shuffle_id: u32) -> String {
+        format!("{}/shuffle-{shuffle_id}/", self.app_id)
+    }
+
+    pub fn data_key(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> ObjectKey {
+        ObjectKey::new(
+            Self::shard(shuffle_id, map_id),
+            format!("{}map-{map_id}-{attempt}.data", self.shuffle_prefix(shuffle_id)),
+        )
+    }
+
+    pub fn index_key(&self, shuffle_id: u32, map_id: u32) -> ObjectKey {
+        ObjectKey::new(
+            Self::shard(shuffle_id, map_id),
+            format!("{}map-{map_id}.index", self.shuffle_prefix(shuffle_id)),
+        )
+    }
+}
+
+/// The shuffle contract (Spark's `ShuffleDataIO`, engine-agnostic: bytes in, bytes out).
+///
+/// # Contract
+/// - `map_writer` gives one writer per map task attempt; partition writers
+///   come in strictly increasing order; `commit` returns the status of the
+///   first attempt that committed (perhaps another one); `abort` leaves
+///   nothing behind.
+/// - `reader` yields, for a contiguous partition range of committed map
+///   statuses, every block in map order then partition order, verifying
+///   checksums, with bounded memory; failures are [`Error::FetchFailed`]
+///   naming the map.
+/// - `remove_shuffle` deletes every object of the shuffle.
+/// - `supports_reliable_storage` is true when committed outputs survive the
+///   loss of the process that wrote them.
+#[async_trait]
+pub trait ShuffleManager: Send + Sync + Debug {
+    /// Declares a shuffle before any of its map tasks run.
+    async fn register_shuffle(&self, handle: ShuffleHandle) -> Result<()>;
+    /// A writer for one map task attempt (ordered partition writers).
+    async fn map_writer(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> Result<MapOutputWriter>;
+    /// Reads partitions `partitions` of the given committed map outputs.
+    fn reader(&self, shuffle_id: u32, maps: Vec<MapStatus>, partitions: Range<u32>) -> Result<ShuffleReader>;
+    /// The committed status of a map, from storage (for a process that has
+    /// only the ids); cached.
+    async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus>;
+    /// Deletes every object of a shuffle.
+    async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()>;
+    /// Deletes every object of this manager's app (shuffles and spills).
+    async fn cleanup_app(&self) -> Result<u64>;
+    /// True when committed outputs outlive their writer's process.
+    fn supports_reliable_storage(&self) -> bool;
+    fn metrics(&self) -> &Arc<ShuffleMetrics>;
+    fn memory_pool(&self) -> &Arc<MemoryPool>;
+    fn spill_store(&self) -> &Arc<dyn SpillStore>;
+    /// The app id that namespaces this manager's objects.
+    fn app_id(&self) -> &str;
+    /// The backend's name ("local", "s3").
+    fn backend_name(&self) -> &'static str;
+}
+
+/// Conveniences on every [`ShuffleManager`].
+#[async_trait]
+pub trait ShuffleManagerExt: ShuffleManager {
+    /// A writer that takes blocks for any partition in any order, buffers
+    /// them in memory from the pool and spills when the pool is full.
+    async fn buffered_writer(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> Result<MapOutputBuffer> {
+        let writer = self.map_writer(shuffle_id, map_id, attempt).await?;
+        Ok(MapOutputBuffer::new(
+            writer,
+            self.memory_pool().reservation(format!("map output buffer {shuffle_id}/{map_id}")),
+            Arc::clone(self.spill_store()),
+            Arc::clone(self.metrics()),
+        ))
+    }
+}
+
+impl<T: ShuffleManager + ?Sized> ShuffleManagerExt for T {}
+
+/// The [`ShuffleManager`] over any [`ShuffleStore`]: both backends use it.
+#[derive(Debug, Clone)]
+pub struct StoreShuffleManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn ShuffleStore>,
+    config: ShuffleConfig,
+    layout: Layout,
+    metrics: Arc<ShuffleMetrics>,
+    pool: Arc<MemoryPool>,
+    spill: Arc<dyn SpillStore>,
+    shuffles: Mutex<HashMap<u32, ShuffleHandle>>,
+    statuses: moka::future::Cache<(u32, u32), MapStatus>,
+}
+
+/// Builds a [`StoreShuffleManager`].
+#[derive(Debug)]
+pub struct StoreShuffleManagerBuilder {
+    store: Arc<dyn ShuffleStore>,
+    config: ShuffleConfig,
+    metrics: Option<Arc<ShuffleMetrics>>,
+    pool: Option<Arc<MemoryPool>>,
+    spill: Option<Arc<dyn SpillStore>>,
+}
+
+impl StoreShuffleManagerBuilder {
+    /// Metrics shared with the store (so request counts land in the same place).
+    pub fn metrics(mut self, metrics: Arc<ShuffleMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+    /// A memory pool shared with other consumers (default: `memory.limit`).
+    pub fn memory_pool(mut self, pool: Arc<MemoryPool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+    /// Where to spill (default: local directories `local.dirs`).
+    pub fn spill_store(mut self, spill: Arc<dyn SpillStore>) -> Self {
+        self.spill = Some(spill);
+        self
+    }
+
+    pub fn build(self) -> StoreShuffleManager {
+        let config = self.config;
+        let spill = self.spill.unwrap_or_else(|| {
+            Arc::new(LocalSpillStore::new(
+                config.local_dirs.iter().map(|d| d.join("spill")).collect(),
+            ))
+        });
+        StoreShuffleManager {
+            inner: Arc::new(Inner {
+                store: self.store,
+                layout: Layout::new(config.app_id.clone()),
+                metrics: self.metrics.unwrap_or_default(),
+                pool: self
+                    .pool
+                    .unwrap_or_else(|| MemoryPool::new(config.memory_limit as usize)),
+                spill,
+                shuffles: Mutex::new(HashMap::new()),
+                statuses: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .support_invalidation_closures()
+                    .build(),
+                config,
+            }),
+        }
+    }
+}
+
+impl StoreShuffleManager {
+    pub fn builder(store: Arc<dyn ShuffleStore>, config: ShuffleConfig) -> StoreShuffleManagerBuilder {
+        StoreShuffleManagerBuilder {
+            store,
+            config,
+            metrics: None,
+            pool: None,
+            spill: None,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ShuffleStore> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &ShuffleConfig {
+        &self.inner.config
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    fn handle(&self, shuffle_id: u32) -> Result<ShuffleHandle> {
+        let shuffles = self
+            .inner
+            .shuffles
+            .lock()
+            .map_err(|_| Error::Protocol("shuffle registry poisoned".into()))?;
+        shuffles.get(&shuffle_id).copied().ok_or_else(|| {
+            Error::Protocol(format!("shuffle {shuffle_id} is not registered; call register_shuffle first"))
+        })
+    }
+}
+
+#[async_trait]
+impl ShuffleManager for StoreShuffleManager {
+    async fn register_shuffle(&self, handle: ShuffleHandle) -> Result<()> {
+        if handle.num_partitions == 0 {
+            return Err(Error::Protocol(format!(
+                "shuffle {} needs at least one partition",
+                handle.shuffle_id
+            )));
+        }
+        let mut shuffles = self
+            .inner
+            .shuffles
+            .lock()
+            .map_err(|_| Error::Protocol("shuffle registry poisoned".into()))?;
+        match shuffles.get(&handle.shuffle_id) {
+            Some(existing) if *existing != handle => Err(Error::Protocol(format!(
+                "shuffle {} is already registered as {existing:?}",
+                handle.shuffle_id
+            ))),
+            _ => {
+                shuffles.insert(handle.shuffle_id, handle);
+                Ok(())
+            }
+        }
+    }
+
+    async fn map_writer(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> Result<MapOutputWriter> {
+        let h = self.handle(shuffle_id)?;
+        if map_id >= h.num_maps {
+            return Err(Error::Protocol(format!(
+                "map {map_id} out of range: shuffle {shuffle_id} has {} maps",
+                h.num_maps
+            )));
+        }
+        Ok(MapOutputWriter::new(
+            Arc::clone(&self.inner.store),
+            Arc::clone(&self.inner.metrics),
+            self.inner.layout.clone(),
+            self.inner.config.codec,
+            shuffle_id,
+            map_id,
+            attempt,
+            h.num_partitions,
+        ))
+    }
+
+    fn reader(&self, shuffle_id: u32, maps: Vec<MapStatus>, partitions: Range<u32>) -> Result<ShuffleReader> {
+        let c = &self.inner.config;
+        ShuffleReader::new(
+            Arc::clone(&self.inner.store),
+            Arc::clone(&self.inner.metrics),
+            shuffle_id,
+            maps,
+            partitions,
+            ReaderOptions {
+                max_bytes_in_flight: c.fetch_max_bytes_in_flight,
+                max_requests_in_flight: c.fetch_max_requests_in_flight,
+                chunk_bytes: c.fetch_chunk_bytes,
+            },
+        )
+    }
+
+    async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .statuses
+            .try_get_with((shuffle_id, map_id), async move {
+                let key = inner.layout.index_key(shuffle_id, map_id);
+                let name = inner.store.describe(&key);
+                let bytes = inner.store.get(&key).await?;
+                let index = IndexFile::decode(&bytes, &name)?;
+                if index.shuffle_id != shuffle_id || index.map_id != map_id {
+                    return Err(Error::corrupt(name, "index names another map output"));
+                }
+                Ok::<_, Error>(MapStatus::from_index(&index, 0, &inner.layout))
+            })
+            .await
+            .map_err(|e: Arc<Error>| clone_error(&e))
+    }
+
+    async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()> {
+        let prefix = self.inner.layout.shuffle_prefix(shuffle_id);
+        self.inner.store.delete_prefix(&prefix).await?;
+        if let Ok(mut s) = self.inner.shuffles.lock() {
+            s.remove(&shuffle_id);
+        }
+        self.inner
+            .statuses
+            .invalidate_entries_if(move |k, _| k.0 == shuffle_id)
+            .map_err(|e| Error::Protocol(format!("status cache: {e}")))?;
+        Ok(())
+    }
+
+    async fn cleanup_app(&self) -> Result<u64> {
+        self.inner.statuses.invalidate_all();
+        self.inner.store.delete_prefix(&self.inner.layout.app_prefix()).await
+    }
+
+    fn supports_reliable_storage(&self) -> bool {
+        self.inner.store.supports_reliable_storage()
+    }
+    fn metrics(&self) -> &Arc<ShuffleMetrics> {
+        &self.inner.metrics
+    }
+    fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.inner.pool
+    }
+    fn spill_store(&self) -> &Arc<dyn SpillStore> {
+        &self.inner.spill
+    }
+    fn app_id(&self) -> &str {
+        self.inner.layout.app_id()
+    }
+    fn backend_name(&self) -> &'static str {
+        self.inner.store.name()
+    }
+}
+
+/// Rebuilds an error shared through the status cache.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::NotFound { object } => Error::NotFound { object: object.clone() },
+        Error::ChecksumMismatch { object, partition, expected, actual } => Error::ChecksumMismatch {
+            object: object.clone(),
+            partition: *partition,
+            expected: *expected,
+            actual: *actual,
+        },
+        Error::Corrupt { object, reason } => Error::corrupt(object.clone(), reason.clone()),
+        other => Error::Backend {
+            store: "shuffle",
+            message: other.to_string(),
+            source: None,
+        },
+    }
+}

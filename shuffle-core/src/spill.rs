@@ -1,0 +1,400 @@
+//! Spill: where operators put what does not fit in their memory reservation.
+//!
+//! ```text
+//!   operator ──write_block──▶ SpillWriter ──frames──▶ SpillStore ──▶ local dir | S3 `spill/`
+//!   operator ◀──next_block── SpillReader ◀─ranged reads─┘   (object deleted once read back)
+//! ```
+//!
+//! A spill file is a run of [frames](crate::format::frame): lz4 and crc32
+//! like shuffle data, so a corrupt spill is caught, not silently merged.
+//! [`SpillStore`] is the small trait a place to spill implements;
+//! [`LocalSpillStore`] keeps files in local directories,
+//! [`ObjectSpillStore`] turns any [`ShuffleStore`] (such as S3) into one.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::format::frame::{encode_frame, Codec, FrameDecoder};
+use crate::format::frame::decode_frame;
+use crate::fs::{self, DirQuota, FileSink};
+use crate::metrics::{add, ShuffleMetrics};
+use crate::store::{ObjectKey, ObjectSink, ShuffleStore};
+use crate::{Error, Result};
+
+/// A finished spill file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillFile {
+    /// Store-specific id (a path or an object key).
+    pub id: String,
+    /// Shard hint for object stores.
+    pub shard: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A place to spill.
+#[async_trait]
+pub trait SpillStore: Send + Sync + Debug + 'static {
+    /// Where spills go, for metrics and reports ("local", "s3").
+    fn location(&self) -> &'static str;
+    /// Starts a new spill file.
+    async fn create(&self) -> Result<(SpillFile, Box<dyn ObjectSink>)>;
+    /// Reads `range` of a finished spill file (short if the file is shorter).
+    async fn read_range(&self, file: &SpillFile, range: Range<u64>) -> Result<Bytes>;
+    /// Deletes a spill file; a missing one is fine.
+    async fn delete(&self, file: &SpillFile) -> Result<()>;
+}
+
+/// Spill files in local directories (round-robin across them).
+#[derive(Debug)]
+pub struct LocalSpillStore {
+    dirs: Vec<(PathBuf, Option<Arc<DirQuota>>)>,
+    next: AtomicU64,
+}
+
+impl LocalSpillStore {
+    /// Spills into `dirs` (created if missing); an empty list means the OS temp dir.
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self::with_quotas(dirs.into_iter().map(|d| (d, None)).collect())
+    }
+
+    /// Spills into directories that share quotas with a local shuffle store.
+    pub fn with_quotas(mut dirs: Vec<(PathBuf, Option<Arc<DirQuota>>)>) -> Self {
+        if dirs.is_empty() {
+            dirs.push((std::env::temp_dir().join("shovel-spill"), None));
+        }
+        Self {
+            dirs,
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl SpillStore for LocalSpillStore {
+    fn location(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create(&self) -> Result<(SpillFile, Box<dyn ObjectSink>)> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.dirs.len();
+        let (dir, quota) = &self.dirs[i];
+        let path = dir.join(format!("spill-{}.bin", fs::unique_suffix()));
+        let sink = FileSink::create(dir.clone(), path.clone(), quota.clone()).await?;
+        let file = SpillFile {
+            id: path.display().to_string(),
+            shard: i as u64,
+            len: 0,
+        };
+        Ok((file, Box::new(sink)))
+    }
+
+    async fn read_range(&self, file: &SpillFile, range: Range<u64>) -> Result<Bytes> {
+        fs::read_range(PathBuf::from(&file.id), range).await
+    }
+
+    async fn delete(&self, file: &SpillFile) -> Result<()> {
+        let path = PathBuf::from(&file.id);
+        let freed = fs::blocking(move || fs::remove_file(&path)).await?;
+        if let Some((_, Some(q))) = self.dirs.get(file.shard as usize) {
+            q.give_back(freed);
+        }
+        Ok(())
+    }
+}
+
+/// Spill files as objects of a [`ShuffleStore`] under a prefix (S3's `spill/`).
+#[derive(Debug)]
+pub struct ObjectSpillStore {
+    store: Arc<dyn ShuffleStore>,
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl ObjectSpillStore {
+    pub fn new(store: Arc<dyn ShuffleStore>, prefix: impl Into<String>) -> Self {
+        Self {
+            store,
+            prefix: prefix.into().trim_end_matches('/').to_string(),
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl SpillStore for ObjectSpillStore {
+    fn location(&self) -> &'static str {
+        self.store.name()
+    }
+
+    async fn create(&self) -> Result<(SpillFile, Box<dyn ObjectSink>)> {
+        let shard = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = format!("{}/spill-{}.bin", self.prefix, fs::unique_suffix());
+        let key = ObjectKey::new(shard, path.clone());
+        let sink = self.store.create(&key).await?;
+        Ok((
+            SpillFile {
+                id: path,
+                shard,
+                len: 0,
+            },
+            sink,
+        ))
+    }
+
+    async fn read_range(&self, file: &SpillFile, range: Range<u64>) -> Result<Bytes> {
+        self.store
+            .get_range(&ObjectKey::new(file.shard, file.id.clone()), range)
+            .await
+    }
+
+    async fn delete(&self, file: &SpillFile) -> Result<()> {
+        self.store
+            .delete(&[ObjectKey::new(file.shard, file.id.clone())])
+            .await
+    }
+}
+
+/// Buffered, framed writing of one spill file.
+pub struct SpillWriter {
+    file: SpillFile,
+    sink: Option<Box<dyn ObjectSink>>,
+    buf: Vec<u8>,
+    codec: Codec,
+    written: u64,
+    metrics: Arc<ShuffleMetrics>,
+}
+
+impl Debug for SpillWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillWriter")
+            .field("file", &self.file)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+const SPILL_WRITE_BATCH: usize = 1 << 20;
+
+impl SpillWriter {
+    /// Starts a spill file in `store`.
+    pub async fn create(store: &Arc<dyn SpillStore>, metrics: &Arc<ShuffleMetrics>) -> Result<Self> {
+        let (file, sink) = store.create().await?;
+        Ok(Self {
+            file,
+            sink: Some(sink),
+            buf: Vec::with_capacity(SPILL_WRITE_BATCH),
+            codec: Codec::Lz4,
+            written: 0,
+            metrics: Arc::clone(metrics),
+        })
+    }
+
+    /// Sets the codec for blocks written after this call.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Appends one block as one frame.
+    pub async fn write_block(&mut self, block: &[u8]) -> Result<()> {
+        let n = encode_frame(block, self.codec, &mut self.buf)?;
+        self.written += n as u64;
+        self.maybe_flush().await
+    }
+
+    /// Appends bytes that are already frames (used when spilling buffered
+    /// shuffle frames: no re-encoding).
+    pub async fn write_frames(&mut self, frames: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(frames);
+        self.written += frames.len() as u64;
+        self.maybe_flush().await
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    async fn maybe_flush(&mut self) -> Result<()> {
+        if self.buf.len() >= SPILL_WRITE_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        match self.sink.as_mut() {
+            Some(sink) => sink.write(data).await,
+            None => Err(Error::Protocol("spill writer used after finish".into())),
+        }
+    }
+
+    /// Publishes the spill file.
+    pub async fn finish(mut self) -> Result<SpillFile> {
+        self.flush().await?;
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| Error::Protocol("spill writer finished twice".into()))?;
+        let len = sink.finish().await?;
+        add(&self.metrics.shuffle.spill_count, 1);
+        add(&self.metrics.shuffle.spill_bytes, len);
+        self.file.len = len;
+        Ok(self.file.clone())
+    }
+
+    /// Discards the spill file.
+    pub async fn abort(mut self) -> Result<()> {
+        match self.sink.take() {
+            Some(sink) => sink.abort().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sequential reading of a spill file in large ranged reads; the file is
+/// deleted once read to the end (or when the reader is dropped).
+pub struct SpillReader {
+    store: Arc<dyn SpillStore>,
+    file: SpillFile,
+    pos: u64,
+    chunk: Bytes,
+    chunk_size: u64,
+    decoder: FrameDecoder,
+    metrics: Arc<ShuffleMetrics>,
+    deleted: bool,
+}
+
+impl Debug for SpillReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillReader")
+            .field("file", &self.file)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+/// Default size of one read from a spill file.
+pub const SPILL_READ_CHUNK: u64 = 4 << 20;
+
+impl SpillReader {
+    pub fn open(store: Arc<dyn SpillStore>, file: SpillFile, metrics: &Arc<ShuffleMetrics>) -> Self {
+        let decoder = FrameDecoder::new(file.id.clone());
+        Self {
+            store,
+            file,
+            pos: 0,
+            chunk: Bytes::new(),
+            chunk_size: SPILL_READ_CHUNK,
+            decoder,
+            metrics: Arc::clone(metrics),
+            deleted: false,
+        }
+    }
+
+    /// Sets how many bytes one read fetches.
+    pub fn with_chunk_size(mut self, n: u64) -> Self {
+        self.chunk_size = n.max(1);
+        self
+    }
+
+    pub fn file(&self) -> &SpillFile {
+        &self.file
+    }
+
+    /// Bytes not yet consumed.
+    pub fn remaining(&self) -> u64 {
+        self.file.len - self.pos + self.chunk.len() as u64
+    }
+
+    async fn fill(&mut self) -> Result<bool> {
+        if !self.chunk.is_empty() {
+            return Ok(true);
+        }
+        if self.pos >= self.file.len {
+            return Ok(false);
+        }
+        let end = (self.pos + self.chunk_size).min(self.file.len);
+        let data = self.store.read_range(&self.file, self.pos..end).await?;
+        if data.len() as u64 != end - self.pos {
+            return Err(Error::corrupt(
+                &self.file.id,
+                format!(
+                    "spill file truncated: wanted bytes {}..{}, got {}",
+                    self.pos,
+                    end,
+                    data.len()
+                ),
+            ));
+        }
+        add(&self.metrics.shuffle.spill_read_bytes, data.len() as u64);
+        self.pos = end;
+        self.chunk = data;
+        Ok(true)
+    }
+
+    /// Returns up to `max` raw bytes (empty at the end of the file).
+    pub async fn read_up_to(&mut self, max: usize) -> Result<Bytes> {
+        if max == 0 || !self.fill().await? {
+            return Ok(Bytes::new());
+        }
+        let n = max.min(self.chunk.len());
+        Ok(self.chunk.split_to(n))
+    }
+
+    /// Decodes the next block, or `None` at the end (and deletes the file).
+    pub async fn next_block(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return decode_frame(&frame, &self.file.id, 0).map(Some);
+            }
+            if !self.fill().await? {
+                if self.decoder.buffered() != 0 {
+                    return Err(Error::corrupt(
+                        &self.file.id,
+                        "spill file ends inside a frame (truncated)",
+                    ));
+                }
+                self.delete().await?;
+                return Ok(None);
+            }
+            let chunk = std::mem::take(&mut self.chunk);
+            self.decoder.push(&chunk);
+        }
+    }
+
+    /// Deletes the spill file now.
+    pub async fn delete(&mut self) -> Result<()> {
+        if !self.deleted {
+            self.deleted = true;
+            self.store.delete(&self.file).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SpillReader {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        // Best effort: an abandoned spill must not outlive its reader.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            let file = self.file.clone();
+            handle.spawn(async move {
+                if let Err(e) = store.delete(&file).await {
+                    tracing::warn!(spill = %file.id, error = %e, "could not delete spill file");
+                }
+            });
+        }
+    }
+}

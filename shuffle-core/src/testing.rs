@@ -1,0 +1,510 @@
+//! The conformance suite: public async checks every backend runs.
+//!
+//! The suite is the specification of [`ShuffleManager`] over a
+//! [`ShuffleStore`]. A backend implements [`Backend`] (how to build a manager
+//! for a config) and calls [`conformance_tests!`](crate::conformance_tests),
+//! which generates one `#[tokio::test]` per check:
+//!
+//! ```ignore
+//! shuffle_core::conformance_tests!(crate::MyBackend::new());
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::{
+    Error, MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt,
+    StoreShuffleManager,
+};
+
+/// How the suite gets managers from a backend.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A manager for `config` (its `app_id` is unique per check; honour
+    /// `memory_limit` and the fetch settings).
+    async fn manager(&self, config: ShuffleConfig) -> StoreShuffleManager;
+}
+
+/// A fresh config with a unique app id.
+pub fn fresh_config(check: &str) -> ShuffleConfig {
+    ShuffleConfig {
+        app_id: format!("conformance-{check}-{}", crate::fs::unique_suffix()),
+        ..ShuffleConfig::default()
+    }
+}
+
+/// Expected blocks per (map, partition).
+pub type Expected = BTreeMap<(u32, u32), Vec<Bytes>>;
+
+/// Random blocks for `maps` x `partitions`; about a third of the partitions
+/// are empty; block sizes vary from 0 to a few KiB, compressible or not.
+pub fn random_blocks(seed: u64, maps: u32, partitions: u32) -> Expected {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Expected::new();
+    for m in 0..maps {
+        for p in 0..partitions {
+            if rng.gen_bool(0.33) {
+                continue;
+            }
+            let n = rng.gen_range(1..4);
+            let blocks = (0..n)
+                .map(|_| {
+                    let len = rng.gen_range(0..4096);
+                    let compressible = rng.gen_bool(0.5);
+                    let v: Vec<u8> = (0..len)
+                        .map(|i| if compressible { (i % 7) as u8 } else { rng.gen() })
+                        .collect();
+                    Bytes::from(v)
+                })
+                .collect();
+            out.insert((m, p), blocks);
+        }
+    }
+    out
+}
+
+/// Writes `expected`'s blocks of map `m` with ordered partition writers.
+pub async fn write_map(
+    mgr: &dyn ShuffleManager,
+    shuffle: u32,
+    m: u32,
+    attempt: u32,
+    partitions: u32,
+    expected: &Expected,
+) -> crate::Result<MapStatus> {
+    let mut w = mgr.map_writer(shuffle, m, attempt).await?;
+    for p in 0..partitions {
+        if let Some(blocks) = expected.get(&(m, p)) {
+            let mut pw = w.partition_writer(p).await?;
+            for b in blocks {
+                pw.write_block(b).await?;
+                pw.add_records(1);
+            }
+        }
+    }
+    w.commit().await
+}
+
+/// Reads partitions `range` and returns blocks per (map, partition), in order.
+pub async fn read_range(
+    mgr: &dyn ShuffleManager,
+    shuffle: u32,
+    statuses: &[MapStatus],
+    range: std::ops::Range<u32>,
+) -> crate::Result<Expected> {
+    let mut reader = mgr.reader(shuffle, statuses.to_vec(), range)?;
+    let mut out = Expected::new();
+    let mut last = None;
+    while let Some(b) = reader.next().await {
+        let b = b?;
+        let key = (b.map_id, b.partition);
+        if let Some(prev) = last {
+            assert!(prev <= key, "blocks out of order: {prev:?} then {key:?}");
+        }
+        last = Some(key);
+        out.entry(key).or_default().push(b.data);
+    }
+    Ok(out)
+}
+
+fn subset(expected: &Expected, range: std::ops::Range<u32>) -> Expected {
+    expected
+        .iter()
+        .filter(|((_, p), _)| range.contains(p))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
+}
+
+async fn setup(mgr: &dyn ShuffleManager, shuffle: u32, maps: u32, partitions: u32) {
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: shuffle,
+        num_maps: maps,
+        num_partitions: partitions,
+    })
+    .await
+    .expect("register shuffle");
+}
+
+async fn write_all(mgr: &dyn ShuffleManager, shuffle: u32, maps: u32, parts: u32, e: &Expected) -> Vec<MapStatus> {
+    let mut statuses = Vec::new();
+    for m in 0..maps {
+        statuses.push(write_map(mgr, shuffle, m, 0, parts, e).await.expect("commit"));
+    }
+    statuses
+}
+
+async fn objects_under(mgr: &StoreShuffleManager, prefix: &str) -> Vec<String> {
+    mgr.store()
+        .list(prefix)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key.path)
+        .collect()
+}
+
+/// Random data over many maps and partitions reads back identically.
+pub async fn round_trip(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("round-trip")).await;
+    let (maps, parts) = (12, 24);
+    setup(&mgr, 1, maps, parts).await;
+    let e = random_blocks(1, maps, parts);
+    let statuses = write_all(&mgr, 1, maps, parts, &e).await;
+    for s in &statuses {
+        let records: u64 = s.records.iter().sum();
+        let want = e.iter().filter(|((m, _), _)| *m == s.map_id).map(|(_, v)| v.len() as u64).sum();
+        assert_eq!(records, want, "records of map {}", s.map_id);
+    }
+    let got = read_range(&mgr, 1, &statuses, 0..parts).await.expect("read");
+    assert_eq!(got, e);
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// Empty partitions read back as nothing, alone or between full ones.
+pub async fn empty_partitions(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("empty-partitions")).await;
+    setup(&mgr, 2, 2, 6).await;
+    let mut e = Expected::new();
+    e.insert((0, 1), vec![Bytes::from_static(b"one")]);
+    e.insert((0, 4), vec![Bytes::from_static(b"four"), Bytes::new()]);
+    e.insert((1, 5), vec![Bytes::from(vec![9u8; 5000])]);
+    let statuses = write_all(&mgr, 2, 2, 6, &e).await;
+    assert_eq!(statuses[0].lengths[0], 0);
+    assert_eq!(statuses[0].lengths[2], 0);
+    assert!(read_range(&mgr, 2, &statuses, 2..4).await.expect("read").is_empty());
+    assert_eq!(read_range(&mgr, 2, &statuses, 0..6).await.expect("read"), e);
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// A map output with no data at all commits, reads as nothing, and writes
+/// only its index (no data object).
+pub async fn all_empty_map_output(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("all-empty")).await;
+    setup(&mgr, 3, 1, 4).await;
+    let w = mgr.map_writer(3, 0, 0).await.expect("writer");
+    let status = w.commit().await.expect("commit");
+    assert_eq!(status.lengths, vec![0; 4]);
+    assert!(read_range(&mgr, 3, &[status.clone()], 0..4).await.expect("read").is_empty());
+    let objects = objects_under(&mgr, &mgr.layout().shuffle_prefix(3)).await;
+    assert_eq!(objects.len(), 1, "only the index: {objects:?}");
+    assert!(objects[0].ends_with(".index"), "{objects:?}");
+    let stored = mgr.committed_map_status(3, 0).await.expect("status from storage");
+    assert_eq!(stored.lengths, status.lengths);
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// Every contiguous partition range reads exactly its blocks.
+pub async fn every_contiguous_range(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("ranges")).await;
+    let (maps, parts) = (3, 7);
+    setup(&mgr, 4, maps, parts).await;
+    let e = random_blocks(4, maps, parts);
+    let statuses = write_all(&mgr, 4, maps, parts, &e).await;
+    for a in 0..=parts {
+        for z in a..=parts {
+            let got = read_range(&mgr, 4, &statuses, a..z).await.expect("read");
+            assert_eq!(got, subset(&e, a..z), "range {a}..{z}");
+        }
+    }
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// Partition writers out of order, repeated or out of range are rejected.
+pub async fn partition_writers_out_of_order_rejected(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("order")).await;
+    setup(&mgr, 5, 1, 4).await;
+    let mut w = mgr.map_writer(5, 0, 0).await.expect("writer");
+    w.partition_writer(2).await.expect("first").write_block(b"x").await.expect("write");
+    let err = w.partition_writer(1).await.map(|_| ()).expect_err("backwards");
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    let err = w.partition_writer(2).await.map(|_| ()).expect_err("repeat");
+    assert!(err.to_string().contains("strictly increasing"), "{err}");
+    let err = w.partition_writer(4).await.map(|_| ()).expect_err("out of range");
+    assert!(err.to_string().contains("out of range"), "{err}");
+    w.abort().await.expect("abort");
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// Two attempts of one map: the first to commit wins, in either order, and
+/// the loser leaves nothing.
+pub async fn first_attempt_wins(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("attempts")).await;
+    setup(&mgr, 6, 2, 3).await;
+    let mut a = Expected::new();
+    a.insert((0, 1), vec![Bytes::from_static(b"attempt zero")]);
+    let mut z = Expected::new();
+    z.insert((0, 1), vec![Bytes::from_static(b"attempt one, different")]);
+    // Attempt 0 commits first.
+    let first = write_map(&mgr, 6, 0, 0, 3, &a).await.expect("commit 0");
+    let second = write_map(&mgr, 6, 0, 1, 3, &z).await.expect("commit 1");
+    assert_eq!(first.attempt, 0);
+    assert_eq!(second, MapStatus { raw_bytes: second.raw_bytes, ..first.clone() });
+    assert_eq!(read_range(&mgr, 6, &[second], 0..3).await.expect("read"), a);
+    // Map 1: both open, the later attempt commits first and wins.
+    let mut w0 = mgr.map_writer(6, 1, 0).await.expect("w0");
+    let mut w1 = mgr.map_writer(6, 1, 1).await.expect("w1");
+    w0.partition_writer(0).await.expect("p").write_block(b"slow attempt").await.expect("w");
+    w1.partition_writer(0).await.expect("p").write_block(b"fast attempt").await.expect("w");
+    let s1 = w1.commit().await.expect("commit 1");
+    let s0 = w0.commit().await.expect("commit 0");
+    assert_eq!(s1.attempt, 1);
+    assert_eq!(s0.attempt, 1, "the loser reports the winner");
+    let got = read_range(&mgr, 6, &[s0], 0..3).await.expect("read");
+    assert_eq!(got.get(&(1, 0)), Some(&vec![Bytes::from_static(b"fast attempt")]));
+    let objects = objects_under(&mgr, &mgr.layout().shuffle_prefix(6)).await;
+    let data: Vec<_> = objects.iter().filter(|o| o.ends_with(".data")).collect();
+    assert_eq!(data.len(), 2, "one data object per map, losers removed: {objects:?}");
+    assert_eq!(mgr.metrics().snapshot().shuffle.commit_conflicts, 2);
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// An aborted attempt, plain or buffered with spills, leaves no objects.
+pub async fn abort_leaves_nothing(b: &dyn Backend) {
+    let mut cfg = fresh_config("abort");
+    cfg.memory_limit = 2048;
+    let mgr = b.manager(cfg).await;
+    setup(&mgr, 7, 2, 4).await;
+    let mut w = mgr.map_writer(7, 0, 0).await.expect("writer");
+    let big = vec![7u8; 3 << 20];
+    w.partition_writer(1).await.expect("p").write_block(&big).await.expect("write");
+    w.abort().await.expect("abort");
+    let mut bw = mgr.buffered_writer(7, 1, 0).await.expect("buffered");
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in 0..50u32 {
+        let block: Vec<u8> = (0..1000).map(|_| rng.gen()).collect();
+        bw.write_block(i % 4, &block, 1).await.expect("write");
+    }
+    assert!(bw.spill_count() > 0, "a 2 KiB budget must spill");
+    bw.abort().await.expect("abort");
+    let objects = objects_under(&mgr, &mgr.layout().app_prefix()).await;
+    assert!(objects.is_empty(), "left behind: {objects:?}");
+    assert_eq!(mgr.memory_pool().used(), 0, "reservations released");
+}
+
+/// Removing a shuffle deletes every object; reads then fail as fetch failures.
+pub async fn remove_leaves_nothing(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("remove")).await;
+    setup(&mgr, 8, 3, 5).await;
+    setup(&mgr, 9, 1, 2).await;
+    let e = random_blocks(8, 3, 5);
+    let statuses = write_all(&mgr, 8, 3, 5, &e).await;
+    let mut other = Expected::new();
+    other.insert((0, 0), vec![Bytes::from_static(b"keep me")]);
+    let kept = write_all(&mgr, 9, 1, 2, &other).await;
+    mgr.remove_shuffle(8).await.expect("remove");
+    assert!(objects_under(&mgr, &mgr.layout().shuffle_prefix(8)).await.is_empty());
+    let nonempty: Vec<_> = statuses.into_iter().filter(|s| s.total_bytes() > 0).collect();
+    assert!(!nonempty.is_empty());
+    let err = read_range(&mgr, 8, &nonempty, 0..5).await.expect_err("removed");
+    assert!(matches!(err, Error::FetchFailed { .. }) && err.is_data_loss(), "{err}");
+    assert_eq!(read_range(&mgr, 9, &kept, 0..2).await.expect("other shuffle intact"), other);
+    mgr.cleanup_app().await.expect("cleanup");
+    assert!(objects_under(&mgr, &mgr.layout().app_prefix()).await.is_empty());
+}
+
+/// Many map tasks writing at once.
+pub async fn concurrent_writers(b: &dyn Backend) {
+    let mgr = Arc::new(b.manager(fresh_config("concurrent")).await);
+    let (maps, parts) = (16, 8);
+    setup(&*mgr, 10, maps, parts).await;
+    let e = Arc::new(random_blocks(10, maps, parts));
+    let tasks: Vec<_> = (0..maps)
+        .map(|m| {
+            let (mgr, e) = (Arc::clone(&mgr), Arc::clone(&e));
+            tokio::spawn(async move { write_map(&*mgr, 10, m, 0, parts, &e).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("join").expect("commit"));
+    }
+    assert_eq!(read_range(&*mgr, 10, &statuses, 0..parts).await.expect("read"), *e);
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+async fn buffered_write(mgr: &StoreShuffleManager, shuffle: u32, e: &Expected, parts: u32, seed: u64) -> (MapStatus, Bytes, usize) {
+    setup(mgr, shuffle, 1, parts).await;
+    let mut bw = mgr.buffered_writer(shuffle, 0, 0).await.expect("buffered");
+    // Interleave partitions in a random order, keeping each partition's own order.
+    let mut queues: Vec<Vec<Bytes>> = (0..parts).map(|p| e.get(&(0, p)).cloned().unwrap_or_default()).collect();
+    for q in &mut queues {
+        q.reverse();
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    loop {
+        let live: Vec<usize> = (0..queues.len()).filter(|&p| !queues[p].is_empty()).collect();
+        if live.is_empty() {
+            break;
+        }
+        let p = live[rng.gen_range(0..live.len())];
+        let block = queues[p].pop().expect("live");
+        bw.write_block(p as u32, &block, 1).await.expect("write");
+    }
+    let spills = bw.spill_count();
+    let status = bw.commit().await.expect("commit");
+    let data = if status.total_bytes() > 0 {
+        mgr.store().get(&status.location).await.expect("data object")
+    } else {
+        Bytes::new()
+    };
+    (status, data, spills)
+}
+
+/// A budget small enough to spill gives byte-identical output to no spilling.
+pub async fn spilling_is_byte_identical(b: &dyn Backend) {
+    let parts = 9;
+    let mut e = random_blocks(11, 1, parts);
+    e.entry((0, 3)).or_default().push(Bytes::from(vec![3u8; 200_000]));
+    let roomy = b.manager(fresh_config("no-spill")).await;
+    let mut cfg = fresh_config("spill");
+    cfg.memory_limit = 4096;
+    let tight = b.manager(cfg).await;
+    let (s1, d1, spills1) = buffered_write(&roomy, 11, &e, parts, 5).await;
+    let (s2, d2, spills2) = buffered_write(&tight, 11, &e, parts, 5).await;
+    assert_eq!(spills1, 0);
+    assert!(spills2 > 1, "a 4 KiB budget must spill more than once, spilled {spills2}");
+    assert!(tight.metrics().snapshot().shuffle.spill_bytes > 0);
+    assert_eq!(s1.lengths, s2.lengths);
+    assert_eq!(s1.checksums, s2.checksums);
+    assert!(d1 == d2, "spilled output differs from in-memory output");
+    assert_eq!(read_range(&tight, 11, &[s2], 0..parts).await.expect("read"), e);
+    assert_eq!(tight.memory_pool().used(), 0);
+    roomy.cleanup_app().await.expect("cleanup");
+    tight.cleanup_app().await.expect("cleanup");
+}
+
+/// Byte-stream writes come back as the same bytes.
+pub async fn byte_stream_round_trip(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("stream")).await;
+    setup(&mgr, 12, 1, 2).await;
+    let mut rng = StdRng::seed_from_u64(12);
+    let data: Vec<u8> = (0..700_000).map(|i| if i % 3 == 0 { rng.gen() } else { 1 }).collect();
+    let mut w = mgr.map_writer(12, 0, 0).await.expect("writer");
+    {
+        let mut pw = w.partition_writer(1).await.expect("p");
+        for piece in data.chunks(9_999) {
+            pw.write(piece).await.expect("write");
+        }
+    }
+    let status = w.commit().await.expect("commit");
+    let got = read_range(&mgr, 12, &[status], 0..2).await.expect("read");
+    let joined: Vec<u8> = got.get(&(0, 1)).expect("partition 1").iter().flat_map(|b| b.iter().copied()).collect();
+    assert!(joined == data, "byte stream differs");
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+async fn damage(mgr: &StoreShuffleManager, status: &MapStatus, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = mgr.store().get(&status.location).await.expect("data").to_vec();
+    f(&mut bytes);
+    mgr.store().put(&status.location, Bytes::from(bytes)).await.expect("overwrite");
+}
+
+/// One flipped byte anywhere in a partition is a checksum mismatch naming
+/// the object and the partition.
+pub async fn flipped_byte_is_checksum_mismatch(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("flip")).await;
+    setup(&mgr, 13, 1, 4).await;
+    let mut e = Expected::new();
+    e.insert((0, 0), vec![Bytes::from(vec![1u8; 3000])]);
+    e.insert((0, 2), vec![Bytes::from((0..5000u32).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>()), Bytes::from_static(b"tail")]);
+    let status = write_all(&mgr, 13, 1, 4, &e).await.remove(0);
+    let range = status.byte_range(2..3);
+    // Flip a header byte, a payload byte and the last byte, one at a time.
+    for pos in [range.start, range.start + 20, range.end - 1] {
+        let original = mgr.store().get(&status.location).await.expect("data");
+        damage(&mgr, &status, |b| b[pos as usize] ^= 0x40).await;
+        let err = read_range(&mgr, 13, &[status.clone()], 0..4).await.expect_err("corrupt");
+        assert!(err.is_data_loss(), "{err}");
+        match err.root() {
+            Error::ChecksumMismatch { object, partition, .. } => {
+                assert_eq!(*partition, 2, "byte {pos}");
+                assert!(object.contains(&status.location.path), "{object}");
+            }
+            other => panic!("byte {pos}: expected a checksum mismatch, got {other}"),
+        }
+        mgr.store().put(&status.location, original).await.expect("restore");
+    }
+    // Partition 0 alone still reads: damage is reported where it is.
+    assert_eq!(read_range(&mgr, 13, &[status], 0..1).await.expect("read"), subset(&e, 0..1));
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// A truncated data object or index is reported as truncated/corrupt.
+pub async fn truncated_object_is_reported(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("truncate")).await;
+    setup(&mgr, 14, 1, 3).await;
+    let mut e = Expected::new();
+    e.insert((0, 2), vec![Bytes::from(vec![5u8; 10_000]), Bytes::from_static(b"end")]);
+    let status = write_all(&mgr, 14, 1, 3, &e).await.remove(0);
+    damage(&mgr, &status, |b| b.truncate(b.len() - 10)).await;
+    let err = read_range(&mgr, 14, &[status.clone()], 0..3).await.expect_err("truncated");
+    assert!(err.is_data_loss(), "{err}");
+    match err.root() {
+        Error::Corrupt { object, reason } => {
+            assert!(object.contains(&status.location.path), "{object}");
+            assert!(reason.contains("truncated"), "{reason}");
+        }
+        other => panic!("expected truncated, got {other}"),
+    }
+    let index_key = mgr.layout().index_key(14, 0);
+    let index = mgr.store().get(&index_key).await.expect("index");
+    mgr.store().put(&index_key, index.slice(..index.len() - 3)).await.expect("truncate index");
+    let err = mgr.committed_map_status(14, 0).await.expect_err("truncated index");
+    assert!(err.is_data_loss() && err.to_string().contains("truncated"), "{err}");
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// The status read back from storage equals the one commit returned, and
+/// reading through it works with tiny fetch limits (chunked ranged reads).
+pub async fn status_from_storage_and_small_fetches(b: &dyn Backend) {
+    let mut cfg = fresh_config("status");
+    cfg.fetch_chunk_bytes = 64 << 10;
+    cfg.fetch_max_bytes_in_flight = 100 << 10;
+    cfg.fetch_max_requests_in_flight = 2;
+    let mgr = b.manager(cfg).await;
+    let (maps, parts) = (4, 3);
+    setup(&mgr, 15, maps, parts).await;
+    let mut e = random_blocks(15, maps, parts);
+    let mut rng = StdRng::seed_from_u64(15);
+    e.insert((2, 1), vec![Bytes::from((0..400_000).map(|_| rng.gen::<u8>()).collect::<Vec<_>>())]);
+    let statuses = write_all(&mgr, 15, maps, parts, &e).await;
+    let mut from_storage = Vec::new();
+    for s in &statuses {
+        let stored = mgr.committed_map_status(15, s.map_id).await.expect("stored status");
+        assert_eq!(stored, MapStatus { raw_bytes: 0, ..s.clone() });
+        from_storage.push(stored);
+    }
+    assert_eq!(read_range(&mgr, 15, &from_storage, 0..parts).await.expect("read"), e);
+    let err = mgr.committed_map_status(15, 99).await.expect_err("never written");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// Generates one `#[tokio::test]` per conformance check for a backend.
+/// `$backend` is an expression of a type implementing [`Backend`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:expr) => {
+        $crate::conformance_tests!(@each $backend;
+            round_trip, empty_partitions, all_empty_map_output, every_contiguous_range,
+            partition_writers_out_of_order_rejected, first_attempt_wins, abort_leaves_nothing,
+            remove_leaves_nothing, concurrent_writers, spilling_is_byte_identical,
+            byte_stream_round_trip, flipped_byte_is_checksum_mismatch,
+            truncated_object_is_reported, status_from_storage_and_small_fetches);
+    };
+    (@each $backend:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let backend = $backend;
+                $crate::testing::$check(&backend).await;
+            }
+        )*
+    };
+}

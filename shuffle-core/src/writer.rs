@@ -1,0 +1,352 @@
+//! The map-output writer: one per map task attempt (Spark's
+//! `ShuffleMapOutputWriter`).
+//!
+//! ```text
+//!  partition_writer(0) ─▶ write/write_block ─┐
+//!  partition_writer(2) ─▶ ...                ├─▶ frames ─▶ ObjectSink (data object, streamed)
+//!  partition_writer(5) ─▶ ...                ┘
+//!  commit() ─▶ finish data object ─▶ put_if_absent(index)  ─▶ MapStatus (the winner's)
+//!  abort()  ─▶ data object discarded, nothing visible
+//! ```
+//!
+//! Partition writers are handed out in strictly increasing partition order,
+//! so the data object is written front to back and never buffered whole.
+//! Skipped partitions are empty. Lengths, crc32s and record counts are
+//! tracked as bytes go by; `commit` writes the index last, as the commit
+//! record, with `put_if_absent`: if another attempt of the same map already
+//! committed, this attempt's data is deleted and the winner's status is
+//! returned, so the first successful attempt always wins.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::format::frame::encode_frame;
+use crate::format::{Codec, IndexFile};
+use crate::manager::{Layout, MapStatus};
+use crate::metrics::{add, ShuffleMetrics};
+use crate::store::{ObjectSink, PutOutcome, ShuffleStore};
+use crate::{Error, Result};
+
+/// Encoded frames are handed to the sink in batches of about this size.
+const SINK_BATCH: usize = 1 << 20;
+/// Raw bytes per frame for byte-stream writes ([`PartitionWriter::write`]).
+pub const STREAM_FRAME_BYTES: usize = 256 << 10;
+
+/// Writes one map task attempt's output.
+pub struct MapOutputWriter {
+    store: Arc<dyn ShuffleStore>,
+    metrics: Arc<ShuffleMetrics>,
+    layout: Layout,
+    codec: Codec,
+    shuffle_id: u32,
+    map_id: u32,
+    attempt: u32,
+    num_partitions: u32,
+    sink: Option<Box<dyn ObjectSink>>,
+    /// Next partition that may be opened.
+    next_partition: u32,
+    current: Option<u32>,
+    crc: crc32fast::Hasher,
+    lengths: Vec<u64>,
+    checksums: Vec<u32>,
+    records: Vec<u64>,
+    /// Byte-stream bytes not yet framed.
+    pending: Vec<u8>,
+    /// Encoded frames not yet handed to the sink.
+    out: Vec<u8>,
+    raw_bytes: u64,
+    busy_ns: u64,
+    finished: bool,
+}
+
+impl std::fmt::Debug for MapOutputWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapOutputWriter")
+            .field("shuffle_id", &self.shuffle_id)
+            .field("map_id", &self.map_id)
+            .field("attempt", &self.attempt)
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+impl MapOutputWriter {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Arc<dyn ShuffleStore>,
+        metrics: Arc<ShuffleMetrics>,
+        layout: Layout,
+        codec: Codec,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+        num_partitions: u32,
+    ) -> Self {
+        let n = num_partitions as usize;
+        Self {
+            store,
+            metrics,
+            layout,
+            codec,
+            shuffle_id,
+            map_id,
+            attempt,
+            num_partitions,
+            sink: None,
+            next_partition: 0,
+            current: None,
+            crc: crc32fast::Hasher::new(),
+            lengths: vec![0; n],
+            checksums: vec![0; n],
+            records: vec![0; n],
+            pending: Vec::new(),
+            out: Vec::new(),
+            raw_bytes: 0,
+            busy_ns: 0,
+            finished: false,
+        }
+    }
+
+    pub fn shuffle_id(&self) -> u32 {
+        self.shuffle_id
+    }
+    pub fn map_id(&self) -> u32 {
+        self.map_id
+    }
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    pub fn num_partitions(&self) -> u32 {
+        self.num_partitions
+    }
+
+    /// Opens the writer of `partition`; partitions must strictly increase.
+    pub async fn partition_writer(&mut self, partition: u32) -> Result<PartitionWriter<'_>> {
+        if partition >= self.num_partitions {
+            return Err(Error::Protocol(format!(
+                "partition {partition} out of range: shuffle {} has {} partitions",
+                self.shuffle_id, self.num_partitions
+            )));
+        }
+        if partition < self.next_partition {
+            return Err(Error::Protocol(format!(
+                "partition writers must be opened in strictly increasing order: \
+                 asked for {partition} after {}",
+                self.next_partition - 1
+            )));
+        }
+        self.close_partition().await?;
+        self.current = Some(partition);
+        self.next_partition = partition + 1;
+        Ok(PartitionWriter { w: self })
+    }
+
+    async fn close_partition(&mut self) -> Result<()> {
+        let Some(p) = self.current.take() else {
+            return Ok(());
+        };
+        self.flush_pending(p)?;
+        let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new());
+        self.checksums[p as usize] = crc.finalize();
+        self.maybe_flush_out().await
+    }
+
+    fn flush_pending(&mut self, p: u32) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.encode_block(p, &pending)?;
+        self.pending = pending;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn encode_block(&mut self, p: u32, block: &[u8]) -> Result<()> {
+        let start = self.out.len();
+        let n = encode_frame(block, self.codec, &mut self.out)?;
+        self.crc.update(&self.out[start..]);
+        self.lengths[p as usize] += n as u64;
+        self.raw_bytes += block.len() as u64;
+        add(&self.metrics.shuffle.frames_written, 1);
+        Ok(())
+    }
+
+    async fn maybe_flush_out(&mut self) -> Result<()> {
+        if self.out.len() >= SINK_BATCH {
+            self.flush_out().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_out(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.sink.is_none() {
+            let key = self.layout.data_key(self.shuffle_id, self.map_id, self.attempt);
+            self.sink = Some(self.store.create(&key).await?);
+        }
+        let data = Bytes::from(std::mem::take(&mut self.out));
+        match self.sink.as_mut() {
+            Some(sink) => sink.write(data).await,
+            None => Err(Error::Protocol("data sink missing".into())),
+        }
+    }
+
+    /// Publishes the output. Returns the map status of the winning attempt:
+    /// this one, or an earlier one that committed first.
+    pub async fn commit(mut self) -> Result<MapStatus> {
+        let started = Instant::now();
+        let res = self.commit_inner().await;
+        self.busy_ns += started.elapsed().as_nanos() as u64;
+        add(&self.metrics.shuffle.write_time_ns, self.busy_ns);
+        if res.is_err() {
+            self.discard().await;
+        }
+        res
+    }
+
+    async fn commit_inner(&mut self) -> Result<MapStatus> {
+        self.close_partition().await?;
+        self.flush_out().await?;
+        let data_key = self.layout.data_key(self.shuffle_id, self.map_id, self.attempt);
+        let total: u64 = self.lengths.iter().sum();
+        if let Some(sink) = self.sink.take() {
+            let written = sink.finish().await?;
+            if written != total {
+                return Err(Error::corrupt(
+                    self.store.describe(&data_key),
+                    format!("wrote {written} bytes but partitions add up to {total}"),
+                ));
+            }
+        }
+        let index = IndexFile::from_lengths(
+            self.shuffle_id,
+            self.map_id,
+            self.attempt,
+            &self.lengths,
+            self.checksums.clone(),
+            self.records.clone(),
+        );
+        let index_key = self.layout.index_key(self.shuffle_id, self.map_id);
+        self.finished = true;
+        match self.store.put_if_absent(&index_key, index.encode()).await {
+            Ok(PutOutcome::Created) => {
+                let m = &self.metrics.shuffle;
+                add(&m.bytes_written, total);
+                add(&m.raw_bytes_written, self.raw_bytes);
+                add(&m.records_written, self.records.iter().sum());
+                add(&m.maps_committed, 1);
+                Ok(MapStatus::from_index(&index, self.raw_bytes, &self.layout))
+            }
+            Ok(PutOutcome::AlreadyExists) => {
+                // Another attempt won: drop ours, report theirs.
+                add(&self.metrics.shuffle.commit_conflicts, 1);
+                if total > 0 {
+                    self.store.delete(&[data_key]).await?;
+                }
+                let bytes = self.store.get(&index_key).await?;
+                let winner = IndexFile::decode(&bytes, &self.store.describe(&index_key))?;
+                Ok(MapStatus::from_index(&winner, 0, &self.layout))
+            }
+            Err(e) => {
+                self.finished = false;
+                if total > 0 {
+                    let _ = self.store.delete(&[data_key]).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn discard(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            let _ = sink.abort().await;
+        }
+    }
+
+    /// Discards everything this attempt wrote.
+    pub async fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        add(&self.metrics.shuffle.maps_aborted, 1);
+        match self.sink.take() {
+            Some(sink) => sink.abort().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes one partition's bytes; obtained from [`MapOutputWriter::partition_writer`].
+pub struct PartitionWriter<'a> {
+    w: &'a mut MapOutputWriter,
+}
+
+impl PartitionWriter<'_> {
+    fn partition(&self) -> u32 {
+        self.w.current.unwrap_or(0)
+    }
+
+    /// Appends bytes as a stream: they are cut into frames of
+    /// [`STREAM_FRAME_BYTES`]; readers get them back in frame-sized blocks.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        let started = Instant::now();
+        let p = self.partition();
+        while !data.is_empty() {
+            let room = STREAM_FRAME_BYTES - self.w.pending.len();
+            let take = room.min(data.len());
+            self.w.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.w.pending.len() == STREAM_FRAME_BYTES {
+                self.w.flush_pending(p)?;
+                self.w.maybe_flush_out().await?;
+            }
+        }
+        self.w.busy_ns += started.elapsed().as_nanos() as u64;
+        Ok(())
+    }
+
+    /// Appends one block as exactly one frame; readers get it back whole.
+    pub async fn write_block(&mut self, block: &[u8]) -> Result<()> {
+        let started = Instant::now();
+        let p = self.partition();
+        self.w.flush_pending(p)?;
+        self.w.encode_block(p, block)?;
+        self.w.maybe_flush_out().await?;
+        self.w.busy_ns += started.elapsed().as_nanos() as u64;
+        Ok(())
+    }
+
+    /// Appends bytes that are already whole frames of this format (from a
+    /// spill or a memory buffer): concatenated without decompressing.
+    pub(crate) async fn write_frames(&mut self, frames: &[u8], raw_bytes: u64) -> Result<()> {
+        let p = self.partition();
+        self.w.flush_pending(p)?;
+        self.w.out.extend_from_slice(frames);
+        self.w.crc.update(frames);
+        self.w.lengths[p as usize] += frames.len() as u64;
+        self.w.raw_bytes += raw_bytes;
+        self.w.maybe_flush_out().await
+    }
+
+    /// Counts records written to this partition (for metrics and the index).
+    pub fn add_records(&mut self, n: u64) {
+        let p = self.partition() as usize;
+        self.w.records[p] += n;
+    }
+}
+
+impl Drop for MapOutputWriter {
+    fn drop(&mut self) {
+        if !self.finished && self.sink.is_some() {
+            tracing::debug!(
+                shuffle = self.shuffle_id,
+                map = self.map_id,
+                attempt = self.attempt,
+                "map output writer dropped without commit or abort; discarding"
+            );
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! # shuffle-local: the local-disk backend
+//!
+//! Objects are files under one or more root directories:
+//!
+//! ```text
+//! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>-<attempt>.data
+//! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>.index
+//! <root[i]>/spill/spill-<pid>-<n>-<nanos>.bin          (local spill store)
+//! ```
+//!
+//! - **Atomic publish**: every object is written under a temporary name and
+//!   renamed into place; `put_if_absent` hard-links the finished temporary
+//!   file to the final name, which the OS refuses if it exists, so the first
+//!   commit of a map wins even across processes.
+//! - **Reads** are positioned reads (`pread`) of exactly the requested range.
+//! - **Out of space**: `ENOSPC`/`EDQUOT` from the OS, or the optional
+//!   per-directory quota `local.max_bytes`, become
+//!   [`Error::StorageFull`] naming the directory and suggesting S3 shuffle.
+//! - Files vanish with the machine, so `supports_reliable_storage()` is false:
+//!   an engine must recompute a lost executor's map outputs.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use shuffle_core::fs::{self, DirQuota, FileSink};
+use shuffle_core::store::{ObjectKey, ObjectMeta, ObjectSink, PutOutcome, ShuffleStore};
+use shuffle_core::{Error, LocalSpillStore, Result, ShuffleConfig, StoreShuffleManager};
+
+/// One root directory and its optional quota.
+#[derive(Debug, Clone)]
+struct Root {
+    dir: PathBuf,
+    quota: Option<Arc<DirQuota>>,
+}
+
+/// Shuffle objects as files under local root directories.
+#[derive(Debug)]
+pub struct LocalStore {
+    roots: Vec<Root>,
+}
+
+impl LocalStore {
+    /// A store over `dirs` (created if missing), each with an optional byte quota.
+    pub fn new(dirs: &[PathBuf], max_bytes: Option<u64>) -> Result<Self> {
+        if dirs.is_empty() {
+            return Err(Error::config("local.dirs", "needs at least one directory"));
+        }
+        let mut roots = Vec::new();
+        for d in dirs {
+            std::fs::create_dir_all(d).map_err(|e| match Error::io(d, e) {
+                Error::Io { path, source } => Error::config(
+                    "local.dirs",
+                    format!("cannot create {}: {source}", path.display()),
+                ),
+                other => other,
+            })?;
+            roots.push(Root {
+                dir: d.clone(),
+                quota: max_bytes.map(|m| DirQuota::new(d.clone(), m)),
+            });
+        }
+        Ok(Self { roots })
+    }
+
+    fn root(&self, key: &ObjectKey) -> &Root {
+        &self.roots[(key.shard % self.roots.len() as u64) as usize]
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        self.root(key).dir.join(&key.path)
+    }
+
+    /// A spill store over the same directories (`<root>/spill`), sharing quotas.
+    pub fn spill_store(&self) -> LocalSpillStore {
+        LocalSpillStore::with_quotas(
+            self.roots
+                .iter()
+                .map(|r| (r.dir.join("spill"), r.quota.clone()))
+                .collect(),
+        )
+    }
+
+    /// The root directories.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.roots.iter().map(|r| r.dir.clone()).collect()
+    }
+}
+
+/// Builds the local-disk manager from a config (`local.dirs`, `local.max_bytes`).
+pub fn local_manager(config: ShuffleConfig) -> Result<StoreShuffleManager> {
+    let store = LocalStore::new(&config.local_dirs, config.local_max_bytes)?;
+    let spill = Arc::new(store.spill_store());
+    Ok(StoreShuffleManager::builder(Arc::new(store), config)
+        .spill_store(spill)
+        .build())
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            walk(&entry.path(), out)?;
+        } else {
+            out.push((entry.path(), meta));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ShuffleStore for LocalStore {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn supports_reliable_storage(&self) -> bool {
+        false
+    }
+
+    fn describe(&self, key: &ObjectKey) -> String {
+        self.path(key).display().to_string()
+    }
+
+    async fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
+        let root = self.root(key);
+        let sink = FileSink::create(root.dir.clone(), self.path(key), root.quota.clone()).await?;
+        Ok(Box::new(sink))
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+        let mut sink = self.create(key).await?;
+        sink.write(data).await?;
+        sink.finish().await.map(|_| ())
+    }
+
+    async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> Result<PutOutcome> {
+        let root = self.root(key);
+        let fin = self.path(key);
+        let tmp = fin.with_extension(format!("tmp-{}", fs::unique_suffix()));
+        let mut sink = Box::new(FileSink::create(root.dir.clone(), tmp.clone(), root.quota.clone()).await?);
+        sink.write(data).await?;
+        sink.finish().await?;
+        fs::blocking(move || {
+            let res = std::fs::hard_link(&tmp, &fin);
+            let _ = std::fs::remove_file(&tmp);
+            match res {
+                Ok(()) => Ok(PutOutcome::Created),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+                Err(e) => Err(Error::io(&fin, e)),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        fs::read_all(self.path(key)).await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        fs::read_range(self.path(key), range).await
+    }
+
+    async fn delete(&self, keys: &[ObjectKey]) -> Result<()> {
+        let items: Vec<(PathBuf, Option<Arc<DirQuota>>)> = keys
+            .iter()
+            .map(|k| (self.path(k), self.root(k).quota.clone()))
+            .collect();
+        fs::blocking(move || {
+            for (path, quota) in items {
+                let freed = fs::remove_file(&path)?;
+                if let Some(q) = quota {
+                    q.give_back(freed);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let roots = self.roots.clone();
+        let prefix = prefix.to_string();
+        fs::blocking(move || {
+            let dir_part = match prefix.rfind('/') {
+                Some(i) => &prefix[..i],
+                None => "",
+            };
+            let mut out = Vec::new();
+            for (i, root) in roots.iter().enumerate() {
+                let mut files = Vec::new();
+                let start = root.dir.join(dir_part);
+                walk(&start, &mut files).map_err(|e| Error::io(&start, e))?;
+                for (path, meta) in files {
+                    let Ok(rel) = path.strip_prefix(&root.dir) else { continue };
+                    let rel = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+                    if !rel.starts_with(&prefix) {
+                        continue;
+                    }
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs());
+                    out.push(ObjectMeta {
+                        key: ObjectKey::new(i as u64, rel),
+                        size: meta.len(),
+                        modified_unix_secs: modified,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let objects = self.list(prefix).await?;
+        let keys: Vec<ObjectKey> = objects.iter().map(|o| o.key.clone()).collect();
+        self.delete(&keys).await?;
+        // Tidy directories the prefix names whole (`app/shuffle-3/`).
+        if let Some(dir) = prefix.strip_suffix('/') {
+            let dirs: Vec<PathBuf> = self.roots.iter().map(|r| r.dir.join(dir)).collect();
+            fs::blocking(move || {
+                for d in dirs {
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(keys.len() as u64)
+    }
+}
