@@ -168,7 +168,9 @@ impl MapOutputBuffer {
         let mut readers: Vec<SpillReader> = self
             .spills
             .iter()
-            .map(|s| SpillReader::open(Arc::clone(&self.spill_store), s.file.clone(), &self.metrics))
+            .map(|s| {
+                SpillReader::open(Arc::clone(&self.spill_store), s.file.clone(), &self.metrics)
+            })
             .collect();
         let merged = self.merge(&mut readers).await;
         for r in &mut readers {

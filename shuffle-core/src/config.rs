@@ -92,7 +92,9 @@ fn default_app_id() -> String {
 pub fn canonical_key(key: &str) -> Option<&'static str> {
     let k = key.trim().trim_start_matches("--");
     KEYS.iter()
-        .find(|d| d.key.eq_ignore_ascii_case(k) || d.aliases.iter().any(|a| a.eq_ignore_ascii_case(k)))
+        .find(|d| {
+            d.key.eq_ignore_ascii_case(k) || d.aliases.iter().any(|a| a.eq_ignore_ascii_case(k))
+        })
         .map(|d| d.key)
 }
 
@@ -158,7 +160,12 @@ impl ShuffleConfig {
                 self.backend = match v.to_ascii_lowercase().as_str() {
                     "local" | "disk" => BackendKind::Local,
                     "s3" => BackendKind::S3,
-                    _ => return Err(Error::config(key, format!("`{v}` is not a backend; use `local` or `s3`"))),
+                    _ => {
+                        return Err(Error::config(
+                            key,
+                            format!("`{v}` is not a backend; use `local` or `s3`"),
+                        ))
+                    }
                 }
             }
             "shuffle.app_id" => {
@@ -203,13 +210,19 @@ impl ShuffleConfig {
     /// Checks cross-key constraints.
     pub fn validate(&self) -> Result<()> {
         if self.fetch_max_requests_in_flight == 0 {
-            return Err(Error::config("fetch.max_requests_in_flight", "must be at least 1"));
+            return Err(Error::config(
+                "fetch.max_requests_in_flight",
+                "must be at least 1",
+            ));
         }
         if self.fetch_chunk_bytes < 64 << 10 {
             return Err(Error::config("fetch.chunk_bytes", "must be at least 64KiB"));
         }
         if self.fetch_max_bytes_in_flight == 0 {
-            return Err(Error::config("fetch.max_bytes_in_flight", "must be more than 0"));
+            return Err(Error::config(
+                "fetch.max_bytes_in_flight",
+                "must be more than 0",
+            ));
         }
         Ok(())
     }
@@ -226,7 +239,10 @@ pub fn parse_size(key: &str, value: &str) -> Result<u64> {
         )
     };
     if v.starts_with('-') {
-        return Err(Error::config(key, format!("`{value}` is negative; sizes must be 0 or more")));
+        return Err(Error::config(
+            key,
+            format!("`{value}` is negative; sizes must be 0 or more"),
+        ));
     }
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
@@ -247,7 +263,10 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" | "" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::config(key, format!("`{value}` is not a boolean; use true or false"))),
+        _ => Err(Error::config(
+            key,
+            format!("`{value}` is not a boolean; use true or false"),
+        )),
     }
 }
 
@@ -261,7 +280,10 @@ pub fn markdown_table() -> String {
             .map(|a| format!("`{a}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        s.push_str(&format!("| `{}` | {} | {} | {} |\n", d.key, aliases, d.default, d.doc));
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            d.key, aliases, d.default, d.doc
+        ));
     }
     s
 }
@@ -284,17 +306,26 @@ mod tests {
         assert_eq!(cfg.fetch_max_bytes_in_flight, 16 << 20);
         assert_eq!(cfg.memory_limit, 2 << 30);
         assert!(cfg.spill_to_s3);
-        assert_eq!(cfg.backend_options.get("s3.bucket").map(String::as_str), Some("s3://b/p"));
+        assert_eq!(
+            cfg.backend_options.get("s3.bucket").map(String::as_str),
+            Some("s3://b/p")
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let e = ShuffleConfig::from_args(["memory.limit=-5"]).expect_err("negative");
-        assert!(e.to_string().contains("memory.limit") && e.to_string().contains("negative"), "{e}");
+        assert!(
+            e.to_string().contains("memory.limit") && e.to_string().contains("negative"),
+            "{e}"
+        );
         let e = ShuffleConfig::from_args(["memory.limit=lots"]).expect_err("unparsable");
         assert!(e.to_string().contains("not a size"), "{e}");
         let e = ShuffleConfig::from_args(["shuffle.bakend=s3"]).expect_err("unknown");
-        assert!(e.to_string().contains("shuffle.bakend") && e.to_string().contains("unknown key"), "{e}");
+        assert!(
+            e.to_string().contains("shuffle.bakend") && e.to_string().contains("unknown key"),
+            "{e}"
+        );
         let e = ShuffleConfig::from_args(["shuffle.backend=hdfs"]).expect_err("bad backend");
         assert!(e.to_string().contains("use `local` or `s3`"), "{e}");
         let e = ShuffleConfig::from_args(["novalue"]).expect_err("no =");

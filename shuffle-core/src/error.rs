@@ -152,3 +152,36 @@ fn is_out_of_space(e: &std::io::Error) -> bool {
     // ENOSPC = 28, EDQUOT = 122 on Linux.
     matches!(e.raw_os_error(), Some(28) | Some(122))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_space_from_the_os_is_storage_full() {
+        // /dev/full answers every write with ENOSPC.
+        let e = std::fs::write("/dev/full", b"x").expect_err("ENOSPC");
+        let err = Error::io("/data/shuffle", e);
+        assert!(matches!(err, Error::StorageFull { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/data/shuffle") && msg.contains("--shuffle s3 --spill-to-s3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn fetch_failures_expose_data_loss() {
+        let inner = Error::corrupt("k", "truncated");
+        let e = Error::FetchFailed {
+            shuffle_id: 1,
+            map_id: 2,
+            attempt: 0,
+            source: Box::new(inner),
+        };
+        assert!(e.is_data_loss());
+        assert!(matches!(e.root(), Error::Corrupt { .. }));
+        let e = Error::config("k", "bad");
+        assert!(!e.is_data_loss());
+    }
+}

@@ -54,6 +54,8 @@ pub use manager::{
 pub use memory::{MemoryPool, MemoryReservation};
 pub use metrics::{MetricsSnapshot, ShuffleMetrics};
 pub use reader::{Block, ReaderOptions, ShuffleReader};
-pub use spill::{LocalSpillStore, ObjectSpillStore, SpillFile, SpillReader, SpillStore, SpillWriter};
+pub use spill::{
+    LocalSpillStore, ObjectSpillStore, SpillFile, SpillReader, SpillStore, SpillWriter,
+};
 pub use store::{ObjectKey, ObjectMeta, ObjectSink, PutOutcome, ShuffleStore};
 pub use writer::{MapOutputWriter, PartitionWriter};

@@ -141,7 +141,10 @@ impl Layout {
     pub fn data_key(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> ObjectKey {
         ObjectKey::new(
             Self::shard(shuffle_id, map_id),
-            format!("{}map-{map_id}-{attempt}.data", self.shuffle_prefix(shuffle_id)),
+            format!(
+                "{}map-{map_id}-{attempt}.data",
+                self.shuffle_prefix(shuffle_id)
+            ),
         )
     }
 
@@ -172,9 +175,19 @@ pub trait ShuffleManager: Send + Sync + Debug {
     /// Declares a shuffle before any of its map tasks run.
     async fn register_shuffle(&self, handle: ShuffleHandle) -> Result<()>;
     /// A writer for one map task attempt (ordered partition writers).
-    async fn map_writer(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> Result<MapOutputWriter>;
+    async fn map_writer(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+    ) -> Result<MapOutputWriter>;
     /// Reads partitions `partitions` of the given committed map outputs.
-    fn reader(&self, shuffle_id: u32, maps: Vec<MapStatus>, partitions: Range<u32>) -> Result<ShuffleReader>;
+    fn reader(
+        &self,
+        shuffle_id: u32,
+        maps: Vec<MapStatus>,
+        partitions: Range<u32>,
+    ) -> Result<ShuffleReader>;
     /// The committed status of a map, from storage (for a process that has
     /// only the ids); cached.
     async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus>;
@@ -198,11 +211,17 @@ pub trait ShuffleManager: Send + Sync + Debug {
 pub trait ShuffleManagerExt: ShuffleManager {
     /// A writer that takes blocks for any partition in any order, buffers
     /// them in memory from the pool and spills when the pool is full.
-    async fn buffered_writer(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> Result<MapOutputBuffer> {
+    async fn buffered_writer(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+    ) -> Result<MapOutputBuffer> {
         let writer = self.map_writer(shuffle_id, map_id, attempt).await?;
         Ok(MapOutputBuffer::new(
             writer,
-            self.memory_pool().reservation(format!("map output buffer {shuffle_id}/{map_id}")),
+            self.memory_pool()
+                .reservation(format!("map output buffer {shuffle_id}/{map_id}")),
             Arc::clone(self.spill_store()),
             Arc::clone(self.metrics()),
         ))
@@ -284,7 +303,10 @@ impl StoreShuffleManagerBuilder {
 }
 
 impl StoreShuffleManager {
-    pub fn builder(store: Arc<dyn ShuffleStore>, config: ShuffleConfig) -> StoreShuffleManagerBuilder {
+    pub fn builder(
+        store: Arc<dyn ShuffleStore>,
+        config: ShuffleConfig,
+    ) -> StoreShuffleManagerBuilder {
         StoreShuffleManagerBuilder {
             store,
             config,
@@ -313,7 +335,9 @@ impl StoreShuffleManager {
             .lock()
             .map_err(|_| Error::Protocol("shuffle registry poisoned".into()))?;
         shuffles.get(&shuffle_id).copied().ok_or_else(|| {
-            Error::Protocol(format!("shuffle {shuffle_id} is not registered; call register_shuffle first"))
+            Error::Protocol(format!(
+                "shuffle {shuffle_id} is not registered; call register_shuffle first"
+            ))
         })
     }
 }
@@ -344,7 +368,12 @@ impl ShuffleManager for StoreShuffleManager {
         }
     }
 
-    async fn map_writer(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> Result<MapOutputWriter> {
+    async fn map_writer(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+    ) -> Result<MapOutputWriter> {
         let h = self.handle(shuffle_id)?;
         if map_id >= h.num_maps {
             return Err(Error::Protocol(format!(
@@ -364,7 +393,12 @@ impl ShuffleManager for StoreShuffleManager {
         ))
     }
 
-    fn reader(&self, shuffle_id: u32, maps: Vec<MapStatus>, partitions: Range<u32>) -> Result<ShuffleReader> {
+    fn reader(
+        &self,
+        shuffle_id: u32,
+        maps: Vec<MapStatus>,
+        partitions: Range<u32>,
+    ) -> Result<ShuffleReader> {
         let c = &self.inner.config;
         ShuffleReader::new(
             Arc::clone(&self.inner.store),
@@ -413,7 +447,10 @@ impl ShuffleManager for StoreShuffleManager {
 
     async fn cleanup_app(&self) -> Result<u64> {
         self.inner.statuses.invalidate_all();
-        self.inner.store.delete_prefix(&self.inner.layout.app_prefix()).await
+        self.inner
+            .store
+            .delete_prefix(&self.inner.layout.app_prefix())
+            .await
     }
 
     fn supports_reliable_storage(&self) -> bool {
@@ -439,8 +476,15 @@ impl ShuffleManager for StoreShuffleManager {
 /// Rebuilds an error shared through the status cache.
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::NotFound { object } => Error::NotFound { object: object.clone() },
-        Error::ChecksumMismatch { object, partition, expected, actual } => Error::ChecksumMismatch {
+        Error::NotFound { object } => Error::NotFound {
+            object: object.clone(),
+        },
+        Error::ChecksumMismatch {
+            object,
+            partition,
+            expected,
+            actual,
+        } => Error::ChecksumMismatch {
             object: object.clone(),
             partition: *partition,
             expected: *expected,

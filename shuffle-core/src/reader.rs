@@ -117,7 +117,9 @@ impl ShuffleReader {
         opts: ReaderOptions,
     ) -> Result<Self> {
         if partitions.start > partitions.end {
-            return Err(Error::Protocol(format!("empty or reversed partition range {partitions:?}")));
+            return Err(Error::Protocol(format!(
+                "empty or reversed partition range {partitions:?}"
+            )));
         }
         for m in &maps {
             if m.shuffle_id != shuffle_id {
@@ -267,7 +269,10 @@ impl State {
                     return Err(self.fetch_failed(map, err));
                 }
             };
-            add(&self.metrics.shuffle.fetch_wait_ns, waited.elapsed().as_nanos() as u64);
+            add(
+                &self.metrics.shuffle.fetch_wait_ns,
+                waited.elapsed().as_nanos() as u64,
+            );
             add(&self.metrics.shuffle.bytes_read, data.len() as u64);
             if data.len() as u64 != fetched.expected {
                 let object = self.store.describe(&self.maps[map].location);
@@ -316,7 +321,10 @@ impl State {
             while c.left_in_partition == 0 {
                 c.partition += 1;
                 if c.partition >= self.partitions.end {
-                    return Err(Error::corrupt(c.object.clone(), "more bytes than the map status says"));
+                    return Err(Error::corrupt(
+                        c.object.clone(),
+                        "more bytes than the map status says",
+                    ));
                 }
                 c.left_in_partition = m.lengths[c.partition as usize];
             }

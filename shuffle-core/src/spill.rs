@@ -20,8 +20,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::format::frame::{encode_frame, Codec, FrameDecoder};
 use crate::format::frame::decode_frame;
+use crate::format::frame::{encode_frame, Codec, FrameDecoder};
 use crate::fs::{self, DirQuota, FileSink};
 use crate::metrics::{add, ShuffleMetrics};
 use crate::store::{ObjectKey, ObjectSink, ShuffleStore};
@@ -184,7 +184,10 @@ const SPILL_WRITE_BATCH: usize = 1 << 20;
 
 impl SpillWriter {
     /// Starts a spill file in `store`.
-    pub async fn create(store: &Arc<dyn SpillStore>, metrics: &Arc<ShuffleMetrics>) -> Result<Self> {
+    pub async fn create(
+        store: &Arc<dyn SpillStore>,
+        metrics: &Arc<ShuffleMetrics>,
+    ) -> Result<Self> {
         let (file, sink) = store.create().await?;
         Ok(Self {
             file,
@@ -286,7 +289,11 @@ impl Debug for SpillReader {
 pub const SPILL_READ_CHUNK: u64 = 4 << 20;
 
 impl SpillReader {
-    pub fn open(store: Arc<dyn SpillStore>, file: SpillFile, metrics: &Arc<ShuffleMetrics>) -> Self {
+    pub fn open(
+        store: Arc<dyn SpillStore>,
+        file: SpillFile,
+        metrics: &Arc<ShuffleMetrics>,
+    ) -> Self {
         let decoder = FrameDecoder::new(file.id.clone());
         Self {
             store,

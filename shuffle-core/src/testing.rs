@@ -58,7 +58,13 @@ pub fn random_blocks(seed: u64, maps: u32, partitions: u32) -> Expected {
                     let len = rng.gen_range(0..4096);
                     let compressible = rng.gen_bool(0.5);
                     let v: Vec<u8> = (0..len)
-                        .map(|i| if compressible { (i % 7) as u8 } else { rng.gen() })
+                        .map(|i| {
+                            if compressible {
+                                (i % 7) as u8
+                            } else {
+                                rng.gen()
+                            }
+                        })
                         .collect();
                     Bytes::from(v)
                 })
@@ -131,10 +137,20 @@ async fn setup(mgr: &dyn ShuffleManager, shuffle: u32, maps: u32, partitions: u3
     .expect("register shuffle");
 }
 
-async fn write_all(mgr: &dyn ShuffleManager, shuffle: u32, maps: u32, parts: u32, e: &Expected) -> Vec<MapStatus> {
+async fn write_all(
+    mgr: &dyn ShuffleManager,
+    shuffle: u32,
+    maps: u32,
+    parts: u32,
+    e: &Expected,
+) -> Vec<MapStatus> {
     let mut statuses = Vec::new();
     for m in 0..maps {
-        statuses.push(write_map(mgr, shuffle, m, 0, parts, e).await.expect("commit"));
+        statuses.push(
+            write_map(mgr, shuffle, m, 0, parts, e)
+                .await
+                .expect("commit"),
+        );
     }
     statuses
 }
@@ -158,10 +174,16 @@ pub async fn round_trip(b: &dyn Backend) {
     let statuses = write_all(&mgr, 1, maps, parts, &e).await;
     for s in &statuses {
         let records: u64 = s.records.iter().sum();
-        let want = e.iter().filter(|((m, _), _)| *m == s.map_id).map(|(_, v)| v.len() as u64).sum();
+        let want = e
+            .iter()
+            .filter(|((m, _), _)| *m == s.map_id)
+            .map(|(_, v)| v.len() as u64)
+            .sum();
         assert_eq!(records, want, "records of map {}", s.map_id);
     }
-    let got = read_range(&mgr, 1, &statuses, 0..parts).await.expect("read");
+    let got = read_range(&mgr, 1, &statuses, 0..parts)
+        .await
+        .expect("read");
     assert_eq!(got, e);
     mgr.cleanup_app().await.expect("cleanup");
 }
@@ -177,7 +199,10 @@ pub async fn empty_partitions(b: &dyn Backend) {
     let statuses = write_all(&mgr, 2, 2, 6, &e).await;
     assert_eq!(statuses[0].lengths[0], 0);
     assert_eq!(statuses[0].lengths[2], 0);
-    assert!(read_range(&mgr, 2, &statuses, 2..4).await.expect("read").is_empty());
+    assert!(read_range(&mgr, 2, &statuses, 2..4)
+        .await
+        .expect("read")
+        .is_empty());
     assert_eq!(read_range(&mgr, 2, &statuses, 0..6).await.expect("read"), e);
     mgr.cleanup_app().await.expect("cleanup");
 }
@@ -190,11 +215,17 @@ pub async fn all_empty_map_output(b: &dyn Backend) {
     let w = mgr.map_writer(3, 0, 0).await.expect("writer");
     let status = w.commit().await.expect("commit");
     assert_eq!(status.lengths, vec![0; 4]);
-    assert!(read_range(&mgr, 3, &[status.clone()], 0..4).await.expect("read").is_empty());
+    assert!(read_range(&mgr, 3, &[status.clone()], 0..4)
+        .await
+        .expect("read")
+        .is_empty());
     let objects = objects_under(&mgr, &mgr.layout().shuffle_prefix(3)).await;
     assert_eq!(objects.len(), 1, "only the index: {objects:?}");
     assert!(objects[0].ends_with(".index"), "{objects:?}");
-    let stored = mgr.committed_map_status(3, 0).await.expect("status from storage");
+    let stored = mgr
+        .committed_map_status(3, 0)
+        .await
+        .expect("status from storage");
     assert_eq!(stored.lengths, status.lengths);
     mgr.cleanup_app().await.expect("cleanup");
 }
@@ -220,12 +251,25 @@ pub async fn partition_writers_out_of_order_rejected(b: &dyn Backend) {
     let mgr = b.manager(fresh_config("order")).await;
     setup(&mgr, 5, 1, 4).await;
     let mut w = mgr.map_writer(5, 0, 0).await.expect("writer");
-    w.partition_writer(2).await.expect("first").write_block(b"x").await.expect("write");
-    let err = w.partition_writer(1).await.map(|_| ()).expect_err("backwards");
+    w.partition_writer(2)
+        .await
+        .expect("first")
+        .write_block(b"x")
+        .await
+        .expect("write");
+    let err = w
+        .partition_writer(1)
+        .await
+        .map(|_| ())
+        .expect_err("backwards");
     assert!(matches!(err, Error::Protocol(_)), "{err}");
     let err = w.partition_writer(2).await.map(|_| ()).expect_err("repeat");
     assert!(err.to_string().contains("strictly increasing"), "{err}");
-    let err = w.partition_writer(4).await.map(|_| ()).expect_err("out of range");
+    let err = w
+        .partition_writer(4)
+        .await
+        .map(|_| ())
+        .expect_err("out of range");
     assert!(err.to_string().contains("out of range"), "{err}");
     w.abort().await.expect("abort");
     mgr.cleanup_app().await.expect("cleanup");
@@ -244,22 +288,45 @@ pub async fn first_attempt_wins(b: &dyn Backend) {
     let first = write_map(&mgr, 6, 0, 0, 3, &a).await.expect("commit 0");
     let second = write_map(&mgr, 6, 0, 1, 3, &z).await.expect("commit 1");
     assert_eq!(first.attempt, 0);
-    assert_eq!(second, MapStatus { raw_bytes: second.raw_bytes, ..first.clone() });
+    assert_eq!(
+        second,
+        MapStatus {
+            raw_bytes: second.raw_bytes,
+            ..first.clone()
+        }
+    );
     assert_eq!(read_range(&mgr, 6, &[second], 0..3).await.expect("read"), a);
     // Map 1: both open, the later attempt commits first and wins.
     let mut w0 = mgr.map_writer(6, 1, 0).await.expect("w0");
     let mut w1 = mgr.map_writer(6, 1, 1).await.expect("w1");
-    w0.partition_writer(0).await.expect("p").write_block(b"slow attempt").await.expect("w");
-    w1.partition_writer(0).await.expect("p").write_block(b"fast attempt").await.expect("w");
+    w0.partition_writer(0)
+        .await
+        .expect("p")
+        .write_block(b"slow attempt")
+        .await
+        .expect("w");
+    w1.partition_writer(0)
+        .await
+        .expect("p")
+        .write_block(b"fast attempt")
+        .await
+        .expect("w");
     let s1 = w1.commit().await.expect("commit 1");
     let s0 = w0.commit().await.expect("commit 0");
     assert_eq!(s1.attempt, 1);
     assert_eq!(s0.attempt, 1, "the loser reports the winner");
     let got = read_range(&mgr, 6, &[s0], 0..3).await.expect("read");
-    assert_eq!(got.get(&(1, 0)), Some(&vec![Bytes::from_static(b"fast attempt")]));
+    assert_eq!(
+        got.get(&(1, 0)),
+        Some(&vec![Bytes::from_static(b"fast attempt")])
+    );
     let objects = objects_under(&mgr, &mgr.layout().shuffle_prefix(6)).await;
     let data: Vec<_> = objects.iter().filter(|o| o.ends_with(".data")).collect();
-    assert_eq!(data.len(), 2, "one data object per map, losers removed: {objects:?}");
+    assert_eq!(
+        data.len(),
+        2,
+        "one data object per map, losers removed: {objects:?}"
+    );
     assert_eq!(mgr.metrics().snapshot().shuffle.commit_conflicts, 2);
     mgr.cleanup_app().await.expect("cleanup");
 }
@@ -272,7 +339,12 @@ pub async fn abort_leaves_nothing(b: &dyn Backend) {
     setup(&mgr, 7, 2, 4).await;
     let mut w = mgr.map_writer(7, 0, 0).await.expect("writer");
     let big = vec![7u8; 3 << 20];
-    w.partition_writer(1).await.expect("p").write_block(&big).await.expect("write");
+    w.partition_writer(1)
+        .await
+        .expect("p")
+        .write_block(&big)
+        .await
+        .expect("write");
     w.abort().await.expect("abort");
     let mut bw = mgr.buffered_writer(7, 1, 0).await.expect("buffered");
     let mut rng = StdRng::seed_from_u64(7);
@@ -298,14 +370,31 @@ pub async fn remove_leaves_nothing(b: &dyn Backend) {
     other.insert((0, 0), vec![Bytes::from_static(b"keep me")]);
     let kept = write_all(&mgr, 9, 1, 2, &other).await;
     mgr.remove_shuffle(8).await.expect("remove");
-    assert!(objects_under(&mgr, &mgr.layout().shuffle_prefix(8)).await.is_empty());
-    let nonempty: Vec<_> = statuses.into_iter().filter(|s| s.total_bytes() > 0).collect();
+    assert!(objects_under(&mgr, &mgr.layout().shuffle_prefix(8))
+        .await
+        .is_empty());
+    let nonempty: Vec<_> = statuses
+        .into_iter()
+        .filter(|s| s.total_bytes() > 0)
+        .collect();
     assert!(!nonempty.is_empty());
-    let err = read_range(&mgr, 8, &nonempty, 0..5).await.expect_err("removed");
-    assert!(matches!(err, Error::FetchFailed { .. }) && err.is_data_loss(), "{err}");
-    assert_eq!(read_range(&mgr, 9, &kept, 0..2).await.expect("other shuffle intact"), other);
+    let err = read_range(&mgr, 8, &nonempty, 0..5)
+        .await
+        .expect_err("removed");
+    assert!(
+        matches!(err, Error::FetchFailed { .. }) && err.is_data_loss(),
+        "{err}"
+    );
+    assert_eq!(
+        read_range(&mgr, 9, &kept, 0..2)
+            .await
+            .expect("other shuffle intact"),
+        other
+    );
     mgr.cleanup_app().await.expect("cleanup");
-    assert!(objects_under(&mgr, &mgr.layout().app_prefix()).await.is_empty());
+    assert!(objects_under(&mgr, &mgr.layout().app_prefix())
+        .await
+        .is_empty());
 }
 
 /// Many map tasks writing at once.
@@ -324,21 +413,36 @@ pub async fn concurrent_writers(b: &dyn Backend) {
     for t in tasks {
         statuses.push(t.await.expect("join").expect("commit"));
     }
-    assert_eq!(read_range(&*mgr, 10, &statuses, 0..parts).await.expect("read"), *e);
+    assert_eq!(
+        read_range(&*mgr, 10, &statuses, 0..parts)
+            .await
+            .expect("read"),
+        *e
+    );
     mgr.cleanup_app().await.expect("cleanup");
 }
 
-async fn buffered_write(mgr: &StoreShuffleManager, shuffle: u32, e: &Expected, parts: u32, seed: u64) -> (MapStatus, Bytes, usize) {
+async fn buffered_write(
+    mgr: &StoreShuffleManager,
+    shuffle: u32,
+    e: &Expected,
+    parts: u32,
+    seed: u64,
+) -> (MapStatus, Bytes, usize) {
     setup(mgr, shuffle, 1, parts).await;
     let mut bw = mgr.buffered_writer(shuffle, 0, 0).await.expect("buffered");
     // Interleave partitions in a random order, keeping each partition's own order.
-    let mut queues: Vec<Vec<Bytes>> = (0..parts).map(|p| e.get(&(0, p)).cloned().unwrap_or_default()).collect();
+    let mut queues: Vec<Vec<Bytes>> = (0..parts)
+        .map(|p| e.get(&(0, p)).cloned().unwrap_or_default())
+        .collect();
     for q in &mut queues {
         q.reverse();
     }
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
-        let live: Vec<usize> = (0..queues.len()).filter(|&p| !queues[p].is_empty()).collect();
+        let live: Vec<usize> = (0..queues.len())
+            .filter(|&p| !queues[p].is_empty())
+            .collect();
         if live.is_empty() {
             break;
         }
@@ -349,7 +453,10 @@ async fn buffered_write(mgr: &StoreShuffleManager, shuffle: u32, e: &Expected, p
     let spills = bw.spill_count();
     let status = bw.commit().await.expect("commit");
     let data = if status.total_bytes() > 0 {
-        mgr.store().get(&status.location).await.expect("data object")
+        mgr.store()
+            .get(&status.location)
+            .await
+            .expect("data object")
     } else {
         Bytes::new()
     };
@@ -360,7 +467,9 @@ async fn buffered_write(mgr: &StoreShuffleManager, shuffle: u32, e: &Expected, p
 pub async fn spilling_is_byte_identical(b: &dyn Backend) {
     let parts = 9;
     let mut e = random_blocks(11, 1, parts);
-    e.entry((0, 3)).or_default().push(Bytes::from(vec![3u8; 200_000]));
+    e.entry((0, 3))
+        .or_default()
+        .push(Bytes::from(vec![3u8; 200_000]));
     let roomy = b.manager(fresh_config("no-spill")).await;
     let mut cfg = fresh_config("spill");
     cfg.memory_limit = 4096;
@@ -368,12 +477,18 @@ pub async fn spilling_is_byte_identical(b: &dyn Backend) {
     let (s1, d1, spills1) = buffered_write(&roomy, 11, &e, parts, 5).await;
     let (s2, d2, spills2) = buffered_write(&tight, 11, &e, parts, 5).await;
     assert_eq!(spills1, 0);
-    assert!(spills2 > 1, "a 4 KiB budget must spill more than once, spilled {spills2}");
+    assert!(
+        spills2 > 1,
+        "a 4 KiB budget must spill more than once, spilled {spills2}"
+    );
     assert!(tight.metrics().snapshot().shuffle.spill_bytes > 0);
     assert_eq!(s1.lengths, s2.lengths);
     assert_eq!(s1.checksums, s2.checksums);
     assert!(d1 == d2, "spilled output differs from in-memory output");
-    assert_eq!(read_range(&tight, 11, &[s2], 0..parts).await.expect("read"), e);
+    assert_eq!(
+        read_range(&tight, 11, &[s2], 0..parts).await.expect("read"),
+        e
+    );
     assert_eq!(tight.memory_pool().used(), 0);
     roomy.cleanup_app().await.expect("cleanup");
     tight.cleanup_app().await.expect("cleanup");
@@ -384,7 +499,9 @@ pub async fn byte_stream_round_trip(b: &dyn Backend) {
     let mgr = b.manager(fresh_config("stream")).await;
     setup(&mgr, 12, 1, 2).await;
     let mut rng = StdRng::seed_from_u64(12);
-    let data: Vec<u8> = (0..700_000).map(|i| if i % 3 == 0 { rng.gen() } else { 1 }).collect();
+    let data: Vec<u8> = (0..700_000)
+        .map(|i| if i % 3 == 0 { rng.gen() } else { 1 })
+        .collect();
     let mut w = mgr.map_writer(12, 0, 0).await.expect("writer");
     {
         let mut pw = w.partition_writer(1).await.expect("p");
@@ -394,15 +511,28 @@ pub async fn byte_stream_round_trip(b: &dyn Backend) {
     }
     let status = w.commit().await.expect("commit");
     let got = read_range(&mgr, 12, &[status], 0..2).await.expect("read");
-    let joined: Vec<u8> = got.get(&(0, 1)).expect("partition 1").iter().flat_map(|b| b.iter().copied()).collect();
+    let joined: Vec<u8> = got
+        .get(&(0, 1))
+        .expect("partition 1")
+        .iter()
+        .flat_map(|b| b.iter().copied())
+        .collect();
     assert!(joined == data, "byte stream differs");
     mgr.cleanup_app().await.expect("cleanup");
 }
 
 async fn damage(mgr: &StoreShuffleManager, status: &MapStatus, f: impl FnOnce(&mut Vec<u8>)) {
-    let mut bytes = mgr.store().get(&status.location).await.expect("data").to_vec();
+    let mut bytes = mgr
+        .store()
+        .get(&status.location)
+        .await
+        .expect("data")
+        .to_vec();
     f(&mut bytes);
-    mgr.store().put(&status.location, Bytes::from(bytes)).await.expect("overwrite");
+    mgr.store()
+        .put(&status.location, Bytes::from(bytes))
+        .await
+        .expect("overwrite");
 }
 
 /// One flipped byte anywhere in a partition is a checksum mismatch naming
@@ -412,26 +542,46 @@ pub async fn flipped_byte_is_checksum_mismatch(b: &dyn Backend) {
     setup(&mgr, 13, 1, 4).await;
     let mut e = Expected::new();
     e.insert((0, 0), vec![Bytes::from(vec![1u8; 3000])]);
-    e.insert((0, 2), vec![Bytes::from((0..5000u32).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>()), Bytes::from_static(b"tail")]);
+    e.insert(
+        (0, 2),
+        vec![
+            Bytes::from(
+                (0..5000u32)
+                    .map(|i| (i * 31 % 251) as u8)
+                    .collect::<Vec<_>>(),
+            ),
+            Bytes::from_static(b"tail"),
+        ],
+    );
     let status = write_all(&mgr, 13, 1, 4, &e).await.remove(0);
     let range = status.byte_range(2..3);
     // Flip a header byte, a payload byte and the last byte, one at a time.
     for pos in [range.start, range.start + 20, range.end - 1] {
         let original = mgr.store().get(&status.location).await.expect("data");
         damage(&mgr, &status, |b| b[pos as usize] ^= 0x40).await;
-        let err = read_range(&mgr, 13, &[status.clone()], 0..4).await.expect_err("corrupt");
+        let err = read_range(&mgr, 13, &[status.clone()], 0..4)
+            .await
+            .expect_err("corrupt");
         assert!(err.is_data_loss(), "{err}");
         match err.root() {
-            Error::ChecksumMismatch { object, partition, .. } => {
+            Error::ChecksumMismatch {
+                object, partition, ..
+            } => {
                 assert_eq!(*partition, 2, "byte {pos}");
                 assert!(object.contains(&status.location.path), "{object}");
             }
             other => panic!("byte {pos}: expected a checksum mismatch, got {other}"),
         }
-        mgr.store().put(&status.location, original).await.expect("restore");
+        mgr.store()
+            .put(&status.location, original)
+            .await
+            .expect("restore");
     }
     // Partition 0 alone still reads: damage is reported where it is.
-    assert_eq!(read_range(&mgr, 13, &[status], 0..1).await.expect("read"), subset(&e, 0..1));
+    assert_eq!(
+        read_range(&mgr, 13, &[status], 0..1).await.expect("read"),
+        subset(&e, 0..1)
+    );
     mgr.cleanup_app().await.expect("cleanup");
 }
 
@@ -440,10 +590,15 @@ pub async fn truncated_object_is_reported(b: &dyn Backend) {
     let mgr = b.manager(fresh_config("truncate")).await;
     setup(&mgr, 14, 1, 3).await;
     let mut e = Expected::new();
-    e.insert((0, 2), vec![Bytes::from(vec![5u8; 10_000]), Bytes::from_static(b"end")]);
+    e.insert(
+        (0, 2),
+        vec![Bytes::from(vec![5u8; 10_000]), Bytes::from_static(b"end")],
+    );
     let status = write_all(&mgr, 14, 1, 3, &e).await.remove(0);
     damage(&mgr, &status, |b| b.truncate(b.len() - 10)).await;
-    let err = read_range(&mgr, 14, &[status.clone()], 0..3).await.expect_err("truncated");
+    let err = read_range(&mgr, 14, &[status.clone()], 0..3)
+        .await
+        .expect_err("truncated");
     assert!(err.is_data_loss(), "{err}");
     match err.root() {
         Error::Corrupt { object, reason } => {
@@ -454,9 +609,18 @@ pub async fn truncated_object_is_reported(b: &dyn Backend) {
     }
     let index_key = mgr.layout().index_key(14, 0);
     let index = mgr.store().get(&index_key).await.expect("index");
-    mgr.store().put(&index_key, index.slice(..index.len() - 3)).await.expect("truncate index");
-    let err = mgr.committed_map_status(14, 0).await.expect_err("truncated index");
-    assert!(err.is_data_loss() && err.to_string().contains("truncated"), "{err}");
+    mgr.store()
+        .put(&index_key, index.slice(..index.len() - 3))
+        .await
+        .expect("truncate index");
+    let err = mgr
+        .committed_map_status(14, 0)
+        .await
+        .expect_err("truncated index");
+    assert!(
+        err.is_data_loss() && err.to_string().contains("truncated"),
+        "{err}"
+    );
     mgr.cleanup_app().await.expect("cleanup");
 }
 
@@ -472,16 +636,38 @@ pub async fn status_from_storage_and_small_fetches(b: &dyn Backend) {
     setup(&mgr, 15, maps, parts).await;
     let mut e = random_blocks(15, maps, parts);
     let mut rng = StdRng::seed_from_u64(15);
-    e.insert((2, 1), vec![Bytes::from((0..400_000).map(|_| rng.gen::<u8>()).collect::<Vec<_>>())]);
+    e.insert(
+        (2, 1),
+        vec![Bytes::from(
+            (0..400_000).map(|_| rng.gen::<u8>()).collect::<Vec<_>>(),
+        )],
+    );
     let statuses = write_all(&mgr, 15, maps, parts, &e).await;
     let mut from_storage = Vec::new();
     for s in &statuses {
-        let stored = mgr.committed_map_status(15, s.map_id).await.expect("stored status");
-        assert_eq!(stored, MapStatus { raw_bytes: 0, ..s.clone() });
+        let stored = mgr
+            .committed_map_status(15, s.map_id)
+            .await
+            .expect("stored status");
+        assert_eq!(
+            stored,
+            MapStatus {
+                raw_bytes: 0,
+                ..s.clone()
+            }
+        );
         from_storage.push(stored);
     }
-    assert_eq!(read_range(&mgr, 15, &from_storage, 0..parts).await.expect("read"), e);
-    let err = mgr.committed_map_status(15, 99).await.expect_err("never written");
+    assert_eq!(
+        read_range(&mgr, 15, &from_storage, 0..parts)
+            .await
+            .expect("read"),
+        e
+    );
+    let err = mgr
+        .committed_map_status(15, 99)
+        .await
+        .expect_err("never written");
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     mgr.cleanup_app().await.expect("cleanup");
 }

@@ -186,7 +186,9 @@ impl MapOutputWriter {
             return Ok(());
         }
         if self.sink.is_none() {
-            let key = self.layout.data_key(self.shuffle_id, self.map_id, self.attempt);
+            let key = self
+                .layout
+                .data_key(self.shuffle_id, self.map_id, self.attempt);
             self.sink = Some(self.store.create(&key).await?);
         }
         let data = Bytes::from(std::mem::take(&mut self.out));
@@ -212,7 +214,9 @@ impl MapOutputWriter {
     async fn commit_inner(&mut self) -> Result<MapStatus> {
         self.close_partition().await?;
         self.flush_out().await?;
-        let data_key = self.layout.data_key(self.shuffle_id, self.map_id, self.attempt);
+        let data_key = self
+            .layout
+            .data_key(self.shuffle_id, self.map_id, self.attempt);
         let total: u64 = self.lengths.iter().sum();
         if let Some(sink) = self.sink.take() {
             let written = sink.finish().await?;

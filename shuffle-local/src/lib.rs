@@ -50,12 +50,14 @@ impl LocalStore {
         }
         let mut roots = Vec::new();
         for d in dirs {
-            std::fs::create_dir_all(d).map_err(|e| match Error::io(d, e) {
-                Error::Io { path, source } => Error::config(
+            std::fs::create_dir_all(d).map_err(|e| {
+                Error::config(
                     "local.dirs",
-                    format!("cannot create {}: {source}", path.display()),
-                ),
-                other => other,
+                    format!(
+                        "cannot create directory {}: {e}; pick a writable directory with --local-dir",
+                        d.display()
+                    ),
+                )
             })?;
             roots.push(Root {
                 dir: d.clone(),
@@ -146,7 +148,8 @@ impl ShuffleStore for LocalStore {
         let root = self.root(key);
         let fin = self.path(key);
         let tmp = fin.with_extension(format!("tmp-{}", fs::unique_suffix()));
-        let mut sink = Box::new(FileSink::create(root.dir.clone(), tmp.clone(), root.quota.clone()).await?);
+        let mut sink =
+            Box::new(FileSink::create(root.dir.clone(), tmp.clone(), root.quota.clone()).await?);
         sink.write(data).await?;
         sink.finish().await?;
         fs::blocking(move || {
@@ -154,7 +157,9 @@ impl ShuffleStore for LocalStore {
             let _ = std::fs::remove_file(&tmp);
             match res {
                 Ok(()) => Ok(PutOutcome::Created),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Ok(PutOutcome::AlreadyExists)
+                }
                 Err(e) => Err(Error::io(&fin, e)),
             }
         })
@@ -200,8 +205,12 @@ impl ShuffleStore for LocalStore {
                 let start = root.dir.join(dir_part);
                 walk(&start, &mut files).map_err(|e| Error::io(&start, e))?;
                 for (path, meta) in files {
-                    let Ok(rel) = path.strip_prefix(&root.dir) else { continue };
-                    let rel = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+                    let Ok(rel) = path.strip_prefix(&root.dir) else {
+                        continue;
+                    };
+                    let rel = rel
+                        .to_string_lossy()
+                        .replace(std::path::MAIN_SEPARATOR, "/");
                     if !rel.starts_with(&prefix) {
                         continue;
                     }

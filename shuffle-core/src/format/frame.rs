@@ -120,7 +120,10 @@ pub fn parse_header(buf: &[u8], object: &str) -> Result<FrameHeader> {
         return Err(Error::corrupt(object, "truncated frame header"));
     }
     if buf[0..3] != FRAME_MAGIC {
-        return Err(Error::corrupt(object, "bad frame magic (not a Shovel frame)"));
+        return Err(Error::corrupt(
+            object,
+            "bad frame magic (not a Shovel frame)",
+        ));
     }
     let codec = Codec::from_id(buf[3])
         .ok_or_else(|| Error::corrupt(object, format!("unknown frame codec {}", buf[3])))?;
@@ -217,7 +220,10 @@ impl FrameDecoder {
         }
         let h = parse_header(&self.buf, &self.object)?;
         if h.raw_len as usize > MAX_FRAME_RAW_LEN {
-            return Err(Error::corrupt(&self.object, "frame raw length over the limit"));
+            return Err(Error::corrupt(
+                &self.object,
+                "frame raw length over the limit",
+            ));
         }
         let len = FRAME_HEADER_LEN + h.payload_len as usize;
         if self.buf.len() < len {

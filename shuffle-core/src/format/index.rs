@@ -114,7 +114,10 @@ impl IndexFile {
     pub fn decode(buf: &[u8], object: &str) -> Result<Self> {
         let bad = |reason: String| Error::corrupt(object, reason);
         if buf.len() < HEADER_LEN + 12 {
-            return Err(bad(format!("index is {} bytes, too short (truncated?)", buf.len())));
+            return Err(bad(format!(
+                "index is {} bytes, too short (truncated?)",
+                buf.len()
+            )));
         }
         if buf[0..4] != INDEX_MAGIC {
             return Err(bad("bad index magic (not a Shovel index)".into()));

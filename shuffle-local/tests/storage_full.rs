@@ -1,0 +1,84 @@
+//! Out-of-space handling of the local backend: a quota (`local.max_bytes`)
+//! is reported as storage-full naming the directory, nothing half-written
+//! stays behind, and committed outputs stay readable.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use shuffle_core::{Error, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_exceeded_is_storage_full_and_loses_nothing_committed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("shuffle");
+    let mut config = ShuffleConfig::default();
+    config.local_dirs = vec![root.clone()];
+    config.local_max_bytes = Some(4 << 20);
+    config.memory_limit = 64 << 10;
+    let mgr = shuffle_local::local_manager(config).expect("manager");
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: 0,
+        num_maps: 2,
+        num_partitions: 4,
+    })
+    .await
+    .expect("register");
+
+    // Map 0 fits and commits.
+    let small = Bytes::from(vec![1u8; 100_000]);
+    let mut w = mgr.buffered_writer(0, 0, 0).await.expect("writer");
+    w.write_block(1, &small, 1).await.expect("write");
+    let committed = w.commit().await.expect("commit");
+
+    // Map 1 writes incompressible data past the quota.
+    let mut w = mgr.buffered_writer(0, 1, 0).await.expect("writer");
+    let mut state = 1u64;
+    let mut err = None;
+    for i in 0..80 {
+        let block: Vec<u8> = (0..100_000)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        if let Err(e) = w.write_block(i % 4, &block, 1).await {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = match err {
+        Some(e) => e,
+        None => w.commit().await.expect_err("8 MB cannot fit a 4 MiB quota"),
+    };
+    match &err {
+        Error::StorageFull { path, .. } => assert!(path.starts_with(&root), "{}", path.display()),
+        other => panic!("expected storage full, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("local.max_bytes") && msg.contains("--shuffle s3"),
+        "{msg}"
+    );
+
+    // The committed map output is intact.
+    let mut reader = mgr.reader(0, vec![committed], 0..4).expect("reader");
+    let block = reader.next().await.expect("one block").expect("readable");
+    assert_eq!(block.data, small);
+    assert!(reader.next().await.is_none());
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+#[test]
+fn uncreatable_directory_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let err = shuffle_local::LocalStore::new(&[file.join("sub")], None)
+        .expect_err("a directory cannot live under a file");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("local.dirs") && msg.contains("a-file/sub"),
+        "{msg}"
+    );
+}
