@@ -49,7 +49,6 @@ pub struct MapOutputBuffer {
     spill_store: Arc<dyn SpillStore>,
     metrics: Arc<ShuffleMetrics>,
     spills: Vec<SpillRun>,
-    scratch: Vec<u8>,
     busy_ns: u64,
 }
 
@@ -81,7 +80,6 @@ impl MapOutputBuffer {
             spill_store,
             metrics,
             spills: Vec::new(),
-            scratch: Vec::new(),
             busy_ns: 0,
         }
     }
@@ -115,10 +113,10 @@ impl MapOutputBuffer {
             )));
         }
         let started = Instant::now();
-        self.scratch.clear();
-        encode_frame(block, self.codec, &mut self.scratch)?;
+        let mut frame = Vec::with_capacity(block.len() / 2 + 64);
+        encode_frame(block, self.codec, &mut frame)?;
         add(&self.metrics.shuffle.frames_written, 1);
-        let size = self.scratch.len();
+        let size = frame.len();
         if self.reservation.try_grow(size).is_err() {
             self.spill().await?;
             // One frame may exceed a tiny budget on its own: hold it anyway.
@@ -127,7 +125,7 @@ impl MapOutputBuffer {
             }
         }
         let p = partition as usize;
-        self.frames[p].push(Bytes::copy_from_slice(&self.scratch));
+        self.frames[p].push(Bytes::from(frame));
         self.raw[p] += block.len() as u64;
         self.records[p] += records;
         self.busy_ns += started.elapsed().as_nanos() as u64;
@@ -211,16 +209,17 @@ impl MapOutputBuffer {
                     }
                     left -= chunk.len() as u64;
                     // Raw bytes are accounted once per run and partition.
-                    pw.write_frames(&chunk, std::mem::take(&mut raw)).await?;
+                    pw.write_frames(chunk, std::mem::take(&mut raw)).await?;
                 }
             }
             let frames = std::mem::take(&mut self.frames[p]);
             let mut raw = self.raw[p];
-            for f in &frames {
+            let held: usize = frames.iter().map(Bytes::len).sum();
+            for f in frames {
                 pw.write_frames(f, std::mem::take(&mut raw)).await?;
             }
             pw.add_records(self.records[p]);
-            self.reservation.shrink(frames.iter().map(Bytes::len).sum());
+            self.reservation.shrink(held);
         }
         Ok(())
     }

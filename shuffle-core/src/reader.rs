@@ -333,26 +333,23 @@ impl State {
             c.crc.update(&piece);
             c.left_in_partition -= take as u64;
             if c.poisoned.is_none() {
-                c.decoder.push(&piece);
-                loop {
-                    match c.decoder.next_frame() {
-                        Ok(Some(frame)) => match decode_frame(&frame, &c.object, c.partition) {
-                            Ok(block) => self.ready.push_back(Block {
-                                map_id: m.map_id,
-                                partition: c.partition,
-                                data: block,
-                            }),
-                            Err(e) => {
-                                c.poisoned = Some(e);
-                                break;
+                match c.decoder.push_bytes(piece) {
+                    Ok(frames) => {
+                        for frame in frames {
+                            match decode_frame(&frame, &c.object, c.partition) {
+                                Ok(block) => self.ready.push_back(Block {
+                                    map_id: m.map_id,
+                                    partition: c.partition,
+                                    data: block,
+                                }),
+                                Err(e) => {
+                                    c.poisoned = Some(e);
+                                    break;
+                                }
                             }
-                        },
-                        Ok(None) => break,
-                        Err(e) => {
-                            c.poisoned = Some(e);
-                            break;
                         }
                     }
+                    Err(e) => c.poisoned = Some(e),
                 }
             }
             if c.left_in_partition == 0 {

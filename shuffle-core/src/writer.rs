@@ -185,13 +185,17 @@ impl MapOutputWriter {
         if self.out.is_empty() {
             return Ok(());
         }
+        let data = Bytes::from(std::mem::take(&mut self.out));
+        self.sink_write(data).await
+    }
+
+    async fn sink_write(&mut self, data: Bytes) -> Result<()> {
         if self.sink.is_none() {
             let key = self
                 .layout
                 .data_key(self.shuffle_id, self.map_id, self.attempt);
             self.sink = Some(self.store.create(&key).await?);
         }
-        let data = Bytes::from(std::mem::take(&mut self.out));
         match self.sink.as_mut() {
             Some(sink) => sink.write(data).await,
             None => Err(Error::Protocol("data sink missing".into())),
@@ -325,14 +329,20 @@ impl PartitionWriter<'_> {
 
     /// Appends bytes that are already whole frames of this format (from a
     /// spill or a memory buffer): concatenated without decompressing.
-    pub(crate) async fn write_frames(&mut self, frames: &[u8], raw_bytes: u64) -> Result<()> {
+    pub(crate) async fn write_frames(&mut self, frames: Bytes, raw_bytes: u64) -> Result<()> {
         let p = self.partition();
         self.w.flush_pending(p)?;
-        self.w.out.extend_from_slice(frames);
-        self.w.crc.update(frames);
+        self.w.crc.update(&frames);
         self.w.lengths[p as usize] += frames.len() as u64;
         self.w.raw_bytes += raw_bytes;
-        self.w.maybe_flush_out().await
+        if frames.len() >= 64 << 10 {
+            // Large runs go to the sink as they are: no copy.
+            self.w.flush_out().await?;
+            self.w.sink_write(frames).await
+        } else {
+            self.w.out.extend_from_slice(&frames);
+            self.w.maybe_flush_out().await
+        }
     }
 
     /// Counts records written to this partition (for metrics and the index).

@@ -66,9 +66,34 @@ proptest! {
     }
 
     #[test]
+    fn zero_copy_decoder_handles_any_chunking(
+        blocks in prop::collection::vec(block(), 1..6),
+        cuts in prop::collection::vec(1usize..700, 1..20),
+    ) {
+        let bytes = bytes::Bytes::from(encode_all(&blocks, Codec::Lz4));
+        let mut dec = FrameDecoder::new("obj");
+        let mut got = Vec::new();
+        let (mut pos, mut i) = (0, 0);
+        while pos < bytes.len() {
+            let n = cuts[i % cuts.len()].min(bytes.len() - pos);
+            for f in dec.push_bytes(bytes.slice(pos..pos + n)).expect("frames") {
+                got.push(decode_frame(&f, "obj", 0).expect("decode"));
+            }
+            pos += n;
+            i += 1;
+        }
+        prop_assert_eq!(dec.buffered(), 0);
+        prop_assert_eq!(got.len(), blocks.len());
+        for (g, b) in got.iter().zip(&blocks) {
+            prop_assert_eq!(&g[..], &b[..]);
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let _ = FrameDecoder::decode_all(&bytes, "obj", 0);
         let _ = IndexFile::decode(&bytes, "obj");
+        let _ = FrameDecoder::new("obj").push_bytes(bytes::Bytes::from(bytes.clone()));
         let mut with_magic = b"SHF\x01".to_vec();
         with_magic.extend_from_slice(&bytes);
         let _ = FrameDecoder::decode_all(&with_magic, "obj", 0);

@@ -172,17 +172,17 @@ pub fn decode_frame(frame: &[u8], object: &str, partition: u32) -> Result<Bytes>
             }
             Ok(Bytes::copy_from_slice(payload))
         }
-        Codec::Lz4 => {
-            let mut out = vec![0u8; raw_len];
-            match lz4_flex::block::decompress_into(payload, &mut out) {
-                Ok(n) if n == raw_len => Ok(Bytes::from(out)),
-                Ok(n) => Err(Error::corrupt(
-                    object,
-                    format!("lz4 frame decoded to {n} bytes, header says {raw_len}"),
-                )),
-                Err(e) => Err(Error::corrupt(object, format!("lz4: {e}"))),
-            }
-        }
+        Codec::Lz4 => match lz4_flex::block::decompress(payload, raw_len) {
+            Ok(out) if out.len() == raw_len => Ok(Bytes::from(out)),
+            Ok(out) => Err(Error::corrupt(
+                object,
+                format!(
+                    "lz4 frame decoded to {} bytes, header says {raw_len}",
+                    out.len()
+                ),
+            )),
+            Err(e) => Err(Error::corrupt(object, format!("lz4: {e}"))),
+        },
     }
 }
 
@@ -205,6 +205,49 @@ impl FrameDecoder {
     /// Appends bytes to decode.
     pub fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
+    }
+
+    /// Splits every whole frame off the front of `chunk` without copying
+    /// (when nothing is carried over) and keeps only the tail of a partial
+    /// frame; returns the whole frames in order.
+    pub fn push_bytes(&mut self, mut chunk: Bytes) -> Result<Vec<Bytes>> {
+        let mut frames = Vec::new();
+        if !self.buf.is_empty() {
+            // Complete the carried-over frame first.
+            let need = if self.buf.len() >= FRAME_HEADER_LEN {
+                FRAME_HEADER_LEN + parse_header(&self.buf, &self.object)?.payload_len as usize
+            } else {
+                FRAME_HEADER_LEN
+            };
+            let take = need.saturating_sub(self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(take));
+            while let Some(f) = self.next_frame()? {
+                frames.push(f);
+            }
+            if !self.buf.is_empty() {
+                self.buf.extend_from_slice(&chunk);
+                while let Some(f) = self.next_frame()? {
+                    frames.push(f);
+                }
+                return Ok(frames);
+            }
+        }
+        while chunk.len() >= FRAME_HEADER_LEN {
+            let h = parse_header(&chunk, &self.object)?;
+            if h.raw_len as usize > MAX_FRAME_RAW_LEN {
+                return Err(Error::corrupt(
+                    &self.object,
+                    "frame raw length over the limit",
+                ));
+            }
+            let len = FRAME_HEADER_LEN + h.payload_len as usize;
+            if chunk.len() < len {
+                break;
+            }
+            frames.push(chunk.split_to(len));
+        }
+        self.buf.extend_from_slice(&chunk);
+        Ok(frames)
     }
 
     /// Bytes buffered but not yet decoded.
