@@ -7,6 +7,9 @@
 //! - `codec/lz4_compress`, `codec/lz4_decompress`: lz4_flex alone, block by block.
 //! - `local/write`: buffered map writers (frame, crc32, commit to files).
 //! - `local/read`: a reader over every partition (ranged reads, crc32, decode).
+//! - `s3/write`, `s3/read`: the same through the S3 backend against the
+//!   embedded S3 server on 127.0.0.1 (real HTTP, SigV4, s3s-fs on disk), so
+//!   `s3/x` over `local/x` is the cost of the protocol on one machine.
 
 use std::sync::Arc;
 
@@ -104,8 +107,32 @@ fn bench(c: &mut Criterion) {
         local_dirs: vec![dir.path().to_path_buf()],
         ..ShuffleConfig::default()
     };
-    let mgr = Arc::new(shuffle_local::local_manager(config).expect("manager"));
-    let mut g = c.benchmark_group("local");
+    let local = Arc::new(shuffle_local::local_manager(config.clone()).expect("manager"));
+    bench_backend(c, &rt, "local", local, &blocks);
+
+    let server = rt
+        .block_on(shuffle_s3::EmbeddedS3::start_temp())
+        .expect("embedded S3");
+    let s3 = rt
+        .block_on(
+            shuffle_s3::S3ShuffleBuilder::new(config)
+                .s3_config(server.config("bench").expect("s3 config"))
+                .build(),
+        )
+        .expect("s3 manager")
+        .manager;
+    bench_backend(c, &rt, "s3", Arc::new(s3), &blocks);
+    drop(server);
+}
+
+fn bench_backend(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    mgr: Arc<shuffle_core::StoreShuffleManager>,
+    blocks: &[Vec<u8>],
+) {
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Bytes(TOTAL as u64))
         .sample_size(10);
     let mut next_id = 0u32;
@@ -113,12 +140,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             next_id += 1;
             rt.block_on(async {
-                write_shuffle(&*mgr, next_id, &blocks).await;
+                write_shuffle(&*mgr, next_id, blocks).await;
                 mgr.remove_shuffle(next_id).await.expect("remove");
             })
         })
     });
-    let statuses = rt.block_on(write_shuffle(&*mgr, u32::MAX, &blocks));
+    let statuses = rt.block_on(write_shuffle(&*mgr, u32::MAX, blocks));
     g.bench_function("read", |b| {
         b.iter(|| {
             let n = rt.block_on(read_shuffle(&*mgr, u32::MAX, &statuses));

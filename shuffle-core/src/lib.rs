@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod gc;
 pub mod manager;
 pub mod memory;
 pub mod metrics;

@@ -215,7 +215,7 @@ pub async fn all_empty_map_output(b: &dyn Backend) {
     let w = mgr.map_writer(3, 0, 0).await.expect("writer");
     let status = w.commit().await.expect("commit");
     assert_eq!(status.lengths, vec![0; 4]);
-    assert!(read_range(&mgr, 3, &[status.clone()], 0..4)
+    assert!(read_range(&mgr, 3, std::slice::from_ref(&status), 0..4)
         .await
         .expect("read")
         .is_empty());
@@ -559,7 +559,7 @@ pub async fn flipped_byte_is_checksum_mismatch(b: &dyn Backend) {
     for pos in [range.start, range.start + 20, range.end - 1] {
         let original = mgr.store().get(&status.location).await.expect("data");
         damage(&mgr, &status, |b| b[pos as usize] ^= 0x40).await;
-        let err = read_range(&mgr, 13, &[status.clone()], 0..4)
+        let err = read_range(&mgr, 13, std::slice::from_ref(&status), 0..4)
             .await
             .expect_err("corrupt");
         assert!(err.is_data_loss(), "{err}");
@@ -596,7 +596,7 @@ pub async fn truncated_object_is_reported(b: &dyn Backend) {
     );
     let status = write_all(&mgr, 14, 1, 3, &e).await.remove(0);
     damage(&mgr, &status, |b| b.truncate(b.len() - 10)).await;
-    let err = read_range(&mgr, 14, &[status.clone()], 0..3)
+    let err = read_range(&mgr, 14, std::slice::from_ref(&status), 0..3)
         .await
         .expect_err("truncated");
     assert!(err.is_data_loss(), "{err}");

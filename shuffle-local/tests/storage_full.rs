@@ -10,10 +10,12 @@ use shuffle_core::{Error, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleM
 async fn quota_exceeded_is_storage_full_and_loses_nothing_committed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("shuffle");
-    let mut config = ShuffleConfig::default();
-    config.local_dirs = vec![root.clone()];
-    config.local_max_bytes = Some(4 << 20);
-    config.memory_limit = 64 << 10;
+    let config = ShuffleConfig {
+        local_dirs: vec![root.clone()],
+        local_max_bytes: Some(4 << 20),
+        memory_limit: 64 << 10,
+        ..ShuffleConfig::default()
+    };
     let mgr = shuffle_local::local_manager(config).expect("manager");
     mgr.register_shuffle(ShuffleHandle {
         shuffle_id: 0,
@@ -81,4 +83,41 @@ fn uncreatable_directory_is_a_config_error() {
         msg.contains("local.dirs") && msg.contains("a-file/sub"),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_old_objects_and_keeps_new_ones() {
+    use shuffle_core::store::{ObjectKey, ShuffleStore};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = shuffle_local::LocalStore::new(&[dir.path().to_path_buf()], None).expect("store");
+    for (i, path) in [
+        "app-a/shuffle-0/map-0.index",
+        "app-b/shuffle-1/map-0-0.data",
+        "spill/app-a/spill-1.bin",
+    ]
+    .iter()
+    .enumerate()
+    {
+        store
+            .put(
+                &ObjectKey::new(0, *path),
+                Bytes::from(vec![0u8; 10 * (i + 1)]),
+            )
+            .await
+            .expect("put");
+    }
+    // Nothing is older than an hour: all kept.
+    let report =
+        shuffle_core::gc::collect_garbage(&store, "", std::time::Duration::from_secs(3600))
+            .await
+            .expect("gc");
+    assert_eq!((report.objects, report.kept), (0, 3));
+    // Everything is at least 0 s old: all removed, reported per app.
+    let report = shuffle_core::gc::collect_garbage(&store, "", std::time::Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!((report.objects, report.bytes), (3, 60));
+    assert_eq!(report.by_app.get("app-b"), Some(&(1, 20)));
+    assert_eq!(report.by_app.get("spill/app-a"), Some(&(1, 30)));
+    assert!(store.list("").await.expect("list").is_empty());
 }

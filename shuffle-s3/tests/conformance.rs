@@ -1,0 +1,76 @@
+//! shuffle-core's conformance suite against S3Store over the embedded S3
+//! server (real HTTP), three ways: plain; with spills to S3; and with 20%
+//! injected faults (503 SlowDown, 500, dropped connections, delays) that
+//! retries must hide completely.
+
+use async_trait::async_trait;
+use shuffle_core::testing::Backend;
+use shuffle_core::{ShuffleConfig, StoreShuffleManager};
+use shuffle_s3::{EmbeddedS3, FaultConfig, RetryConfig, S3ShuffleBuilder};
+use std::time::Duration;
+
+/// Starts one embedded server per test (lazily, on that test's runtime).
+struct S3Backend {
+    server: tokio::sync::OnceCell<EmbeddedS3>,
+    faults: Option<FaultConfig>,
+    spill_to_s3: bool,
+}
+
+impl S3Backend {
+    fn new(spill_to_s3: bool, faults: Option<FaultConfig>) -> Self {
+        Self {
+            server: tokio::sync::OnceCell::new(),
+            faults,
+            spill_to_s3,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    async fn manager(&self, config: ShuffleConfig) -> StoreShuffleManager {
+        let server = self
+            .server
+            .get_or_init(|| async {
+                let s = EmbeddedS3::start_temp().await.expect("embedded S3");
+                if let Some(f) = &self.faults {
+                    s.set_faults(f.clone());
+                }
+                s
+            })
+            .await;
+        let s3 = server
+            .config_builder("conformance")
+            .hash_prefixes(4)
+            .retry(RetryConfig {
+                max_attempts: 30,
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(100),
+                total_deadline: Duration::from_secs(60),
+            })
+            .build()
+            .expect("config");
+        S3ShuffleBuilder::new(config)
+            .s3_config(s3)
+            .spill_to_s3(self.spill_to_s3)
+            .build()
+            .await
+            .expect("manager")
+            .manager
+    }
+}
+
+mod plain {
+    shuffle_core::conformance_tests!(super::S3Backend::new(false, None));
+}
+
+mod spill_to_s3 {
+    shuffle_core::conformance_tests!(super::S3Backend::new(true, None));
+}
+
+mod faults {
+    shuffle_core::conformance_tests!(super::S3Backend::new(
+        true,
+        Some(shuffle_s3::FaultConfig::mixed(0.2, 20240601))
+    ));
+}
