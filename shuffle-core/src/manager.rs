@@ -191,6 +191,11 @@ pub trait ShuffleManager: Send + Sync + Debug {
     /// The committed status of a map, from storage (for a process that has
     /// only the ids); cached.
     async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus>;
+    /// Forgets a committed map output found lost or corrupt, so that a
+    /// re-run of its map task can commit in its place: deletes the index if
+    /// it still names `attempt` (or cannot be read), and that attempt's data.
+    async fn invalidate_map_output(&self, shuffle_id: u32, map_id: u32, attempt: u32)
+        -> Result<()>;
     /// Deletes every object of a shuffle.
     async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()>;
     /// Deletes every object of this manager's app (shuffles and spills).
@@ -279,7 +284,11 @@ impl StoreShuffleManagerBuilder {
         let config = self.config;
         let spill = self.spill.unwrap_or_else(|| {
             Arc::new(LocalSpillStore::new(
-                config.local_dirs.iter().map(|d| d.join("spill")).collect(),
+                config
+                    .local_dirs
+                    .iter()
+                    .map(|d| d.join("spill").join(&config.app_id))
+                    .collect(),
             ))
         });
         StoreShuffleManager {
@@ -432,6 +441,39 @@ impl ShuffleManager for StoreShuffleManager {
             .map_err(|e: Arc<Error>| clone_error(&e))
     }
 
+    async fn invalidate_map_output(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        inner.statuses.invalidate(&(shuffle_id, map_id)).await;
+        let index_key = inner.layout.index_key(shuffle_id, map_id);
+        let names_attempt = match inner.store.get(&index_key).await {
+            Ok(bytes) => match IndexFile::decode(&bytes, &inner.store.describe(&index_key)) {
+                Ok(index) => Some(index.attempt == attempt),
+                Err(_) => Some(true), // unreadable: it cannot stand
+            },
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        if names_attempt == Some(true) {
+            inner.store.delete(std::slice::from_ref(&index_key)).await?;
+        }
+        if names_attempt != Some(false) {
+            let data = inner.layout.data_key(shuffle_id, map_id, attempt);
+            inner.store.delete(&[data]).await?;
+        }
+        tracing::info!(
+            shuffle_id,
+            map_id,
+            attempt,
+            "invalidated map output for recomputation"
+        );
+        Ok(())
+    }
+
     async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()> {
         let prefix = self.inner.layout.shuffle_prefix(shuffle_id);
         self.inner.store.delete_prefix(&prefix).await?;
@@ -447,10 +489,13 @@ impl ShuffleManager for StoreShuffleManager {
 
     async fn cleanup_app(&self) -> Result<u64> {
         self.inner.statuses.invalidate_all();
-        self.inner
+        let shuffle = self
+            .inner
             .store
             .delete_prefix(&self.inner.layout.app_prefix())
-            .await
+            .await?;
+        let spills = self.inner.spill.cleanup().await?;
+        Ok(shuffle + spills)
     }
 
     fn supports_reliable_storage(&self) -> bool {

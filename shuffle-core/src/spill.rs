@@ -49,6 +49,9 @@ pub trait SpillStore: Send + Sync + Debug + 'static {
     async fn read_range(&self, file: &SpillFile, range: Range<u64>) -> Result<Bytes>;
     /// Deletes a spill file; a missing one is fine.
     async fn delete(&self, file: &SpillFile) -> Result<()>;
+    /// Deletes every spill file this store holds (a job's end, failed or
+    /// not); returns how many there were.
+    async fn cleanup(&self) -> Result<u64>;
 }
 
 /// Spill files in local directories (round-robin across them).
@@ -107,6 +110,33 @@ impl SpillStore for LocalSpillStore {
         }
         Ok(())
     }
+
+    async fn cleanup(&self) -> Result<u64> {
+        let dirs = self.dirs.clone();
+        fs::blocking(move || {
+            let mut n = 0;
+            for (dir, quota) in dirs {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(&dir, e)),
+                };
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if name.to_string_lossy().starts_with("spill-") {
+                        let freed = fs::remove_file(&entry.path())?;
+                        if let Some(q) = &quota {
+                            q.give_back(freed);
+                        }
+                        n += 1;
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+            Ok(n)
+        })
+        .await
+    }
 }
 
 /// Spill files as objects of a [`ShuffleStore`] under a prefix (S3's `spill/`).
@@ -158,6 +188,10 @@ impl SpillStore for ObjectSpillStore {
         self.store
             .delete(&[ObjectKey::new(file.shard, file.id.clone())])
             .await
+    }
+
+    async fn cleanup(&self) -> Result<u64> {
+        self.store.delete_prefix(&format!("{}/", self.prefix)).await
     }
 }
 

@@ -672,6 +672,64 @@ pub async fn status_from_storage_and_small_fetches(b: &dyn Backend) {
     mgr.cleanup_app().await.expect("cleanup");
 }
 
+/// A committed output found corrupt can be invalidated and replaced by a
+/// re-run; invalidating a stale attempt leaves the winner alone.
+pub async fn invalidated_output_can_be_replaced(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("invalidate")).await;
+    setup(&mgr, 16, 1, 2).await;
+    let mut bad = Expected::new();
+    bad.insert(
+        (0, 1),
+        vec![Bytes::from_static(b"first, later found corrupt")],
+    );
+    let first = write_map(&mgr, 16, 0, 0, 2, &bad).await.expect("commit 0");
+    mgr.invalidate_map_output(16, 0, 0)
+        .await
+        .expect("invalidate");
+    let err = mgr
+        .committed_map_status(16, 0)
+        .await
+        .expect_err("forgotten");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(
+        read_range(&mgr, 16, &[first], 0..2).await.is_err(),
+        "old data gone"
+    );
+    let mut good = Expected::new();
+    good.insert((0, 1), vec![Bytes::from_static(b"the re-run")]);
+    let second = write_map(&mgr, 16, 0, 1, 2, &good).await.expect("commit 1");
+    assert_eq!(second.attempt, 1, "the re-run wins after invalidation");
+    // A stale invalidation (attempt 0 again) must not remove the re-run.
+    mgr.invalidate_map_output(16, 0, 0)
+        .await
+        .expect("stale invalidate");
+    assert_eq!(
+        read_range(&mgr, 16, &[second], 0..2).await.expect("read"),
+        good
+    );
+    mgr.cleanup_app().await.expect("cleanup");
+}
+
+/// Cleaning up an app removes its spill files too, even ones never read back.
+pub async fn cleanup_removes_spills(b: &dyn Backend) {
+    let mgr = b.manager(fresh_config("spill-cleanup")).await;
+    let mut w = crate::SpillWriter::create(mgr.spill_store(), mgr.metrics())
+        .await
+        .expect("spill");
+    w.write_block(b"orphaned spill").await.expect("write");
+    let file = w.finish().await.expect("finish");
+    let removed = mgr.cleanup_app().await.expect("cleanup");
+    assert!(
+        removed >= 1,
+        "cleanup removed {removed} objects; spill file {file:?}"
+    );
+    let err = mgr.spill_store().read_range(&file, 0..4).await;
+    assert!(
+        matches!(err, Err(Error::NotFound { .. })) || matches!(err, Ok(ref b) if b.is_empty()),
+        "{err:?}"
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a backend.
 /// `$backend` is an expression of a type implementing [`Backend`].
 #[macro_export]
@@ -682,7 +740,8 @@ macro_rules! conformance_tests {
             partition_writers_out_of_order_rejected, first_attempt_wins, abort_leaves_nothing,
             remove_leaves_nothing, concurrent_writers, spilling_is_byte_identical,
             byte_stream_round_trip, flipped_byte_is_checksum_mismatch,
-            truncated_object_is_reported, status_from_storage_and_small_fetches);
+            truncated_object_is_reported, status_from_storage_and_small_fetches,
+            invalidated_output_can_be_replaced, cleanup_removes_spills);
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
         $(

@@ -5,7 +5,7 @@
 //! ```text
 //! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>-<attempt>.data
 //! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>.index
-//! <root[i]>/spill/spill-<pid>-<n>-<nanos>.bin          (local spill store)
+//! <root[i]>/spill/<app_id>/spill-<pid>-<n>-<nanos>.bin (local spill store)
 //! ```
 //!
 //! - **Atomic publish**: every object is written under a temporary name and
@@ -75,12 +75,13 @@ impl LocalStore {
         self.root(key).dir.join(&key.path)
     }
 
-    /// A spill store over the same directories (`<root>/spill`), sharing quotas.
-    pub fn spill_store(&self) -> LocalSpillStore {
+    /// A spill store over the same directories (`<root>/spill/<app_id>`),
+    /// sharing their quotas.
+    pub fn spill_store(&self, app_id: &str) -> LocalSpillStore {
         LocalSpillStore::with_quotas(
             self.roots
                 .iter()
-                .map(|r| (r.dir.join("spill"), r.quota.clone()))
+                .map(|r| (r.dir.join("spill").join(app_id), r.quota.clone()))
                 .collect(),
         )
     }
@@ -94,7 +95,7 @@ impl LocalStore {
 /// Builds the local-disk manager from a config (`local.dirs`, `local.max_bytes`).
 pub fn local_manager(config: ShuffleConfig) -> Result<StoreShuffleManager> {
     let store = LocalStore::new(&config.local_dirs, config.local_max_bytes)?;
-    let spill = Arc::new(store.spill_store());
+    let spill = Arc::new(store.spill_store(&config.app_id));
     Ok(StoreShuffleManager::builder(Arc::new(store), config)
         .spill_store(spill)
         .build())

@@ -1,0 +1,197 @@
+//! The `shovel` command line: `shovel q80` and `shovel gen`.
+//!
+//! ```text
+//!  args.rs ──▶ Command::Q80 ──▶ data.rs (cache / generate with progress, or check --data)
+//!                                 │
+//!                                 ▼
+//!                 run.rs: backend (local | S3 | embedded S3) ─▶ plan ─▶ execute
+//!                         (per-stage progress bar) ─▶ canonical CSV ─▶ cleanup_app
+//!                                 │
+//!                                 ▼
+//!                 report.rs: RunReport (stderr text, --report JSON)
+//! ```
+//!
+//! [`run::run_q80`] is public so the golden tests and the q80 benchmark run
+//! exactly what the binary runs.
+
+pub mod args;
+pub mod data;
+pub mod progress;
+pub mod report;
+pub mod run;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+pub use args::{Command, DataSource, Q80Args};
+pub use report::RunReport;
+pub use run::{run_q80, Q80Job, Q80Outcome};
+
+/// A one-line error for the user, and the exit code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    pub message: String,
+    /// 2 for usage errors (bad flags or values), 1 for failures at run time.
+    pub code: u8,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Runs `shovel` with `args` (without the program name); prints errors as
+/// `shovel: error: <one line>`.
+pub fn main_with_args(args: &[String]) -> ExitCode {
+    match dispatch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shovel: error: {}", args::one_line(&e.message));
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<(), CliError> {
+    match args::parse(args)? {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("shovel {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Gen(g) => data::run_gen(&g),
+        Command::Q80(q) => run_q80_command(&q),
+    }
+}
+
+/// Checks that the parent directory of an output file exists, so a typo
+/// fails before the job rather than after it.
+fn check_output_path(flag: &str, path: &Path) -> Result<(), CliError> {
+    if path.is_dir() {
+        return Err(CliError::usage(format!(
+            "{flag} {} is a directory; give a file name",
+            path.display()
+        )));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent {
+        if !p.is_dir() {
+            return Err(CliError::usage(format!(
+                "{flag} {}: directory {} does not exist; create it first",
+                path.display(),
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write_file(flag: &str, path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text)
+        .map_err(|e| CliError::runtime(format!("writing {flag} {}: {e}", path.display())))
+}
+
+fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
+    let started = Instant::now();
+    if let Some(p) = &q.output {
+        check_output_path("--output", p)?;
+    }
+    if let Some(p) = &q.report {
+        check_output_path("--report", p)?;
+    }
+    let progress = progress::enabled(q.quiet);
+    let (data_dir, sf) = match &q.data {
+        DataSource::Dir(d) => (d.clone(), None),
+        DataSource::Generated { sf, cache_dir } => {
+            let (dir, _generated) = data::ensure_cached(*sf, cache_dir, progress, !q.quiet)?;
+            (dir, Some(*sf))
+        }
+    };
+    let (input_rows, input_bytes) = data::check_data_dir(&data_dir)?;
+    let data_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let mut job = q.job.clone();
+    job.progress = progress;
+    job.announce = !q.quiet;
+    let threads = job.config.parallelism.clamp(2, 64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the tokio runtime: {e}")))?;
+    let result = rt.block_on(run_q80(&job, &data_dir));
+    // Do not wait for stray background work (an S3 request in flight).
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+
+    let (mut report, csv, error) = match result {
+        Ok(o) => (o.report, Some(o.csv), None),
+        Err(f) => (f.report, None, Some(f.error)),
+    };
+    report.sf = sf;
+    report.input_rows = Some(input_rows);
+    report.input_file_bytes = Some(input_bytes);
+    report.timings.data_ms = data_ms;
+
+    let mut out_err = None;
+    if let Some(csv) = &csv {
+        match &q.output {
+            Some(p) => {
+                if let Err(e) = write_file("--output", p, csv) {
+                    out_err = Some(e);
+                }
+            }
+            None => {
+                let mut stdout = std::io::stdout().lock();
+                match stdout
+                    .write_all(csv.as_bytes())
+                    .and_then(|()| stdout.flush())
+                {
+                    Ok(()) => {}
+                    // `shovel q80 | head` is fine.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    Err(e) => out_err = Some(CliError::runtime(format!("writing stdout: {e}"))),
+                }
+            }
+        }
+    }
+    if let Some(e) = &out_err {
+        report.fail(e);
+    }
+    if let Some(p) = &q.report {
+        write_file("--report", p, &report.to_json())?;
+    }
+    // A run that failed before its job started has nothing to summarise
+    // beyond the error line.
+    let started_job = report.planned_stages > 0 || report.job.is_some();
+    if !q.quiet && (error.is_none() || started_job) {
+        eprint!("{}", report.render_text());
+    }
+    match error.or(out_err) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

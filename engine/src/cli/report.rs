@@ -1,0 +1,584 @@
+//! The run summary: built from the engine's [`JobSummary`] and the shuffle
+//! manager's metrics (a delta over the job), printed on stderr and written
+//! as JSON with `--report`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use shuffle_core::MetricsSnapshot;
+
+use crate::metrics::JobSummary;
+
+use super::run::Q80Job;
+use super::CliError;
+
+/// Wall time of each phase, in milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Generating or checking the input (set by the caller).
+    pub data_ms: f64,
+    /// Building the shuffle manager (temp dirs, S3 client, embedded server).
+    pub setup_ms: f64,
+    pub plan_ms: f64,
+    pub execute_ms: f64,
+    /// Converting the result to CSV.
+    pub output_ms: f64,
+    pub cleanup_ms: f64,
+    /// From backend setup to the end of cleanup (callers add `data_ms`).
+    pub total_ms: f64,
+}
+
+/// What happened to the app's shuffle objects.
+#[derive(Debug, Clone)]
+pub enum Cleanup {
+    /// `--keep-shuffle`.
+    Kept,
+    /// Objects removed by `cleanup_app`.
+    Removed(u64),
+    Failed(String),
+}
+
+/// Everything `shovel q80` reports about one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub data_dir: String,
+    pub sf: Option<f64>,
+    pub date: String,
+    pub backend_kind: &'static str,
+    /// Where shuffle data went, in words.
+    pub backend: String,
+    pub embedded_s3: Option<String>,
+    pub spill_to_s3: bool,
+    pub spill_location: String,
+    pub memory_budget: u64,
+    pub parallelism: usize,
+    pub partitions: usize,
+    pub broadcast_threshold: u64,
+    pub input_rows: Option<u64>,
+    pub input_file_bytes: Option<u64>,
+    pub rows: u64,
+    pub planned_stages: u64,
+    pub timings: Timings,
+    /// The engine's own summary (absent if the job did not finish).
+    pub job: Option<JobSummary>,
+    /// Shuffle-manager metrics over the run (including cleanup requests).
+    pub metrics: MetricsSnapshot,
+    pub peak_rss_bytes: Option<u64>,
+    pub cleanup: Option<Cleanup>,
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    pub fn new(job: &Q80Job, data_dir: &Path) -> Self {
+        let c = &job.config;
+        Self {
+            data_dir: data_dir.display().to_string(),
+            sf: None,
+            date: job.date.to_string(),
+            backend_kind: match c.backend {
+                crate::config::ShuffleBackend::Local => "local",
+                crate::config::ShuffleBackend::S3 => "s3",
+            },
+            backend: String::new(),
+            embedded_s3: None,
+            spill_to_s3: c.spill_to_s3,
+            spill_location: String::new(),
+            memory_budget: c.memory_budget as u64,
+            parallelism: c.parallelism,
+            partitions: c.shuffle_partitions,
+            broadcast_threshold: c.broadcast_threshold as u64,
+            input_rows: None,
+            input_file_bytes: None,
+            rows: 0,
+            planned_stages: 0,
+            timings: Timings::default(),
+            job: None,
+            metrics: MetricsSnapshot::default(),
+            peak_rss_bytes: None,
+            cleanup: None,
+            error: None,
+        }
+    }
+
+    pub fn fail(&mut self, e: &CliError) {
+        self.error = Some(e.message.clone());
+    }
+
+    /// Total bytes spilled (operators and shuffle buffers), as stored.
+    pub fn spill_bytes(&self) -> u64 {
+        let from_job = self.job.as_ref().map_or(0, JobSummary::total_spill_bytes);
+        from_job.max(self.metrics.shuffle.spill_bytes)
+    }
+
+    /// `(local disk, S3)` spilled bytes.
+    pub fn spill_split(&self) -> (u64, u64) {
+        let b = self.spill_bytes();
+        if self.spill_location == "local" {
+            (b, 0)
+        } else {
+            (0, b)
+        }
+    }
+
+    /// Rows entering stages (scans plus shuffle reads) and the bytes read
+    /// by scans (Arrow in-memory size), from the stage summaries.
+    pub fn read_totals(&self) -> (u64, u64, u64) {
+        let Some(j) = &self.job else { return (0, 0, 0) };
+        let rows: u64 = j.stages.iter().map(|s| s.rows_in).sum();
+        let bytes: u64 = j.stages.iter().map(|s| s.bytes_in).sum();
+        let shuffle: u64 = j.stages.iter().map(|s| s.shuffle_bytes_read).sum();
+        (rows, bytes, bytes.saturating_sub(shuffle))
+    }
+
+    /// Total S3 requests (all types).
+    pub fn s3_requests(&self) -> u64 {
+        let r = &self.metrics.requests;
+        r.put
+            + r.get
+            + r.list
+            + r.delete
+            + r.head
+            + r.multipart_create
+            + r.multipart_part
+            + r.multipart_complete
+            + r.multipart_abort
+    }
+
+    /// The human-readable summary printed on stderr.
+    pub fn render_text(&self) -> String {
+        let mut o = String::new();
+        let t = &self.timings;
+        let status = if self.error.is_some() { "FAILED" } else { "ok" };
+        let sf = self.sf.map(|s| format!("SF{s}, ")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "── shovel q80 {status}: {sf}{} rows, window from {}, shuffle on {}",
+            self.rows, self.date, self.backend
+        );
+        let _ = writeln!(
+            o,
+            "   config      memory {}, parallelism {}, partitions {}, broadcast threshold {}",
+            human_bytes(self.memory_budget),
+            self.parallelism,
+            self.partitions,
+            if self.broadcast_threshold == 0 {
+                "0 (every join shuffles)".to_string()
+            } else {
+                human_bytes(self.broadcast_threshold)
+            }
+        );
+        let _ = writeln!(
+            o,
+            "   time        total {} = data {} + setup {} + plan {} + execute {} + output {} + cleanup {}",
+            secs(t.data_ms + t.total_ms),
+            secs(t.data_ms),
+            secs(t.setup_ms),
+            secs(t.plan_ms),
+            secs(t.execute_ms),
+            secs(t.output_ms),
+            secs(t.cleanup_ms)
+        );
+        if let Some(j) = &self.job {
+            for s in &j.stages {
+                let _ = writeln!(
+                    o,
+                    "     stage {:>2} {:>9} {:>3} tasks  rows in {:>10} out {:>10}  shuffle w {:>9} r {:>9}  {}",
+                    s.stage_id,
+                    secs(s.elapsed_ms),
+                    s.num_tasks,
+                    s.rows_in,
+                    s.rows_out,
+                    human_bytes(s.shuffle_bytes_written),
+                    human_bytes(s.shuffle_bytes_read),
+                    s.output
+                );
+            }
+            let (rows, _, scan_bytes) = self.read_totals();
+            let input = match (self.input_rows, self.input_file_bytes) {
+                (Some(r), Some(b)) => {
+                    format!("; input tables {} rows, {} on disk", r, human_bytes(b))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                o,
+                "   read        {} rows into stages (scans + shuffle reads), {} scanned (Arrow){input}",
+                rows,
+                human_bytes(scan_bytes)
+            );
+            let _ = writeln!(
+                o,
+                "   tasks       {} run, {} retried, {} recomputed; {} of {} stages completed",
+                j.tasks_run, j.tasks_retried, j.tasks_recomputed, j.num_stages, self.planned_stages
+            );
+        }
+        let s = &self.metrics.shuffle;
+        let _ = writeln!(
+            o,
+            "   shuffle     wrote {} ({} raw, {} records, {} maps), read {} ({} raw)",
+            human_bytes(s.bytes_written),
+            human_bytes(s.raw_bytes_written),
+            s.records_written,
+            s.maps_committed,
+            human_bytes(s.bytes_read),
+            human_bytes(s.raw_bytes_read)
+        );
+        let (local, s3) = self.spill_split();
+        let (op, buf) = self
+            .job
+            .as_ref()
+            .map_or((0, 0), |j| (j.spill_bytes, j.shuffle_spill_bytes));
+        let _ = writeln!(
+            o,
+            "   spill       {} in {} files (operators {}, shuffle buffers {}): local disk {}, S3 {}",
+            human_bytes(self.spill_bytes()),
+            s.spill_count,
+            human_bytes(op),
+            human_bytes(buf),
+            human_bytes(local),
+            human_bytes(s3)
+        );
+        if self.backend_kind == "s3" || self.s3_requests() > 0 {
+            let r = &self.metrics.requests;
+            let _ = writeln!(
+                o,
+                "   s3 requests {} (put {}, get {}, list {}, delete {}, head {}, multipart {}/{}/{}/{} create/part/complete/abort), {} retries, {} throttled; {} up, {} down",
+                self.s3_requests(),
+                r.put,
+                r.get,
+                r.list,
+                r.delete,
+                r.head,
+                r.multipart_create,
+                r.multipart_part,
+                r.multipart_complete,
+                r.multipart_abort,
+                r.retries,
+                r.throttles,
+                human_bytes(r.bytes_uploaded),
+                human_bytes(r.bytes_downloaded)
+            );
+        }
+        let pool = self
+            .job
+            .as_ref()
+            .map_or("n/a".to_string(), |j| human_bytes(j.peak_memory));
+        let _ = writeln!(
+            o,
+            "   memory      peak RSS {}, memory pool peak {} of {}",
+            self.peak_rss_bytes.map_or("n/a".to_string(), human_bytes),
+            pool,
+            human_bytes(self.memory_budget)
+        );
+        match &self.cleanup {
+            Some(Cleanup::Kept) => {
+                let _ = writeln!(o, "   cleanup     kept (--keep-shuffle)");
+            }
+            Some(Cleanup::Removed(n)) => {
+                let _ = writeln!(o, "   cleanup     removed {n} leftover objects");
+            }
+            Some(Cleanup::Failed(e)) => {
+                let _ = writeln!(o, "   cleanup     FAILED: {e}");
+            }
+            None => {}
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(o, "   error       {e}");
+        }
+        o
+    }
+
+    /// The JSON form (`--report`).
+    pub fn to_json(&self) -> String {
+        let mut w = Json::new();
+        w.str("query", "q80");
+        w.str("status", if self.error.is_some() { "failed" } else { "ok" });
+        match &self.error {
+            Some(e) => w.str("error", e),
+            None => w.raw("error", "null"),
+        }
+        match self.sf {
+            Some(sf) => w.raw("sf", &json_f64(sf)),
+            None => w.raw("sf", "null"),
+        }
+        w.str("data_dir", &self.data_dir);
+        w.str("date", &self.date);
+        w.num("rows", self.rows);
+
+        let mut c = Json::new();
+        c.str("backend", self.backend_kind);
+        c.str("shuffle_location", &self.backend);
+        match &self.embedded_s3 {
+            Some(e) => c.str("embedded_s3_endpoint", e),
+            None => c.raw("embedded_s3_endpoint", "null"),
+        }
+        c.bool("spill_to_s3", self.spill_to_s3);
+        c.num("memory_budget", self.memory_budget);
+        c.num("parallelism", self.parallelism as u64);
+        c.num("partitions", self.partitions as u64);
+        c.num("broadcast_threshold", self.broadcast_threshold);
+        w.raw("config", &c.end());
+
+        let t = &self.timings;
+        let mut tj = Json::new();
+        tj.f64("data", t.data_ms);
+        tj.f64("setup", t.setup_ms);
+        tj.f64("plan", t.plan_ms);
+        tj.f64("execute", t.execute_ms);
+        tj.f64("output", t.output_ms);
+        tj.f64("cleanup", t.cleanup_ms);
+        tj.f64("total", t.data_ms + t.total_ms);
+        w.raw("timings_ms", &tj.end());
+
+        let mut stages = Vec::new();
+        if let Some(j) = &self.job {
+            for s in &j.stages {
+                let mut sj = Json::new();
+                sj.num("stage_id", s.stage_id as u64);
+                sj.str("output", &s.output);
+                sj.str("description", &s.description);
+                sj.f64("elapsed_ms", s.elapsed_ms);
+                sj.num("tasks", s.num_tasks as u64);
+                sj.num("rows_in", s.rows_in);
+                sj.num("bytes_in", s.bytes_in);
+                sj.num("rows_out", s.rows_out);
+                sj.num("shuffle_bytes_written", s.shuffle_bytes_written);
+                sj.num("shuffle_bytes_read", s.shuffle_bytes_read);
+                sj.num("spill_bytes", s.spill_bytes);
+                stages.push(sj.end());
+            }
+        }
+        w.raw("stages", &format!("[{}]", stages.join(",")));
+
+        let (rows_in, bytes_in, scan_bytes) = self.read_totals();
+        let mut r = Json::new();
+        r.num("rows", rows_in);
+        r.num("bytes", bytes_in);
+        r.num("scan_bytes", scan_bytes);
+        r.opt_num("input_table_rows", self.input_rows);
+        r.opt_num("input_file_bytes", self.input_file_bytes);
+        w.raw("read", &r.end());
+
+        let s = &self.metrics.shuffle;
+        let mut sh = Json::new();
+        sh.num("bytes_written", s.bytes_written);
+        sh.num("raw_bytes_written", s.raw_bytes_written);
+        sh.num("records_written", s.records_written);
+        sh.num("maps_committed", s.maps_committed);
+        sh.num("bytes_read", s.bytes_read);
+        sh.num("raw_bytes_read", s.raw_bytes_read);
+        sh.num("frames_read", s.frames_read);
+        w.raw("shuffle", &sh.end());
+
+        let (local, s3) = self.spill_split();
+        let mut sp = Json::new();
+        sp.num("bytes", self.spill_bytes());
+        sp.num("count", s.spill_count);
+        sp.num(
+            "operator_bytes",
+            self.job.as_ref().map_or(0, |j| j.spill_bytes),
+        );
+        sp.num(
+            "shuffle_buffer_bytes",
+            self.job.as_ref().map_or(0, |j| j.shuffle_spill_bytes),
+        );
+        sp.num("read_back_bytes", s.spill_read_bytes);
+        sp.str("location", &self.spill_location);
+        sp.num("local_disk_bytes", local);
+        sp.num("s3_bytes", s3);
+        w.raw("spill", &sp.end());
+
+        let mut rq = Json::new();
+        for (k, v) in self.metrics.requests.fields() {
+            rq.num(k, v);
+        }
+        rq.num("total", self.s3_requests());
+        w.raw("s3_requests", &rq.end());
+
+        let mut m = Json::new();
+        m.num("budget", self.memory_budget);
+        m.opt_num("pool_peak", self.job.as_ref().map(|j| j.peak_memory));
+        m.opt_num("peak_rss_bytes", self.peak_rss_bytes);
+        w.raw("memory", &m.end());
+
+        let mut tk = Json::new();
+        tk.opt_num("run", self.job.as_ref().map(|j| j.tasks_run));
+        tk.opt_num("retried", self.job.as_ref().map(|j| j.tasks_retried));
+        tk.opt_num("recomputed", self.job.as_ref().map(|j| j.tasks_recomputed));
+        w.raw("tasks", &tk.end());
+        w.num(
+            "stages_completed",
+            self.job.as_ref().map_or(0, |j| j.num_stages as u64),
+        );
+        w.num("stages_planned", self.planned_stages);
+
+        let mut cl = Json::new();
+        match &self.cleanup {
+            Some(Cleanup::Kept) => {
+                cl.bool("kept", true);
+            }
+            Some(Cleanup::Removed(n)) => {
+                cl.bool("kept", false);
+                cl.num("objects_removed", *n);
+            }
+            Some(Cleanup::Failed(e)) => {
+                cl.bool("kept", false);
+                cl.str("error", e);
+            }
+            None => cl.bool("kept", false),
+        }
+        w.raw("cleanup", &cl.end());
+        match &self.job {
+            Some(j) => w.raw("job", &j.to_json()),
+            None => w.raw("job", "null"),
+        }
+        let mut out = w.end();
+        out.push('\n');
+        out
+    }
+}
+
+/// Peak resident set size of this process (`VmHWM` in `/proc/self/status`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak RSS counter (Linux: `5` into `/proc/self/clear_refs`), so
+/// the next [`peak_rss_bytes`] covers only what follows. Best effort.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `1536` as `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+fn secs(ms: f64) -> String {
+    format!("{:.3} s", ms / 1e3)
+}
+
+fn json_f64(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// A tiny JSON object writer (the engine has no serde).
+struct Json {
+    out: String,
+    first: bool,
+}
+
+impl Json {
+    fn new() -> Self {
+        Self {
+            out: "{".to_string(),
+            first: true,
+        }
+    }
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        escape(&mut self.out, k);
+        self.out.push(':');
+    }
+    fn raw(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.out.push_str(v);
+    }
+    fn num(&mut self, k: &str, v: u64) {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+    }
+    fn opt_num(&mut self, k: &str, v: Option<u64>) {
+        match v {
+            Some(v) => self.num(k, v),
+            None => self.raw(k, "null"),
+        }
+    }
+    fn f64(&mut self, k: &str, v: f64) {
+        self.key(k);
+        if v.is_finite() {
+            let _ = write!(self.out, "{v:.3}");
+        } else {
+            self.out.push_str("null");
+        }
+    }
+    fn bool(&mut self, k: &str, v: bool) {
+        self.raw(k, if v { "true" } else { "false" });
+    }
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        escape(&mut self.out, v);
+    }
+    fn end(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+fn escape(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_rss() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        if Path::new("/proc/self/status").exists() {
+            assert!(peak_rss_bytes().unwrap_or(0) > 0);
+        }
+    }
+
+    #[test]
+    fn json_is_one_object() {
+        let r = RunReport::new(&Q80Job::default(), Path::new("/d\"x"));
+        let j = r.to_json();
+        assert!(j.starts_with("{\"query\":\"q80\""), "{j}");
+        assert!(j.contains("\"data_dir\":\"/d\\\"x\""), "{j}");
+        assert!(j.trim_end().ends_with("\"job\":null}"), "{j}");
+    }
+}

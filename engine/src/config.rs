@@ -1,0 +1,314 @@
+//! Engine configuration.
+//!
+//! Keys are dotted (`shuffle.backend=s3`); Glue-compatible spellings are
+//! accepted too (`--write-shuffle-files-to-s3`, `--write-shuffle-spills-to-s3`,
+//! `--conf spark.shuffle.glue.s3ShuffleBucket=s3://bucket/prefix`).
+//! Sizes take `512MiB`, `2GiB`, `64k`, `0`. Every error names the key.
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `shuffle.backend` | `local` | `local` or `s3` |
+//! | `shuffle.spill_to_s3` | `false` | spill files go to the S3 store |
+//! | `shuffle.s3.bucket` | none | `s3://bucket[/prefix]` for shuffle and spill objects |
+//! | `shuffle.partitions` | 8 | partitions of every hash exchange |
+//! | `engine.parallelism` | 2 | concurrent task slots |
+//! | `memory.budget` | `2GiB` | memory pool limit shared by operators and shuffle buffers |
+//! | `join.broadcast_threshold` | `10MiB` | broadcast the smaller join side under this estimated size; 0 disables |
+//! | `engine.batch_size` | 8192 | target rows per batch |
+//! | `task.max_attempts` | 4 | attempts per task before the job fails |
+//! | `scan.partitions` | = parallelism | partitions of in-memory and Parquet scans |
+
+use crate::error::{EngineError, Result};
+
+/// Which shuffle backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShuffleBackend {
+    Local,
+    S3,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub backend: ShuffleBackend,
+    pub spill_to_s3: bool,
+    /// `s3://bucket[/prefix]`.
+    pub s3_bucket: Option<String>,
+    pub shuffle_partitions: usize,
+    pub parallelism: usize,
+    pub scan_partitions: Option<usize>,
+    pub memory_budget: usize,
+    pub broadcast_threshold: usize,
+    pub batch_size: usize,
+    pub max_task_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            backend: ShuffleBackend::Local,
+            spill_to_s3: false,
+            s3_bucket: None,
+            shuffle_partitions: 8,
+            parallelism: 2,
+            scan_partitions: None,
+            memory_budget: 2 << 30,
+            broadcast_threshold: 10 << 20,
+            batch_size: 8192,
+            max_task_attempts: 4,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Partitions used by scans.
+    pub fn scan_partitions(&self) -> usize {
+        self.scan_partitions.unwrap_or(self.parallelism).max(1)
+    }
+
+    /// Sets one key. Unknown keys are an error.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let value = value.trim();
+        match key {
+            "shuffle.backend" => {
+                self.backend = match value.to_ascii_lowercase().as_str() {
+                    "local" => ShuffleBackend::Local,
+                    "s3" => ShuffleBackend::S3,
+                    other => {
+                        return Err(EngineError::config(
+                            key,
+                            format!("expected `local` or `s3`, got `{other}`"),
+                        ))
+                    }
+                }
+            }
+            "shuffle.spill_to_s3" | "write-shuffle-spills-to-s3" => {
+                self.spill_to_s3 = parse_bool(key, value)?
+            }
+            "write-shuffle-files-to-s3" => {
+                self.backend = if parse_bool(key, value)? {
+                    ShuffleBackend::S3
+                } else {
+                    ShuffleBackend::Local
+                }
+            }
+            "shuffle.s3.bucket" | "spark.shuffle.glue.s3ShuffleBucket" => {
+                if !value.starts_with("s3://") || value.len() <= 5 {
+                    return Err(EngineError::config(
+                        key,
+                        format!("expected `s3://bucket[/prefix]`, got `{value}`"),
+                    ));
+                }
+                self.s3_bucket = Some(value.to_string());
+            }
+            "shuffle.partitions" | "spark.sql.shuffle.partitions" => {
+                self.shuffle_partitions = parse_positive(key, value)?
+            }
+            "engine.parallelism" => self.parallelism = parse_positive(key, value)?,
+            "scan.partitions" => self.scan_partitions = Some(parse_positive(key, value)?),
+            "memory.budget" => self.memory_budget = parse_size(key, value)?,
+            "join.broadcast_threshold" | "spark.sql.autoBroadcastJoinThreshold" => {
+                // Spark uses -1 to disable.
+                self.broadcast_threshold = if value == "-1" {
+                    0
+                } else {
+                    parse_size(key, value)?
+                }
+            }
+            "engine.batch_size" => self.batch_size = parse_positive(key, value)?,
+            "task.max_attempts" => {
+                self.max_task_attempts = parse_positive(key, value)?.min(u32::MAX as usize) as u32
+            }
+            _ => return Err(EngineError::config(key, "unknown configuration key")),
+        }
+        Ok(())
+    }
+
+    /// Parses command-line style arguments: `--conf k=v`, `--k v`, `--k=v`,
+    /// and the Glue flags (a flag without a value means `true`).
+    /// Returns the arguments that were not configuration.
+    pub fn apply_args<I, S>(&mut self, args: I) -> Result<Vec<String>>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        let mut rest = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            if arg == "--conf" {
+                let kv = args
+                    .get(i + 1)
+                    .ok_or_else(|| EngineError::config("--conf", "expected `key=value`"))?;
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    EngineError::config(kv.clone(), "expected `key=value` after --conf")
+                })?;
+                self.set(k.trim(), v)?;
+                i += 2;
+                continue;
+            }
+            if let Some(flag) = arg.strip_prefix("--") {
+                if let Some((k, v)) = flag.split_once('=') {
+                    if is_key(k) {
+                        self.set(k, v)?;
+                        i += 1;
+                        continue;
+                    }
+                } else if matches!(
+                    flag,
+                    "write-shuffle-files-to-s3" | "write-shuffle-spills-to-s3"
+                ) {
+                    match args.get(i + 1).map(|s| s.as_str()) {
+                        Some(v @ ("true" | "false")) => {
+                            self.set(flag, v)?;
+                            i += 2;
+                        }
+                        _ => {
+                            self.set(flag, "true")?;
+                            i += 1;
+                        }
+                    }
+                    continue;
+                } else if is_key(flag) {
+                    let v = args
+                        .get(i + 1)
+                        .ok_or_else(|| EngineError::config(flag, "missing value"))?;
+                    self.set(flag, v)?;
+                    i += 2;
+                    continue;
+                }
+            }
+            rest.push(arg.clone());
+            i += 1;
+        }
+        Ok(rest)
+    }
+
+    /// Builds a config from `key=value` pairs.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let mut c = Self::default();
+        for (k, v) in pairs {
+            c.set(k, v)?;
+        }
+        Ok(c)
+    }
+
+    /// `(bucket, prefix)` of the S3 location, if configured.
+    pub fn s3_location(&self) -> Option<(String, String)> {
+        let rest = self.s3_bucket.as_deref()?.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Some((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
+}
+
+fn is_key(k: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "shuffle.backend",
+        "shuffle.spill_to_s3",
+        "shuffle.s3.bucket",
+        "shuffle.partitions",
+        "engine.parallelism",
+        "scan.partitions",
+        "memory.budget",
+        "join.broadcast_threshold",
+        "engine.batch_size",
+        "task.max_attempts",
+        "write-shuffle-files-to-s3",
+        "write-shuffle-spills-to-s3",
+        "spark.shuffle.glue.s3ShuffleBucket",
+        "spark.sql.shuffle.partitions",
+        "spark.sql.autoBroadcastJoinThreshold",
+    ];
+    KEYS.contains(&k)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(EngineError::config(
+            key,
+            format!("expected true or false, got `{v}`"),
+        )),
+    }
+}
+
+fn parse_positive(key: &str, v: &str) -> Result<usize> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(EngineError::config(
+            key,
+            format!("expected a positive integer, got `{v}`"),
+        )),
+    }
+}
+
+/// Parses `512MiB`, `2GiB`, `64k`, `10MB`, `0`, `1024` (bytes).
+pub fn parse_size(key: &str, v: &str) -> Result<usize> {
+    let s = v.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let bad = || {
+        EngineError::config(
+            key,
+            format!("expected a size like `512MiB`, `2GiB` or `0`, got `{v}`"),
+        )
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > usize::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("k", "512MiB").ok(), Some(512 << 20));
+        assert_eq!(parse_size("k", "2GiB").ok(), Some(2 << 30));
+        assert_eq!(parse_size("k", "0").ok(), Some(0));
+        assert_eq!(parse_size("k", "64k").ok(), Some(64 << 10));
+        let e = parse_size("memory.budget", "lots").unwrap_err().to_string();
+        assert!(e.contains("memory.budget"), "{e}");
+    }
+
+    #[test]
+    fn glue_spellings() {
+        let mut c = EngineConfig::default();
+        let rest = c
+            .apply_args([
+                "--write-shuffle-files-to-s3",
+                "--write-shuffle-spills-to-s3",
+                "true",
+                "--conf",
+                "spark.shuffle.glue.s3ShuffleBucket=s3://b/p",
+                "--memory.budget",
+                "512MiB",
+                "query.sql",
+            ])
+            .unwrap();
+        assert_eq!(rest, vec!["query.sql".to_string()]);
+        assert_eq!(c.backend, ShuffleBackend::S3);
+        assert!(c.spill_to_s3);
+        assert_eq!(c.s3_location(), Some(("b".into(), "p".into())));
+        assert_eq!(c.memory_budget, 512 << 20);
+        let e = c.set("shuffle.partitions", "zero").unwrap_err().to_string();
+        assert!(e.contains("shuffle.partitions"));
+        assert!(c.set("nope", "1").unwrap_err().to_string().contains("nope"));
+    }
+}

@@ -1,0 +1,88 @@
+//! The engine's error type: wraps the shuffle contract's errors, Arrow's and
+//! Parquet's, and adds planning and execution failures.
+
+/// `Result` with [`EngineError`] as the default error type.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while planning or running a query.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A shuffle or spill operation failed.
+    #[error("shuffle: {0}")]
+    Shuffle(#[from] shuffle_core::Error),
+
+    /// An Arrow kernel failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// Reading a Parquet file failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    /// A local file could not be opened or listed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A configuration key has a bad value (the key is named).
+    #[error("invalid config `{key}`: {reason}")]
+    Config { key: String, reason: String },
+
+    /// The query is malformed: unknown column, type mismatch, bad arguments.
+    #[error("plan error: {0}")]
+    Plan(String),
+
+    /// Reading shuffle output failed because a map output is missing or corrupt.
+    /// The scheduler re-runs the map task(s) that produced it.
+    #[error("fetch failed for shuffle {shuffle_id} (map {map_id:?}): {source}")]
+    FetchFailed {
+        shuffle_id: u32,
+        map_id: Option<u32>,
+        #[source]
+        source: shuffle_core::Error,
+    },
+
+    /// A task failed more often than the configured limit.
+    #[error("stage {stage_id} task {partition} failed after {attempts} attempts: {last}")]
+    TaskFailed {
+        stage_id: usize,
+        partition: usize,
+        attempts: u32,
+        last: String,
+    },
+
+    /// Internal invariant broken (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn plan(msg: impl Into<String>) -> Self {
+        EngineError::Plan(msg.into())
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        EngineError::Internal(msg.into())
+    }
+
+    pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        EngineError::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error means shuffle data was lost or damaged, so the
+    /// producing map task must be re-run.
+    pub fn is_fetch_failure(&self) -> bool {
+        match self {
+            EngineError::FetchFailed { .. } => true,
+            EngineError::Shuffle(e) => e.is_data_loss(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Exchanges: moving Arrow batches between stages through the shuffle manager.
+//!
+//! ```text
+//!  map task (stage S)                                   reduce task (stage S+1)
+//!  plan.execute(p) ─▶ BatchPartitioner ─▶ BatchEncoder ─▶ MapOutputBuffer.write_block(part, ipc)
+//!                      (hash | round-robin | single)       └─ commit ─▶ MapStatus ─▶ MapOutputTracker
+//!  ShuffleReadExec(part) ◀─ decode_batch ◀─ manager.reader(shuffle, statuses, part..part+1)
+//! ```
+//!
+//! Each block is one IPC-encoded record batch (schema known to both sides, see
+//! [`codec`]); the shuffle layer compresses, checksums, buffers and spills.
+//! Hash partitioning uses the stable hash in [`hash`], so every backend and
+//! every retry routes a key to the same partition.
+
+pub mod codec;
+pub mod hash;
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use futures::StreamExt;
+use shuffle_core::{MapStatus, ShuffleManagerExt};
+
+use crate::error::Result;
+use crate::expr::PhysicalExpr;
+use crate::metrics::TaskMetrics;
+use crate::physical::{ExecutionPlan, TaskContext};
+use codec::BatchEncoder;
+
+/// How an exchange distributes rows.
+#[derive(Debug, Clone)]
+pub enum Partitioning {
+    /// By the stable hash of key expressions into `n` partitions.
+    Hash(Vec<PhysicalExpr>, usize),
+    /// Evenly into `n` partitions, ignoring content.
+    RoundRobin(usize),
+    /// Everything into one partition (global sort, limit, broadcast).
+    Single,
+}
+
+impl Partitioning {
+    pub fn num_partitions(&self) -> usize {
+        match self {
+            Partitioning::Hash(_, n) | Partitioning::RoundRobin(n) => *n,
+            Partitioning::Single => 1,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Partitioning::Hash(k, n) => format!("hash({} keys) x{n}", k.len()),
+            Partitioning::RoundRobin(n) => format!("round-robin x{n}"),
+            Partitioning::Single => "single".into(),
+        }
+    }
+}
+
+/// Splits batches into per-partition batches.
+#[derive(Debug)]
+pub struct BatchPartitioner {
+    partitioning: Partitioning,
+    seed: u64,
+    hashes: Vec<u64>,
+    next_rr: usize,
+}
+
+impl BatchPartitioner {
+    pub fn new(partitioning: Partitioning, seed: u64, start: usize) -> Self {
+        Self {
+            partitioning,
+            seed,
+            hashes: Vec::new(),
+            next_rr: start,
+        }
+    }
+
+    /// Splits `batch`; calls `f(partition, sub_batch)` for every non-empty part.
+    pub fn partition(
+        &mut self,
+        batch: &RecordBatch,
+        mut f: impl FnMut(usize, RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        match &self.partitioning {
+            Partitioning::Single => f(0, batch.clone()),
+            Partitioning::RoundRobin(n) => {
+                let n = *n;
+                let per = rows.div_ceil(n).max(1);
+                let mut off = 0;
+                while off < rows {
+                    let len = per.min(rows - off);
+                    let p = self.next_rr % n;
+                    self.next_rr = self.next_rr.wrapping_add(1);
+                    f(p, batch.slice(off, len))?;
+                    off += len;
+                }
+                Ok(())
+            }
+            Partitioning::Hash(keys, n) => {
+                let n = *n;
+                let cols = keys
+                    .iter()
+                    .map(|k| k.evaluate(batch))
+                    .collect::<Result<Vec<_>>>()?;
+                hash::hash_columns(&cols, self.seed, &mut self.hashes)?;
+                let parts: Vec<u32> = self
+                    .hashes
+                    .iter()
+                    .map(|h| hash::bucket(*h, n) as u32)
+                    .collect();
+                split_by_index(batch, &parts, n, f)
+            }
+        }
+    }
+}
+
+/// Splits `batch` by a per-row partition index (counting sort + `take`).
+pub fn split_by_index(
+    batch: &RecordBatch,
+    parts: &[u32],
+    n: usize,
+    mut f: impl FnMut(usize, RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let mut counts = vec![0u32; n + 1];
+    for p in parts {
+        counts[*p as usize + 1] += 1;
+    }
+    if let Some(p) = counts[1..].iter().position(|c| *c as usize == parts.len()) {
+        return f(p, batch.clone());
+    }
+    for i in 1..=n {
+        counts[i] += counts[i - 1];
+    }
+    let mut pos = counts.clone();
+    let mut idx = vec![0u32; parts.len()];
+    for (row, p) in parts.iter().enumerate() {
+        let slot = &mut pos[*p as usize];
+        idx[*slot as usize] = row as u32;
+        *slot += 1;
+    }
+    let idx = UInt32Array::from(idx);
+    for p in 0..n {
+        let (s, e) = (counts[p] as usize, counts[p + 1] as usize);
+        if e > s {
+            let part = take_record_batch(batch, &idx.slice(s, e - s))?;
+            f(p, part)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `plan`'s partition `map_id` and writes it as map output of `shuffle_id`.
+pub async fn run_map_task(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<TaskContext>,
+    shuffle_id: u32,
+    partitioning: Partitioning,
+) -> Result<MapStatus> {
+    let map_id = ctx.partition as u32;
+    let mut stream = plan.execute(ctx.partition, Arc::clone(&ctx))?;
+    let mut writer = ctx
+        .manager
+        .buffered_writer(shuffle_id, map_id, ctx.attempt)
+        .await?;
+    let mut partitioner = BatchPartitioner::new(partitioning, hash::SEED_EXCHANGE, ctx.partition);
+    let mut encoder = BatchEncoder::new();
+    let result: Result<()> = async {
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            TaskMetrics::add(&ctx.metrics.rows_out, batch.num_rows() as u64);
+            let mut parts = Vec::new();
+            partitioner.partition(&batch, |p, b| {
+                parts.push((p, b));
+                Ok(())
+            })?;
+            for (p, b) in parts {
+                let bytes = encoder.encode(&b)?;
+                TaskMetrics::add(&ctx.metrics.bytes_out, bytes.len() as u64);
+                writer
+                    .write_block(p as u32, &bytes, b.num_rows() as u64)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(stream);
+    match result {
+        Ok(()) => {
+            let status = writer.commit().await?;
+            let written: u64 = status.lengths.iter().sum();
+            TaskMetrics::add(&ctx.metrics.shuffle_bytes_written, written);
+            Ok(status)
+        }
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!("aborting map output {shuffle_id}/{map_id}: {abort}");
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Task, stage and job metrics.
+//!
+//! Tasks count into lock-free [`TaskMetrics`]; when a task finishes the
+//! scheduler snapshots them into a [`TaskSummary`], folds those into
+//! [`StageSummary`]s and the [`JobSummary`] the CLI prints and serialises
+//! with [`JobSummary::to_json`] (a tiny hand-written JSON writer: no serde).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one running task attempt.
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    /// Rows and bytes read from sources (scans and shuffle reads).
+    pub rows_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Rows and bytes the task produced (written to shuffle or returned).
+    pub rows_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Stored bytes of committed map output.
+    pub shuffle_bytes_written: AtomicU64,
+    /// Block bytes fetched from shuffle.
+    pub shuffle_bytes_read: AtomicU64,
+    /// Bytes operators spilled (agg, join, sort).
+    pub spill_bytes: AtomicU64,
+    pub spill_count: AtomicU64,
+}
+
+impl TaskMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a task ran again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The task failed; it is retried.
+    TaskError(String),
+    /// A downstream task could not read this map's output; the map was re-run.
+    FetchFailure {
+        shuffle_id: u32,
+        map_id: u32,
+        error: String,
+    },
+}
+
+/// One finished task attempt.
+#[derive(Debug, Clone, Default)]
+pub struct TaskSummary {
+    pub stage_id: usize,
+    pub partition: usize,
+    pub attempt: u32,
+    pub succeeded: bool,
+    pub rows_in: u64,
+    pub bytes_in: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    pub shuffle_bytes_written: u64,
+    pub shuffle_bytes_read: u64,
+    pub spill_bytes: u64,
+    pub spill_count: u64,
+    pub elapsed_ms: f64,
+    pub error: Option<String>,
+}
+
+impl TaskSummary {
+    pub fn from_metrics(m: &TaskMetrics) -> Self {
+        Self {
+            rows_in: TaskMetrics::get(&m.rows_in),
+            bytes_in: TaskMetrics::get(&m.bytes_in),
+            rows_out: TaskMetrics::get(&m.rows_out),
+            bytes_out: TaskMetrics::get(&m.bytes_out),
+            shuffle_bytes_written: TaskMetrics::get(&m.shuffle_bytes_written),
+            shuffle_bytes_read: TaskMetrics::get(&m.shuffle_bytes_read),
+            spill_bytes: TaskMetrics::get(&m.spill_bytes),
+            spill_count: TaskMetrics::get(&m.spill_count),
+            ..Default::default()
+        }
+    }
+}
+
+/// One stage.
+#[derive(Debug, Clone, Default)]
+pub struct StageSummary {
+    pub stage_id: usize,
+    /// Root operator chain, e.g. `ShuffleRead -> HashJoin -> Aggregate(partial)`.
+    pub description: String,
+    /// `shuffle N (hash 8)` or `result`.
+    pub output: String,
+    pub num_tasks: usize,
+    pub rows_in: u64,
+    pub bytes_in: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    pub shuffle_bytes_written: u64,
+    pub shuffle_bytes_read: u64,
+    pub spill_bytes: u64,
+    pub spill_count: u64,
+    /// Wall-clock from the stage's first task start to its last task end.
+    pub elapsed_ms: f64,
+    /// Every task attempt (successful and failed).
+    pub tasks: Vec<TaskSummary>,
+}
+
+impl StageSummary {
+    /// Adds a successful attempt's counters.
+    pub fn absorb(&mut self, t: &TaskSummary) {
+        self.rows_in += t.rows_in;
+        self.bytes_in += t.bytes_in;
+        self.rows_out += t.rows_out;
+        self.bytes_out += t.bytes_out;
+        self.shuffle_bytes_written += t.shuffle_bytes_written;
+        self.shuffle_bytes_read += t.shuffle_bytes_read;
+        self.spill_bytes += t.spill_bytes;
+        self.spill_count += t.spill_count;
+    }
+}
+
+/// Summary of one job (one `collect`).
+#[derive(Debug, Clone, Default)]
+pub struct JobSummary {
+    pub job_id: u64,
+    /// `local` or `s3` (the manager's reliability decides recompute behaviour).
+    pub backend: String,
+    pub elapsed_ms: f64,
+    pub rows_out: u64,
+    pub num_stages: usize,
+    /// Task attempts started (including retries and recomputations).
+    pub tasks_run: u64,
+    /// Attempts that re-ran a failed task.
+    pub tasks_retried: u64,
+    /// Map tasks re-run because their output was lost (fetch failures).
+    pub tasks_recomputed: u64,
+    pub retry_reasons: Vec<RetryReason>,
+    pub shuffle_bytes_written: u64,
+    pub shuffle_bytes_read: u64,
+    /// Bytes spilled by operators (agg, join, sort).
+    pub spill_bytes: u64,
+    pub spill_count: u64,
+    /// Bytes spilled by shuffle map-output buffers (from the manager's metrics).
+    pub shuffle_spill_bytes: u64,
+    /// Peak bytes reserved in the memory pool.
+    pub peak_memory: u64,
+    pub memory_limit: u64,
+    pub stages: Vec<StageSummary>,
+}
+
+impl JobSummary {
+    /// Total spilled bytes (operators plus shuffle buffers).
+    pub fn total_spill_bytes(&self) -> u64 {
+        self.spill_bytes + self.shuffle_spill_bytes
+    }
+
+    /// Serialises to JSON.
+    pub fn to_json(&self) -> String {
+        let mut w = JsonWriter::default();
+        w.begin();
+        w.num("job_id", self.job_id);
+        w.str("backend", &self.backend);
+        w.float("elapsed_ms", self.elapsed_ms);
+        w.num("rows_out", self.rows_out);
+        w.num("num_stages", self.num_stages as u64);
+        w.num("tasks_run", self.tasks_run);
+        w.num("tasks_retried", self.tasks_retried);
+        w.num("tasks_recomputed", self.tasks_recomputed);
+        w.key("retry_reasons");
+        w.out.push('[');
+        for (i, r) in self.retry_reasons.iter().enumerate() {
+            if i > 0 {
+                w.out.push(',');
+            }
+            let mut o = JsonWriter::default();
+            o.begin();
+            match r {
+                RetryReason::TaskError(e) => {
+                    o.str("kind", "task_error");
+                    o.str("error", e);
+                }
+                RetryReason::FetchFailure {
+                    shuffle_id,
+                    map_id,
+                    error,
+                } => {
+                    o.str("kind", "fetch_failure");
+                    o.num("shuffle_id", *shuffle_id as u64);
+                    o.num("map_id", *map_id as u64);
+                    o.str("error", error);
+                }
+            }
+            w.out.push_str(&o.end());
+        }
+        w.out.push(']');
+        w.num("shuffle_bytes_written", self.shuffle_bytes_written);
+        w.num("shuffle_bytes_read", self.shuffle_bytes_read);
+        w.num("spill_bytes", self.spill_bytes);
+        w.num("spill_count", self.spill_count);
+        w.num("shuffle_spill_bytes", self.shuffle_spill_bytes);
+        w.num("peak_memory", self.peak_memory);
+        w.num("memory_limit", self.memory_limit);
+        w.key("stages");
+        w.out.push('[');
+        for (i, s) in self.stages.iter().enumerate() {
+            if i > 0 {
+                w.out.push(',');
+            }
+            let mut o = JsonWriter::default();
+            o.begin();
+            o.num("stage_id", s.stage_id as u64);
+            o.str("description", &s.description);
+            o.str("output", &s.output);
+            o.num("num_tasks", s.num_tasks as u64);
+            o.num("rows_in", s.rows_in);
+            o.num("bytes_in", s.bytes_in);
+            o.num("rows_out", s.rows_out);
+            o.num("bytes_out", s.bytes_out);
+            o.num("shuffle_bytes_written", s.shuffle_bytes_written);
+            o.num("shuffle_bytes_read", s.shuffle_bytes_read);
+            o.num("spill_bytes", s.spill_bytes);
+            o.num("spill_count", s.spill_count);
+            o.float("elapsed_ms", s.elapsed_ms);
+            o.key("tasks");
+            o.out.push('[');
+            for (j, t) in s.tasks.iter().enumerate() {
+                if j > 0 {
+                    o.out.push(',');
+                }
+                let mut tw = JsonWriter::default();
+                tw.begin();
+                tw.num("partition", t.partition as u64);
+                tw.num("attempt", t.attempt as u64);
+                tw.bool("succeeded", t.succeeded);
+                tw.num("rows_in", t.rows_in);
+                tw.num("bytes_in", t.bytes_in);
+                tw.num("rows_out", t.rows_out);
+                tw.num("bytes_out", t.bytes_out);
+                tw.num("shuffle_bytes_written", t.shuffle_bytes_written);
+                tw.num("shuffle_bytes_read", t.shuffle_bytes_read);
+                tw.num("spill_bytes", t.spill_bytes);
+                tw.float("elapsed_ms", t.elapsed_ms);
+                if let Some(e) = &t.error {
+                    tw.str("error", e);
+                }
+                o.out.push_str(&tw.end());
+            }
+            o.out.push(']');
+            w.out.push_str(&o.end());
+        }
+        w.out.push(']');
+        w.end()
+    }
+}
+
+#[derive(Default)]
+struct JsonWriter {
+    out: String,
+    first: bool,
+}
+
+impl JsonWriter {
+    fn begin(&mut self) {
+        self.out.push('{');
+        self.first = true;
+    }
+    fn end(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        escape(&mut self.out, k);
+        self.out.push(':');
+    }
+    fn num(&mut self, k: &str, v: u64) {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+    }
+    fn float(&mut self, k: &str, v: f64) {
+        self.key(k);
+        if v.is_finite() {
+            let _ = write!(self.out, "{v:.3}");
+        } else {
+            self.out.push_str("null");
+        }
+    }
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.out.push_str(if v { "true" } else { "false" });
+    }
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        escape(&mut self.out, v);
+    }
+}
+
+fn escape(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape() {
+        let mut j = JobSummary {
+            backend: "local".into(),
+            ..Default::default()
+        };
+        j.retry_reasons
+            .push(RetryReason::TaskError("boom \"x\"".into()));
+        j.stages.push(StageSummary {
+            description: "Scan".into(),
+            tasks: vec![TaskSummary::default()],
+            ..Default::default()
+        });
+        let s = j.to_json();
+        assert!(s.starts_with("{\"job_id\":0,\"backend\":\"local\""), "{s}");
+        assert!(s.contains("boom \\\"x\\\""));
+        assert!(s.ends_with("]}]}"), "{s}");
+    }
+}

@@ -1,0 +1,50 @@
+//! Union all: the partitions of every input, one after another.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::StreamExt;
+
+use super::{BatchStream, ExecutionPlan, TaskContext};
+use crate::error::{EngineError, Result};
+
+#[derive(Debug)]
+pub struct UnionExec {
+    pub inputs: Vec<Arc<dyn ExecutionPlan>>,
+    pub schema: SchemaRef,
+}
+
+impl ExecutionPlan for UnionExec {
+    fn name(&self) -> &'static str {
+        "Union"
+    }
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+    fn output_partitions(&self) -> usize {
+        self.inputs.iter().map(|i| i.output_partitions()).sum()
+    }
+    fn children(&self) -> Vec<Arc<dyn ExecutionPlan>> {
+        self.inputs.clone()
+    }
+    fn execute(&self, mut partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
+        for input in &self.inputs {
+            let n = input.output_partitions();
+            if partition < n {
+                let schema = Arc::clone(&self.schema);
+                let s = input.execute(partition, ctx)?;
+                // Re-label columns with the union's names (types already match).
+                return Ok(Box::pin(s.map(move |b| {
+                    let b = b?;
+                    Ok(RecordBatch::try_new(
+                        Arc::clone(&schema),
+                        b.columns().to_vec(),
+                    )?)
+                })));
+            }
+            partition -= n;
+        }
+        Err(EngineError::internal("union partition out of range"))
+    }
+}

@@ -1,0 +1,3 @@
+//! Ready-made queries written with the DataFrame API.
+
+pub mod q80;

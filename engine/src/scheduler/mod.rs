@@ -1,0 +1,468 @@
+//! The scheduler: runs a [`JobPlan`]'s stage graph.
+//!
+//! ```text
+//!   stages whose inputs are done ──▶ map tasks (≤ parallelism at once, tokio + semaphore)
+//!        │                              │ buffered_writer → commit → MapStatus
+//!        │                              ▼
+//!        │                        MapOutputTracker (first status per map wins)
+//!        ▼
+//!   result stage tasks ──▶ ShuffleReadExec reads statuses from the tracker
+//!        │
+//!        └─ fetch failure (data loss) for shuffle S map M:
+//!             invalidate M's status, re-run map task M of S's stage (new attempt),
+//!             then retry the failed task — Spark's fetch-failure path
+//! ```
+//!
+//! Other task failures are retried up to `task.max_attempts`. Every attempt
+//! is recorded (tasks run / retried / recomputed, and why) in the
+//! [`JobSummary`].
+//!
+//! With a backend that reports reliable storage (S3), committed outputs
+//! survive the loss of the process that wrote them, so only data actually
+//! reported lost or corrupt is recomputed; other read errors just retry the
+//! reading task.
+
+pub mod tracker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use shuffle_core::{MapStatus, ShuffleHandle, ShuffleManager};
+use tokio::sync::Semaphore;
+
+use crate::config::EngineConfig;
+use crate::error::{EngineError, Result};
+use crate::exchange::run_map_task;
+use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
+use crate::physical::planner::{JobPlan, StageDef};
+use crate::physical::util::collect;
+use crate::physical::{ExecutionPlan, TaskContext};
+use tracker::MapOutputTracker;
+
+/// Called after a map stage first completes (used by tests to inject faults).
+pub type StageHook = Arc<dyn Fn(&StageEvent) + Send + Sync>;
+
+/// A finished map stage.
+#[derive(Debug, Clone)]
+pub struct StageEvent {
+    pub stage_id: usize,
+    pub shuffle_id: u32,
+    pub statuses: Vec<MapStatus>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    tasks_run: u64,
+    tasks_retried: u64,
+    tasks_recomputed: u64,
+    reasons: Vec<RetryReason>,
+    stages: HashMap<usize, (StageSummary, Option<Instant>, Option<Instant>)>,
+}
+
+struct Job {
+    config: Arc<EngineConfig>,
+    manager: Arc<dyn ShuffleManager>,
+    tracker: Arc<MapOutputTracker>,
+    slots: Arc<Semaphore>,
+    stages: Vec<StageDef>,
+    root: Arc<dyn ExecutionPlan>,
+    shuffle_stage: HashMap<u32, usize>,
+    stats: Mutex<Stats>,
+    recompute: tokio::sync::Mutex<()>,
+    hook: Option<StageHook>,
+}
+
+enum TaskOutput {
+    Map,
+    Result(Vec<RecordBatch>),
+}
+
+/// Runs a job to completion.
+pub async fn run_job(
+    config: Arc<EngineConfig>,
+    manager: Arc<dyn ShuffleManager>,
+    tracker: Arc<MapOutputTracker>,
+    plan: JobPlan,
+    job_id: u64,
+    hook: Option<StageHook>,
+) -> Result<(Vec<RecordBatch>, JobSummary)> {
+    let started = Instant::now();
+    let before = manager.metrics().snapshot();
+    let shuffle_stage = plan
+        .stages
+        .iter()
+        .map(|s| (s.shuffle_id, s.stage_id))
+        .collect();
+    let job = Arc::new(Job {
+        slots: Arc::new(Semaphore::new(config.parallelism.max(1))),
+        config,
+        manager: Arc::clone(&manager),
+        tracker,
+        stages: plan.stages,
+        root: plan.root,
+        shuffle_stage,
+        stats: Mutex::new(Stats::default()),
+        recompute: tokio::sync::Mutex::new(()),
+        hook,
+    });
+    for s in &job.stages {
+        let maps = s.plan.output_partitions();
+        manager
+            .register_shuffle(ShuffleHandle {
+                shuffle_id: s.shuffle_id,
+                num_maps: maps as u32,
+                num_partitions: s.partitioning.num_partitions() as u32,
+            })
+            .await?;
+        job.tracker.register_shuffle(s.shuffle_id, maps);
+    }
+    let result = job.run().await;
+    for s in &job.stages {
+        job.tracker.remove_shuffle(s.shuffle_id);
+        if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
+            tracing::warn!("removing shuffle {}: {e}", s.shuffle_id);
+        }
+    }
+    let batches = result?;
+    let after = manager.metrics().snapshot();
+    let delta = after.delta(&before);
+    let stats = std::mem::take(&mut *job.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut stages: Vec<StageSummary> = stats
+        .stages
+        .into_values()
+        .map(|(mut s, a, b)| {
+            if let (Some(a), Some(b)) = (a, b) {
+                s.elapsed_ms = b.duration_since(a).as_secs_f64() * 1e3;
+            }
+            s
+        })
+        .collect();
+    stages.sort_by_key(|s| s.stage_id);
+    let pool = manager.memory_pool();
+    let mut summary = JobSummary {
+        job_id,
+        backend: manager.backend_name().to_string(),
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        rows_out: batches.iter().map(|b| b.num_rows() as u64).sum(),
+        num_stages: stages.len(),
+        tasks_run: stats.tasks_run,
+        tasks_retried: stats.tasks_retried,
+        tasks_recomputed: stats.tasks_recomputed,
+        retry_reasons: stats.reasons,
+        peak_memory: pool.peak() as u64,
+        memory_limit: pool.limit() as u64,
+        ..Default::default()
+    };
+    for s in &stages {
+        summary.shuffle_bytes_written += s.shuffle_bytes_written;
+        summary.shuffle_bytes_read += s.shuffle_bytes_read;
+        summary.spill_bytes += s.spill_bytes;
+        summary.spill_count += s.spill_count;
+    }
+    summary.shuffle_spill_bytes = delta
+        .shuffle
+        .spill_bytes
+        .saturating_sub(summary.spill_bytes);
+    summary.stages = stages;
+    Ok((batches, summary))
+}
+
+impl Job {
+    async fn run(self: &Arc<Self>) -> Result<Vec<RecordBatch>> {
+        let mut done: HashSet<usize> = HashSet::new();
+        while done.len() < self.stages.len() {
+            let ready: Vec<usize> = self
+                .stages
+                .iter()
+                .filter(|s| !done.contains(&s.stage_id))
+                .filter(|s| self.deps(s.plan.as_ref()).iter().all(|d| done.contains(d)))
+                .map(|s| s.stage_id)
+                .collect();
+            if ready.is_empty() {
+                return Err(EngineError::internal("stage graph has a cycle"));
+            }
+            let runs = ready.iter().map(|s| self.run_map_stage(*s));
+            futures::future::try_join_all(runs).await?;
+            done.extend(ready);
+        }
+        // Result stage.
+        let stage_id = self.stages.len();
+        let n = self.root.output_partitions();
+        self.stage_entry(stage_id, "result".into(), self.root.as_ref(), n);
+        let tasks = (0..n).map(|p| Arc::clone(self).run_task(stage_id, p));
+        let outs = futures::future::try_join_all(tasks).await?;
+        let mut batches = Vec::new();
+        for o in outs {
+            if let TaskOutput::Result(b) = o {
+                batches.extend(b);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Stages whose shuffles `plan` reads.
+    fn deps(&self, plan: &dyn ExecutionPlan) -> Vec<usize> {
+        let mut out = Vec::new();
+        for s in plan.shuffle_reads() {
+            if let Some(st) = self.shuffle_stage.get(&s) {
+                out.push(*st);
+            }
+        }
+        for c in plan.children() {
+            out.extend(self.deps(c.as_ref()));
+        }
+        out
+    }
+
+    fn stage_entry(&self, stage_id: usize, output: String, plan: &dyn ExecutionPlan, n: usize) {
+        let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        st.stages.entry(stage_id).or_insert_with(|| {
+            (
+                StageSummary {
+                    stage_id,
+                    description: describe_chain(plan),
+                    output,
+                    num_tasks: n,
+                    ..Default::default()
+                },
+                None,
+                None,
+            )
+        });
+    }
+
+    async fn run_map_stage(self: &Arc<Self>, stage_id: usize) -> Result<()> {
+        let stage = &self.stages[stage_id];
+        let n = stage.plan.output_partitions();
+        self.stage_entry(
+            stage_id,
+            format!(
+                "shuffle {} ({}{})",
+                stage.shuffle_id,
+                stage.partitioning.describe(),
+                if stage.broadcast { ", broadcast" } else { "" }
+            ),
+            stage.plan.as_ref(),
+            n,
+        );
+        let missing = self.tracker.missing_maps(stage.shuffle_id);
+        let tasks = missing
+            .into_iter()
+            .map(|m| Arc::clone(self).run_task(stage_id, m as usize));
+        futures::future::try_join_all(tasks).await?;
+        if let Some(hook) = &self.hook {
+            let statuses = self.tracker.statuses(stage.shuffle_id)?;
+            hook(&StageEvent {
+                stage_id,
+                shuffle_id: stage.shuffle_id,
+                statuses,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one task until it succeeds or runs out of attempts.
+    fn run_task(
+        self: Arc<Self>,
+        stage_id: usize,
+        partition: usize,
+    ) -> BoxFuture<'static, Result<TaskOutput>> {
+        async move {
+            let max = self.config.max_task_attempts.max(1);
+            let mut failures = 0u32;
+            let mut fetch_failures = 0u32;
+            let mut local_attempt = 0u32;
+            loop {
+                let attempt = match self.stages.get(stage_id) {
+                    Some(s) => self.tracker.next_attempt(s.shuffle_id, partition as u32),
+                    None => {
+                        local_attempt += 1;
+                        local_attempt - 1
+                    }
+                };
+                let res = self.run_attempt(stage_id, partition, attempt).await;
+                match res {
+                    Ok(out) => return Ok(out),
+                    Err(e) if e.is_fetch_failure() && fetch_failures < max => {
+                        fetch_failures += 1;
+                        self.handle_fetch_failure(&e).await?;
+                        self.bump(|s| {
+                            s.tasks_retried += 1;
+                            s.reasons.push(RetryReason::TaskError(format!(
+                                "stage {stage_id} task {partition}: {e}"
+                            )));
+                        });
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= max
+                            || matches!(e, EngineError::Plan(_) | EngineError::Config { .. })
+                        {
+                            return Err(EngineError::TaskFailed {
+                                stage_id,
+                                partition,
+                                attempts: failures + fetch_failures,
+                                last: e.to_string(),
+                            });
+                        }
+                        self.bump(|s| {
+                            s.tasks_retried += 1;
+                            s.reasons.push(RetryReason::TaskError(format!(
+                                "stage {stage_id} task {partition}: {e}"
+                            )));
+                        });
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut Stats)) {
+        let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st);
+    }
+
+    /// Invalidates lost map outputs and re-runs their map tasks.
+    async fn handle_fetch_failure(self: &Arc<Self>, e: &EngineError) -> Result<()> {
+        let (shuffle_id, map_id, attempt) = match e {
+            EngineError::FetchFailed {
+                shuffle_id,
+                map_id,
+                source,
+            } => {
+                let attempt = match source {
+                    shuffle_core::Error::FetchFailed { attempt, .. } => Some(*attempt),
+                    _ => None,
+                };
+                (*shuffle_id, *map_id, attempt)
+            }
+            _ => return Ok(()),
+        };
+        let Some(&producer) = self.shuffle_stage.get(&shuffle_id) else {
+            return Ok(());
+        };
+        let _guard = self.recompute.lock().await;
+        if let (Some(m), Some(a)) = (map_id, attempt) {
+            // Only invalidate the attempt that failed: another task may have
+            // replaced it already. (Errors without an attempt come from a
+            // status that is already missing: nothing to invalidate.)
+            if self.tracker.attempt_of(shuffle_id, m) == Some(a) {
+                self.tracker.invalidate(shuffle_id, m);
+                // Storage keeps the first committed attempt; forget the
+                // damaged one there too so the re-run's output can win.
+                self.manager
+                    .invalidate_map_output(shuffle_id, m, a)
+                    .await
+                    .map_err(EngineError::from)?;
+            }
+        }
+        let missing = self.tracker.missing_maps(shuffle_id);
+        for m in missing {
+            self.bump(|s| {
+                s.tasks_recomputed += 1;
+                s.reasons.push(RetryReason::FetchFailure {
+                    shuffle_id,
+                    map_id: m,
+                    error: e.to_string(),
+                });
+            });
+            Arc::clone(self).run_task(producer, m as usize).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_attempt(
+        self: &Arc<Self>,
+        stage_id: usize,
+        partition: usize,
+        attempt: u32,
+    ) -> Result<TaskOutput> {
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::internal("task slots closed"))?;
+        let metrics = Arc::new(TaskMetrics::default());
+        let ctx = Arc::new(TaskContext {
+            stage_id,
+            partition,
+            attempt,
+            config: Arc::clone(&self.config),
+            manager: Arc::clone(&self.manager),
+            tracker: Arc::clone(&self.tracker),
+            metrics: Arc::clone(&metrics),
+        });
+        let start = Instant::now();
+        self.bump(|s| {
+            s.tasks_run += 1;
+            if let Some(e) = s.stages.get_mut(&stage_id) {
+                e.1 = Some(e.1.map_or(start, |t| t.min(start)));
+            }
+        });
+        let job = Arc::clone(self);
+        let handle = tokio::spawn(async move {
+            match job.stages.get(stage_id) {
+                Some(stage) => {
+                    let status = run_map_task(
+                        Arc::clone(&stage.plan),
+                        Arc::clone(&ctx),
+                        stage.shuffle_id,
+                        stage.partitioning.clone(),
+                    )
+                    .await?;
+                    job.tracker.register_map_output(status);
+                    Ok(TaskOutput::Map)
+                }
+                None => {
+                    let stream = job.root.execute(partition, Arc::clone(&ctx))?;
+                    let batches = collect(stream).await?;
+                    for b in &batches {
+                        TaskMetrics::add(&ctx.metrics.rows_out, b.num_rows() as u64);
+                        TaskMetrics::add(&ctx.metrics.bytes_out, b.get_array_memory_size() as u64);
+                    }
+                    Ok(TaskOutput::Result(batches))
+                }
+            }
+        });
+        let res = match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
+        };
+        drop(permit);
+        let end = Instant::now();
+        let mut t = TaskSummary::from_metrics(&metrics);
+        t.stage_id = stage_id;
+        t.partition = partition;
+        t.attempt = attempt;
+        t.succeeded = res.is_ok();
+        t.elapsed_ms = end.duration_since(start).as_secs_f64() * 1e3;
+        t.error = res.as_ref().err().map(|e| e.to_string());
+        self.bump(|s| {
+            if let Some(e) = s.stages.get_mut(&stage_id) {
+                if t.succeeded {
+                    e.0.absorb(&t);
+                }
+                e.0.tasks.push(t);
+                e.2 = Some(e.2.map_or(end, |x| x.max(end)));
+            }
+        });
+        res
+    }
+}
+
+/// `Root <- child <- ...` along the first-child path, plus side inputs.
+fn describe_chain(plan: &dyn ExecutionPlan) -> String {
+    let mut names = Vec::new();
+    fn go(p: &dyn ExecutionPlan, names: &mut Vec<String>) {
+        names.push(p.name().to_string());
+        for c in p.children() {
+            go(c.as_ref(), names);
+        }
+    }
+    go(plan, &mut names);
+    names.join(" <- ")
+}

@@ -1,0 +1,261 @@
+//! End-to-end tests of the `shovel` binary: a q80 run at SF 0.01 whose CSV
+//! must equal the golden answer and whose `--report` JSON must carry the
+//! summary fields, and bad inputs that must fail fast with one clear line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shovel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shovel"))
+        .args(args)
+        .env_remove("SHOVEL_S3_BUCKET")
+        .env_remove("SHOVEL_S3_ENDPOINT")
+        .output()
+        .expect("run shovel")
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
+}
+
+fn golden(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/golden")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn sf001() -> PathBuf {
+    engine::tpcds::ensure_data(0.01, &cache_dir()).expect("generate SF 0.01")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The run must fail with a non-zero exit, no panic, and one error line
+/// containing every `needles`.
+fn assert_fails(args: &[&str], needles: &[&str]) {
+    let o = shovel(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("shovel: error: "))
+        .unwrap_or_else(|| panic!("{args:?}: no error line in {err}"));
+    for n in needles {
+        assert!(line.contains(n), "{args:?}: `{n}` not in `{line}`");
+    }
+    assert!(o.stdout.is_empty(), "{args:?} wrote to stdout");
+}
+
+fn json_has(json: &str, key: &str) {
+    assert!(
+        json.contains(&format!("\"{key}\":")),
+        "`{key}` missing in {json}"
+    );
+}
+
+#[test]
+fn q80_end_to_end_with_output_and_report() {
+    sf001();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("q80.csv");
+    let report = dir.path().join("run.json");
+    let cache = cache_dir();
+    let o = shovel(&[
+        "q80",
+        "--sf",
+        "0.01",
+        "--cache-dir",
+        cache.to_str().expect("utf-8 path"),
+        "--output",
+        csv.to_str().expect("utf-8 path"),
+        "--report",
+        report.to_str().expect("utf-8 path"),
+        "--partitions",
+        "4",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(o.stdout.is_empty(), "CSV went to --output, not stdout");
+    assert_eq!(
+        std::fs::read_to_string(&csv).expect("read CSV"),
+        golden("q80_sf0.01.csv")
+    );
+    assert!(err.contains("shovel q80 ok"), "{err}");
+    assert!(err.contains("peak RSS"), "{err}");
+    let json = std::fs::read_to_string(&report).expect("read report");
+    assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
+    for key in [
+        "status",
+        "rows",
+        "timings_ms",
+        "execute",
+        "total",
+        "stages",
+        "elapsed_ms",
+        "read",
+        "scan_bytes",
+        "shuffle",
+        "bytes_written",
+        "raw_bytes_written",
+        "records_written",
+        "bytes_read",
+        "raw_bytes_read",
+        "spill",
+        "local_disk_bytes",
+        "s3_bytes",
+        "s3_requests",
+        "retries",
+        "memory",
+        "peak_rss_bytes",
+        "tasks",
+        "retried",
+        "recomputed",
+        "stages_completed",
+        "cleanup",
+        "job",
+    ] {
+        json_has(&json, key);
+    }
+    assert!(json.contains("\"status\":\"ok\""), "{json}");
+    assert!(json.contains("\"rows\":102"), "{json}");
+    assert!(json.contains("\"partitions\":4"), "{json}");
+}
+
+#[test]
+fn q80_on_embedded_s3_to_stdout() {
+    let data = sf001();
+    let o = shovel(&[
+        "q80",
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--write-shuffle-files-to-s3",
+        "--write-shuffle-spills-to-s3",
+        "true",
+        "--memory",
+        "256KiB",
+        "--broadcast-threshold",
+        "0",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), golden("q80_sf0.01.csv"));
+    assert!(err.contains("embedded S3 server"), "says so: {err}");
+    assert!(err.contains("s3 requests"), "{err}");
+}
+
+#[test]
+fn bad_flags_fail_with_one_clear_line() {
+    assert_fails(&["q80", "--frobnicate"], &["--frobnicate", "--help"]);
+    assert_fails(&["q80", "--memory", "-1"], &["--memory", "negative"]);
+    assert_fails(
+        &["q80", "--memory", "lots"],
+        &["--memory", "lots", "512MiB"],
+    );
+    assert_fails(&["q80", "--parallelism", "-3"], &["--parallelism"]);
+    assert_fails(&["q80", "--sf", "-1"], &["--sf"]);
+    assert_fails(
+        &["q80", "--s3-bucket", "http://x"],
+        &["http://x", "s3://bucket"],
+    );
+    assert_fails(
+        &[
+            "q80",
+            "--conf",
+            "spark.shuffle.glue.s3ShuffleBucket=http://x",
+        ],
+        &["http://x"],
+    );
+    assert_fails(&["q80", "--date", "2001-02-30"], &["--date", "YYYY-MM-DD"]);
+    assert_fails(&["q80", "--conf", "no.such.key=1"], &["no.such.key"]);
+    assert_fails(&["bogus"], &["bogus", "q80"]);
+    assert_fails(&[], &["missing command"]);
+}
+
+#[test]
+fn missing_data_dir() {
+    assert_fails(
+        &["q80", "--data", "/nonexistent/shovel-data"],
+        &["/nonexistent/shovel-data", "does not exist", "shovel gen"],
+    );
+}
+
+#[test]
+fn missing_table() {
+    let src = sf001();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for e in std::fs::read_dir(&src).expect("list data") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "parquet") && !p.ends_with("item.parquet") {
+            std::fs::copy(&p, dir.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+    assert_fails(
+        &["q80", "--data", dir.path().to_str().expect("utf-8 path")],
+        &["item"],
+    );
+}
+
+#[test]
+fn corrupt_parquet() {
+    let src = sf001();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for e in std::fs::read_dir(&src).expect("list data") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "parquet") {
+            std::fs::copy(&p, dir.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+    std::fs::write(dir.path().join("store.parquet"), b"not a parquet file").expect("corrupt");
+    assert_fails(
+        &["q80", "--data", dir.path().to_str().expect("utf-8 path")],
+        &["store.parquet", "corrupt"],
+    );
+}
+
+#[test]
+fn unreachable_s3_endpoint() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let data = sf001();
+    assert_fails(
+        &[
+            "q80",
+            "--data",
+            data.to_str().expect("utf-8 path"),
+            "--shuffle",
+            "s3",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-bucket",
+            "s3://shovel-test/cli",
+        ],
+        &[&endpoint, "--s3-endpoint"],
+    );
+}
+
+#[test]
+fn gen_writes_tables() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("sf");
+    let o = shovel(&[
+        "gen",
+        "--sf",
+        "0.01",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for t in engine::tpcds::Q80_TABLES {
+        assert!(out.join(format!("{t}.parquet")).is_file(), "{t}");
+    }
+    // Not a terminal: no progress bar escape codes.
+    assert!(!stderr(&o).contains('\r'), "{}", stderr(&o));
+}

@@ -1,0 +1,198 @@
+//! Shared helpers for the engine's integration tests: sessions on each
+//! backend, random tables, and row-multiset comparison.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Float64Type, Int32Type, Int64Type, Schema,
+    SchemaRef,
+};
+use engine::{EngineConfig, Session};
+use shuffle_core::{ShuffleConfig, ShuffleManager};
+
+/// A cell value for reference computations.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum V {
+    Null,
+    I(i64),
+    S(String),
+    /// Decimal unscaled value and scale.
+    D(i128, i8),
+    /// Float bits (compared exactly).
+    F(u64),
+    B(bool),
+}
+
+pub type Row = Vec<V>;
+
+/// Which backend a session runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    S3,
+}
+
+/// A session plus what must outlive it.
+pub struct TestSession {
+    pub session: Session,
+    _dir: tempfile::TempDir,
+    _s3: Option<shuffle_s3::EmbeddedS3>,
+}
+
+pub async fn session(backend: Backend, config: EngineConfig) -> TestSession {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shuffle = ShuffleConfig::from_pairs([
+        ("local.dirs", dir.path().display().to_string()),
+        ("memory.limit", config.memory_budget.to_string()),
+    ])
+    .expect("shuffle config");
+    match backend {
+        Backend::Local => {
+            let m = shuffle_local::local_manager(shuffle).expect("local manager");
+            TestSession {
+                session: Session::new(config, Arc::new(m) as Arc<dyn ShuffleManager>),
+                _dir: dir,
+                _s3: None,
+            }
+        }
+        Backend::S3 => {
+            let server = shuffle_s3::EmbeddedS3::start_temp()
+                .await
+                .expect("embedded s3");
+            let s3 = shuffle_s3::S3ShuffleBuilder::new(shuffle)
+                .s3_config(server.config("engine-tests").expect("s3 config"))
+                .spill_to_s3(true)
+                .build()
+                .await
+                .expect("s3 manager");
+            TestSession {
+                session: Session::new(config, Arc::new(s3.manager) as Arc<dyn ShuffleManager>),
+                _dir: dir,
+                _s3: Some(server),
+            }
+        }
+    }
+}
+
+/// Converts batches to rows.
+pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            out.push(b.columns().iter().map(|c| cell(c, r)).collect());
+        }
+    }
+    out
+}
+
+pub fn cell(c: &ArrayRef, r: usize) -> V {
+    if c.is_null(r) {
+        return V::Null;
+    }
+    match c.data_type() {
+        DataType::Int64 => V::I(c.as_primitive::<Int64Type>().value(r)),
+        DataType::Int32 => V::I(c.as_primitive::<Int32Type>().value(r) as i64),
+        DataType::Date32 => V::I(c.as_primitive::<Date32Type>().value(r) as i64),
+        DataType::Utf8 => V::S(c.as_string::<i32>().value(r).to_string()),
+        DataType::Decimal128(_, s) => V::D(c.as_primitive::<Decimal128Type>().value(r), *s),
+        DataType::Float64 => V::F(c.as_primitive::<Float64Type>().value(r).to_bits()),
+        DataType::Boolean => V::B(c.as_boolean().value(r)),
+        t => panic!("unsupported type in test: {t}"),
+    }
+}
+
+pub fn sorted(mut v: Vec<Row>) -> Vec<Row> {
+    v.sort();
+    v
+}
+
+/// Table A: (a_key i64?, a_k2 utf8?, a_val i64?, a_dec decimal(7,2)?)
+pub fn schema_a() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a_key", DataType::Int64, true),
+        Field::new("a_k2", DataType::Utf8, true),
+        Field::new("a_val", DataType::Int64, true),
+        Field::new("a_dec", DataType::Decimal128(7, 2), true),
+    ]))
+}
+
+/// Table B: (b_key i64?, b_k2 utf8?, b_val i64?)
+pub fn schema_b() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("b_key", DataType::Int64, true),
+        Field::new("b_k2", DataType::Utf8, true),
+        Field::new("b_val", DataType::Int64, true),
+    ]))
+}
+
+pub type RowA = (Option<i64>, Option<String>, Option<i64>, Option<i128>);
+pub type RowB = (Option<i64>, Option<String>, Option<i64>);
+
+/// Splits rows into `chunks` batches (some possibly empty).
+pub fn batches_a(rows: &[RowA], chunks: usize) -> Vec<RecordBatch> {
+    let per = rows.len().div_ceil(chunks.max(1)).max(1);
+    let mut out = Vec::new();
+    for c in rows.chunks(per) {
+        out.push(
+            RecordBatch::try_new(
+                schema_a(),
+                vec![
+                    Arc::new(Int64Array::from(c.iter().map(|r| r.0).collect::<Vec<_>>())),
+                    Arc::new(StringArray::from(
+                        c.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(c.iter().map(|r| r.2).collect::<Vec<_>>())),
+                    Arc::new(
+                        Decimal128Array::from(c.iter().map(|r| r.3).collect::<Vec<_>>())
+                            .with_precision_and_scale(7, 2)
+                            .expect("decimal"),
+                    ),
+                ],
+            )
+            .expect("batch a"),
+        );
+    }
+    out
+}
+
+pub fn batches_b(rows: &[RowB], chunks: usize) -> Vec<RecordBatch> {
+    let per = rows.len().div_ceil(chunks.max(1)).max(1);
+    let mut out = Vec::new();
+    for c in rows.chunks(per) {
+        out.push(
+            RecordBatch::try_new(
+                schema_b(),
+                vec![
+                    Arc::new(Int64Array::from(c.iter().map(|r| r.0).collect::<Vec<_>>())),
+                    Arc::new(StringArray::from(
+                        c.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(c.iter().map(|r| r.2).collect::<Vec<_>>())),
+                ],
+            )
+            .expect("batch b"),
+        );
+    }
+    out
+}
+
+pub fn va(r: &RowA) -> Row {
+    vec![
+        r.0.map_or(V::Null, V::I),
+        r.1.clone().map_or(V::Null, V::S),
+        r.2.map_or(V::Null, V::I),
+        r.3.map_or(V::Null, |d| V::D(d, 2)),
+    ]
+}
+
+pub fn vb(r: &RowB) -> Row {
+    vec![
+        r.0.map_or(V::Null, V::I),
+        r.1.clone().map_or(V::Null, V::S),
+        r.2.map_or(V::Null, V::I),
+    ]
+}
