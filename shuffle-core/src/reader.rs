@@ -54,16 +54,39 @@ pub struct ReaderOptions {
 /// Permits count KiB so that large budgets fit a semaphore.
 const PERMIT_UNIT: u64 = 1024;
 
+/// One ranged read of the plan.
 struct Fetch {
     map: usize,
     key: ObjectKey,
     range: Range<u64>,
+    kind: FetchKind,
+}
+
+#[derive(Clone)]
+enum FetchKind {
+    /// Whole partitions: checked and decoded in the fetch task itself, so
+    /// decompression runs in parallel and ahead of the consumer.
+    Whole {
+        partitions: Range<u32>,
+        lengths: Vec<u64>,
+        checksums: Vec<u32>,
+        map_id: u32,
+        object: String,
+    },
+    /// A piece of one partition larger than `chunk_bytes`, decoded by the
+    /// consumer as pieces arrive; `first` starts the partition.
+    Piece { partition: u32, first: bool },
+}
+
+enum Payload {
+    Blocks(Vec<Block>),
+    Raw(Bytes),
 }
 
 struct Fetched {
     map: usize,
-    expected: u64,
-    task: JoinHandle<Result<Bytes>>,
+    kind: FetchKind,
+    task: JoinHandle<Result<Payload>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -142,16 +165,7 @@ impl ShuffleReader {
         for (i, m) in maps.iter().enumerate() {
             let r = m.byte_range(partitions.clone());
             total_bytes += r.end - r.start;
-            let mut start = r.start;
-            while start < r.end {
-                let end = (start + chunk).min(r.end);
-                plan.push(Fetch {
-                    map: i,
-                    key: m.location.clone(),
-                    range: start..end,
-                });
-                start = end;
-            }
+            plan_map(&mut plan, i, m, &store, partitions.clone(), r.start, chunk);
         }
         let depth = opts.max_requests_in_flight.max(1);
         let budget_units = (opts.max_bytes_in_flight / PERMIT_UNIT).clamp(1, u32::MAX as u64 >> 4);
@@ -218,11 +232,42 @@ async fn produce(
             return;
         };
         let store = Arc::clone(&store);
+        let kind = f.kind.clone();
         let (key, range) = (f.key, f.range);
-        let task = tokio::spawn(async move { store.get_range(&key, range).await });
+        let task = tokio::spawn(async move {
+            let data = store.get_range(&key, range.clone()).await?;
+            if data.len() as u64 != len {
+                return Err(Error::corrupt(
+                    store.describe(&key),
+                    format!(
+                        "truncated: expected {len} bytes at offset {}, read {}",
+                        range.start,
+                        data.len()
+                    ),
+                ));
+            }
+            match kind {
+                FetchKind::Whole {
+                    partitions,
+                    lengths,
+                    checksums,
+                    map_id,
+                    object,
+                } => {
+                    let mut blocks = Vec::new();
+                    let mut data = data;
+                    for (i, p) in partitions.enumerate() {
+                        let segment = data.split_to(lengths[i] as usize);
+                        decode_segment(segment, &object, map_id, p, checksums[i], &mut blocks)?;
+                    }
+                    Ok(Payload::Blocks(blocks))
+                }
+                FetchKind::Piece { .. } => Ok(Payload::Raw(data)),
+            }
+        });
         let fetched = Fetched {
             map: f.map,
-            expected: len,
+            kind: f.kind,
             task,
             _permit: permit,
         };
@@ -230,6 +275,106 @@ async fn produce(
             return; // the reader was dropped
         }
     }
+}
+
+/// Splits one map output's partition range into reads of at most `chunk`
+/// bytes: runs of whole partitions, or pieces of one large partition.
+fn plan_map(
+    plan: &mut Vec<Fetch>,
+    i: usize,
+    m: &MapStatus,
+    store: &Arc<dyn ShuffleStore>,
+    partitions: Range<u32>,
+    mut offset: u64,
+    chunk: u64,
+) {
+    let object = store.describe(&m.location);
+    let mut run: Option<(u32, u64)> = None; // (first partition, start offset)
+    let flush = |plan: &mut Vec<Fetch>, run: &mut Option<(u32, u64)>, end_p: u32, end: u64| {
+        if let Some((p0, start)) = run.take() {
+            let range = p0 as usize..end_p as usize;
+            plan.push(Fetch {
+                map: i,
+                key: m.location.clone(),
+                range: start..end,
+                kind: FetchKind::Whole {
+                    partitions: p0..end_p,
+                    lengths: m.lengths[range.clone()].to_vec(),
+                    checksums: m.checksums[range].to_vec(),
+                    map_id: m.map_id,
+                    object: object.clone(),
+                },
+            });
+        }
+    };
+    for p in partitions.clone() {
+        let len = m.lengths[p as usize];
+        if len > chunk {
+            flush(plan, &mut run, p, offset);
+            let mut start = offset;
+            while start < offset + len {
+                let end = (start + chunk).min(offset + len);
+                plan.push(Fetch {
+                    map: i,
+                    key: m.location.clone(),
+                    range: start..end,
+                    kind: FetchKind::Piece {
+                        partition: p,
+                        first: start == offset,
+                    },
+                });
+                start = end;
+            }
+        } else if len > 0 {
+            if let Some((_, start)) = run {
+                if offset + len - start > chunk {
+                    flush(plan, &mut run, p, offset);
+                }
+            }
+            if run.is_none() {
+                run = Some((p, offset));
+            }
+        }
+        offset += len;
+    }
+    flush(plan, &mut run, partitions.end, offset);
+}
+
+/// Checks one whole partition segment and decodes its frames. The segment
+/// checksum speaks first, so any damaged byte is reported as a mismatch
+/// naming the partition.
+fn decode_segment(
+    segment: Bytes,
+    object: &str,
+    map_id: u32,
+    partition: u32,
+    expected: u32,
+    out: &mut Vec<Block>,
+) -> Result<()> {
+    let actual = crc32fast::hash(&segment);
+    if actual != expected {
+        return Err(Error::ChecksumMismatch {
+            object: object.to_string(),
+            partition,
+            expected,
+            actual,
+        });
+    }
+    let mut decoder = FrameDecoder::new(object);
+    for frame in decoder.push_bytes(segment)? {
+        out.push(Block {
+            map_id,
+            partition,
+            data: decode_frame(&frame, object, partition)?,
+        });
+    }
+    if decoder.buffered() != 0 {
+        return Err(Error::corrupt(
+            object,
+            format!("partition {partition} ends inside a frame"),
+        ));
+    }
+    Ok(())
 }
 
 impl State {
@@ -261,7 +406,7 @@ impl State {
                 return Ok(None);
             };
             let map = fetched.map;
-            let data = match fetched.task.await {
+            let payload = match fetched.task.await {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => return Err(self.fetch_failed(map, e)),
                 Err(e) => {
@@ -273,28 +418,28 @@ impl State {
                 &self.metrics.shuffle.fetch_wait_ns,
                 waited.elapsed().as_nanos() as u64,
             );
-            add(&self.metrics.shuffle.bytes_read, data.len() as u64);
-            if data.len() as u64 != fetched.expected {
-                let object = self.store.describe(&self.maps[map].location);
-                let e = Error::corrupt(
-                    object,
-                    format!(
-                        "truncated: expected {} bytes, read {}",
-                        fetched.expected,
-                        data.len()
-                    ),
-                );
-                return Err(self.fetch_failed(map, e));
-            }
-            if let Err(e) = self.consume(map, data) {
-                return Err(self.fetch_failed(map, e));
+            match (payload, fetched.kind) {
+                (Payload::Blocks(blocks), FetchKind::Whole { lengths, .. }) => {
+                    add(&self.metrics.shuffle.bytes_read, lengths.iter().sum());
+                    self.ready.extend(blocks);
+                }
+                (Payload::Raw(data), FetchKind::Piece { partition, first }) => {
+                    add(&self.metrics.shuffle.bytes_read, data.len() as u64);
+                    if let Err(e) = self.consume(map, partition, first, data) {
+                        return Err(self.fetch_failed(map, e));
+                    }
+                }
+                _ => {
+                    let err = Error::Protocol("fetch payload does not match its plan".into());
+                    return Err(self.fetch_failed(map, err));
+                }
             }
         }
     }
 
-    /// Feeds the next bytes of map `map`, splitting at partition boundaries.
-    fn consume(&mut self, map: usize, mut data: Bytes) -> Result<()> {
-        if self.cursor.as_ref().map(|c| c.map) != Some(map) {
+    /// Feeds the next piece of one large partition of map `map`.
+    fn consume(&mut self, map: usize, partition: u32, first: bool, mut data: Bytes) -> Result<()> {
+        if first {
             if let Some(c) = &self.cursor {
                 if c.left_in_partition > 0 || c.decoder.buffered() > 0 {
                     return Err(Error::corrupt(c.object.clone(), "map output ended early"));
@@ -306,8 +451,8 @@ impl State {
                 map,
                 decoder: FrameDecoder::new(object.clone()),
                 object,
-                partition: self.partitions.start,
-                left_in_partition: m.lengths[self.partitions.start as usize],
+                partition,
+                left_in_partition: m.lengths[partition as usize],
                 crc: crc32fast::Hasher::new(),
                 poisoned: None,
             });
