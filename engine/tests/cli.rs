@@ -259,3 +259,53 @@ fn gen_writes_tables() {
     // Not a terminal: no progress bar escape codes.
     assert!(!stderr(&o).contains('\r'), "{}", stderr(&o));
 }
+
+#[test]
+fn gc_removes_what_killed_jobs_left_and_reports_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    for (path, len) in [
+        ("killed-app/shuffle-0/map-0-0.data", 100),
+        ("killed-app/shuffle-0/map-0.index", 56),
+        ("spill/killed-app/spill-1.bin", 40),
+    ] {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, vec![0u8; len]).expect("write");
+    }
+    let target = root.to_string_lossy().into_owned();
+    // Nothing is a day old yet: kept.
+    let o = shovel(&["gc", "--older-than", "24h", &target]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("removed 0 objects") && out.contains("kept 3"),
+        "{out}"
+    );
+    // Everything is at least 0 s old: removed, per app.
+    let o = shovel(&["gc", "--older-than", "0s", &target]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("removed 3 objects (196 bytes)"), "{out}");
+    assert!(
+        out.contains("killed-app: 2 objects, 156 bytes")
+            && out.contains("spill/killed-app: 1 objects"),
+        "{out}"
+    );
+    assert!(!root.join("killed-app/shuffle-0/map-0-0.data").exists());
+
+    assert_fails(&["gc", &target], &["--older-than"]);
+    assert_fails(
+        &["gc", "--older-than", "-1h", &target],
+        &["--older-than", "negative"],
+    );
+    assert_fails(
+        &["gc", "--older-than", "soon", &target],
+        &["not a duration"],
+    );
+    assert_fails(
+        &["gc", "--older-than", "1h", "http://x/y"],
+        &["not s3://bucket/prefix"],
+    );
+    assert_fails(&["gc", "--older-than", "1h", "s3://"], &["s3"]);
+}

@@ -17,6 +17,7 @@ shovel: TPC-DS q80 on Shovel's Arrow engine, shuffling through local disk or S3
 USAGE:
     shovel q80  [OPTIONS]                 run TPC-DS query 80, CSV on stdout, summary on stderr
     shovel gen  --sf N --out DIR          write the 12 q80 tables as Parquet
+    shovel gc   --older-than 24h TARGET   delete objects killed jobs left (TARGET: s3://bucket/prefix or a dir)
     shovel help [q80|gen]                 this text, or a command's options
     shovel --version
 
@@ -83,6 +84,8 @@ pub enum Command {
     Version,
     Gen(GenArgs),
     Q80(Box<Q80Args>),
+    /// `shovel gc` (parsed by `cli::gc`).
+    Gc(Vec<String>),
 }
 
 /// `shovel gen`.
@@ -126,10 +129,12 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         "help" => Ok(Command::Help(match rest.first().map(String::as_str) {
             Some("q80") => Q80_USAGE,
             Some("gen") => GEN_USAGE,
+            Some("gc") => super::gc::GC_USAGE,
             _ => USAGE,
         })),
         "-V" | "--version" | "version" => Ok(Command::Version),
         "gen" => parse_gen(rest),
+        "gc" => Ok(Command::Gc(rest.to_vec())),
         "q80" => parse_q80(rest),
         other if other.starts_with('-') => Err(CliError::usage(format!(
             "`{other}` before a command; put options after the command, e.g. `shovel q80 {other} ...`"

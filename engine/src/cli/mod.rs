@@ -16,6 +16,7 @@
 
 pub mod args;
 pub mod data;
+pub mod gc;
 pub mod progress;
 pub mod report;
 pub mod run;
@@ -85,6 +86,7 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
         }
         Command::Gen(g) => data::run_gen(&g),
         Command::Q80(q) => run_q80_command(&q),
+        Command::Gc(rest) => gc::run(&rest),
     }
 }
 
