@@ -20,9 +20,7 @@ use engine::scheduler::StageEvent;
 use engine::{EngineError, Session};
 use futures::StreamExt;
 use reliability_support::*;
-use shuffle_core::{
-    MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt, StoreShuffleManager,
-};
+use shuffle_core::{MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, StoreShuffleManager};
 use shuffle_s3::S3ShuffleBuilder;
 
 /// The local shuffle directory quota: a few hundred KiB, while q80 at SF 0.01
@@ -73,30 +71,40 @@ async fn read_all(m: &StoreShuffleManager, shuffle_id: u32, statuses: &[MapStatu
         .expect("reader");
     while let Some(block) = reader.next().await {
         if let Err(e) = block {
-            panic!("committed output of shuffle {shuffle_id} lost while the disk filled: {e}");
+            panic!("shuffle {shuffle_id} cannot be read back: {e}");
         }
     }
 }
 
-/// After each map stage, checks that every map output committed so far in
-/// the job is still complete and intact (a write failing for lack of space
-/// must only ever remove its own temporary file). Returns the number of
-/// stages seen.
+/// After each map stage, checks on disk that every map output committed so
+/// far in the job is still there, whole (a write failing for lack of space
+/// must only ever remove its own temporary file). Returns the number of map
+/// stages that completed.
 fn check_committed_outputs(session: &Session, m: &StoreShuffleManager) -> Arc<Mutex<usize>> {
     let stages = Arc::new(Mutex::new(0usize));
-    let committed: Arc<Mutex<Vec<(u32, Vec<MapStatus>)>>> = Arc::default();
+    // (data file, index file, stored bytes) of every committed map output.
+    let committed: Arc<Mutex<Vec<(PathBuf, PathBuf, u64)>>> = Arc::default();
     let (n, m) = (Arc::clone(&stages), m.clone());
     session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
         let mut committed = committed.lock().unwrap_or_else(|p| p.into_inner());
-        committed.push((ev.shuffle_id, ev.statuses.clone()));
-        // The hook is synchronous; the reader is not.
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                for (shuffle_id, statuses) in committed.iter() {
-                    read_all(&m, *shuffle_id, statuses).await;
-                }
-            })
-        });
+        for st in ev.statuses.iter().filter(|s| s.total_bytes() > 0) {
+            let index = m.layout().index_key(st.shuffle_id, st.map_id);
+            committed.push((
+                PathBuf::from(m.store().describe(&st.location)),
+                PathBuf::from(m.store().describe(&index)),
+                st.total_bytes(),
+            ));
+        }
+        for (data, index, bytes) in committed.iter() {
+            let len = std::fs::metadata(data).map_or(0, |md| md.len());
+            assert_eq!(
+                len,
+                *bytes,
+                "committed map output {} lost or truncated while the disk filled",
+                data.display()
+            );
+            assert!(index.is_file(), "index {} lost", index.display());
+        }
         *n.lock().unwrap_or_else(|p| p.into_inner()) += 1;
     })));
     stages
@@ -167,7 +175,8 @@ async fn full_local_disk_fails_with_a_clear_error() {
     );
 
     // The quota was given back in full: a map output of 3/4 of the quota now
-    // fits, commits and reads back.
+    // fits, commits and reads back. (This also fails when a task of the failed
+    // job is still running and writing after the job returned its error.)
     let shuffle_id = 1_000;
     m.register_shuffle(ShuffleHandle {
         shuffle_id,
@@ -191,17 +200,32 @@ async fn full_local_disk_fails_with_a_clear_error() {
         let mut pw = w.partition_writer(p).await.expect("partition writer");
         for _ in 0..4 {
             pw.write_block(&block).await.unwrap_or_else(|e| {
-                panic!("the quota is not free again after cleanup (partition {p}): {e}")
+                panic!(
+                    "the quota is not free again after cleanup (partition {p}): {e}; files: {:?}",
+                    files_under(&dir)
+                )
             });
             pw.add_records(1);
         }
     }
-    let status = w.commit().await.expect("commit after cleanup");
+    let status = w.commit().await.unwrap_or_else(|e| {
+        panic!(
+            "the quota is not free again after cleanup: {e}; files now under the directory \
+             (a task of the failed job still running?): {:?}",
+            files_under(&dir)
+        )
+    });
     assert_eq!(status.records, vec![4, 4]);
     read_all(&m, shuffle_id, &[status]).await;
     m.remove_shuffle(shuffle_id).await.expect("remove shuffle");
     m.cleanup_app().await.expect("cleanup");
-    assert!(files_under(&dir).is_empty());
+    let left = files_under(&dir);
+    assert!(
+        left.is_empty(),
+        "files under {} after the final cleanup (a task of the failed job still running?): \
+         {left:?}",
+        dir.display()
+    );
 }
 
 /// The same run with shuffle and spill on S3: golden answer, nothing written
