@@ -186,7 +186,7 @@ impl Job {
                 return Err(EngineError::internal("stage graph has a cycle"));
             }
             let runs = ready.iter().map(|s| self.run_map_stage(*s));
-            futures::future::try_join_all(runs).await?;
+            join_settled(runs).await?;
             done.extend(ready);
         }
         // Result stage.
@@ -194,7 +194,7 @@ impl Job {
         let n = self.root.output_partitions();
         self.stage_entry(stage_id, "result".into(), self.root.as_ref(), n);
         let tasks = (0..n).map(|p| Arc::clone(self).run_task(stage_id, p));
-        let outs = futures::future::try_join_all(tasks).await?;
+        let outs = join_settled(tasks).await?;
         let mut batches = Vec::new();
         for o in outs {
             if let TaskOutput::Result(b) = o {
@@ -253,7 +253,7 @@ impl Job {
         let tasks = missing
             .into_iter()
             .map(|m| Arc::clone(self).run_task(stage_id, m as usize));
-        futures::future::try_join_all(tasks).await?;
+        join_settled(tasks).await?;
         if let Some(hook) = &self.hook {
             let statuses = self.tracker.statuses(stage.shuffle_id)?;
             hook(&StageEvent {
@@ -465,4 +465,17 @@ fn describe_chain(plan: &dyn ExecutionPlan) -> String {
     }
     go(plan, &mut names);
     names.join(" <- ")
+}
+
+/// Awaits every future and then returns the first error, if any.
+///
+/// Unlike `try_join_all`, a failure does not drop the sibling futures while
+/// their spawned task attempts are still running: a failed job returns only
+/// once none of its tasks can write any more, so the cleanup that follows a
+/// failure really leaves nothing behind.
+async fn join_settled<T, F>(futs: impl IntoIterator<Item = F>) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    futures::future::join_all(futs).await.into_iter().collect()
 }
