@@ -777,25 +777,7 @@ pub fn parse_bool(key: &str, v: &str) -> Result<bool> {
 
 /// A byte size with an optional binary unit: `8388608`, `8m`, `8MiB`, `1g`.
 pub fn parse_size(key: &str, v: &str) -> Result<u64> {
-    let bad = || {
-        Error::config(
-            key,
-            format!("`{v}` is not a size; use a number of bytes with an optional unit, e.g. 8MiB, 64m, 1g"),
-        )
-    };
-    let s = v.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(bad)
+    shuffle_core::config::parse_size(key, v)
 }
 
 /// A duration with a unit: `250ms`, `5s`, `2m`, `1h` (`0` alone is allowed).
