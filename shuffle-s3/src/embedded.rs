@@ -279,6 +279,19 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response<s3s
     resp
 }
 
+/// Reads a request body to its end, so an injected error response is seen
+/// by the client instead of a broken pipe while it is still sending a large
+/// PUT (which made the error a client hears depend on timing).
+async fn drain(body: Incoming) {
+    use hyper::body::Body as _;
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        if frame.is_err() {
+            break;
+        }
+    }
+}
+
 impl FaultService {
     async fn handle(
         self,
@@ -310,6 +323,7 @@ impl FaultService {
         }
         if self.faults.fail_all.load(Ordering::Relaxed) {
             lock(&self.faults.stats).faults_injected += 1;
+            drain(req.into_body()).await;
             return Ok(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
@@ -320,18 +334,20 @@ impl FaultService {
             lock(&self.faults.stats).faults_injected += 1;
             match fault {
                 Fault::SlowDown => {
+                    drain(req.into_body()).await;
                     return Ok(error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "SlowDown",
                         "Please reduce your request rate. (injected)",
-                    ))
+                    ));
                 }
                 Fault::InternalError => {
+                    drain(req.into_body()).await;
                     return Ok(error_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "InternalError",
                         "We encountered an internal error. Please try again. (injected)",
-                    ))
+                    ));
                 }
                 // hyper closes the connection without a response.
                 Fault::Drop => return Err("injected connection drop".into()),
