@@ -12,6 +12,7 @@
 //! | `shuffle.s3.bucket` | none | `s3://bucket[/prefix]` for shuffle and spill objects |
 //! | `shuffle.partitions` | 8 | partitions of every hash exchange |
 //! | `engine.parallelism` | 2 | concurrent task slots |
+//! | `engine.executors` | 1 | executors tasks are placed on (`partition % executors`); losing one kills its running tasks |
 //! | `memory.budget` | `2GiB` | memory pool limit shared by operators and shuffle buffers |
 //! | `join.broadcast_threshold` | `10MiB` | broadcast the smaller join side under this estimated size; 0 disables |
 //! | `engine.batch_size` | 8192 | target rows per batch |
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     pub s3_bucket: Option<String>,
     pub shuffle_partitions: usize,
     pub parallelism: usize,
+    /// Executors tasks are placed on; see [`crate::scheduler::executors`].
+    pub executors: usize,
     pub scan_partitions: Option<usize>,
     pub memory_budget: usize,
     pub broadcast_threshold: usize,
@@ -51,6 +54,7 @@ impl Default for EngineConfig {
             s3_bucket: None,
             shuffle_partitions: 8,
             parallelism: 2,
+            executors: 1,
             scan_partitions: None,
             memory_budget: 2 << 30,
             broadcast_threshold: 10 << 20,
@@ -105,6 +109,7 @@ impl EngineConfig {
                 self.shuffle_partitions = parse_positive(key, value)?
             }
             "engine.parallelism" => self.parallelism = parse_positive(key, value)?,
+            "engine.executors" => self.executors = parse_positive(key, value)?,
             "scan.partitions" => self.scan_partitions = Some(parse_positive(key, value)?),
             "memory.budget" => self.memory_budget = parse_size(key, value)?,
             "join.broadcast_threshold" | "spark.sql.autoBroadcastJoinThreshold" => {

@@ -38,7 +38,7 @@ pub enum EngineError {
 
     /// Reading shuffle output failed because a map output is missing or corrupt.
     /// The scheduler re-runs the map task(s) that produced it.
-    #[error("fetch failed for shuffle {shuffle_id} (map {map_id:?}): {source}")]
+    #[error("fetch failed for shuffle {shuffle_id}{}: {source}", map_suffix(*.map_id))]
     FetchFailed {
         shuffle_id: u32,
         map_id: Option<u32>,
@@ -55,9 +55,29 @@ pub enum EngineError {
         last: String,
     },
 
+    /// The task attempt was killed because the executor running it was lost.
+    /// The scheduler re-runs it; this does not count as a task failure.
+    #[error("task killed: executor {executor} was lost")]
+    ExecutorLost { executor: usize },
+
+    /// Re-running a lost map output failed (shared by every task that
+    /// waited for that re-run).
+    #[error("re-running map {map_id} of shuffle {shuffle_id} failed: {source}")]
+    RecomputeFailed {
+        shuffle_id: u32,
+        map_id: u32,
+        #[source]
+        source: std::sync::Arc<EngineError>,
+    },
+
     /// Internal invariant broken (a bug).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// ` map M` when the map is known.
+fn map_suffix(map_id: Option<u32>) -> String {
+    map_id.map(|m| format!(" map {m}")).unwrap_or_default()
 }
 
 impl EngineError {

@@ -41,11 +41,25 @@ impl TaskMetrics {
 pub enum RetryReason {
     /// The task failed; it is retried.
     TaskError(String),
-    /// A downstream task could not read this map's output; the map was re-run.
+    /// This map's output was lost or unreadable (a downstream task's fetch
+    /// failed, or its executor was lost with it); the map was re-run.
     FetchFailure {
         shuffle_id: u32,
         map_id: u32,
         error: String,
+    },
+    /// The task could not read a shuffle input (lost or corrupt); it re-ran
+    /// once the map outputs it needed were recomputed.
+    Refetch {
+        stage_id: usize,
+        partition: usize,
+        error: String,
+    },
+    /// The attempt was killed because its executor was lost; it was re-run.
+    ExecutorLost {
+        executor: usize,
+        stage_id: usize,
+        partition: usize,
     },
 }
 
@@ -134,8 +148,11 @@ pub struct JobSummary {
     pub tasks_run: u64,
     /// Attempts that re-ran a failed task.
     pub tasks_retried: u64,
-    /// Map tasks re-run because their output was lost (fetch failures).
+    /// Map tasks re-run because their output was lost (fetch failures, or
+    /// outputs that went with a lost executor).
     pub tasks_recomputed: u64,
+    /// Running attempts killed with a lost executor (each was re-run).
+    pub tasks_killed: u64,
     pub retry_reasons: Vec<RetryReason>,
     pub shuffle_bytes_written: u64,
     pub shuffle_bytes_read: u64,
@@ -151,6 +168,48 @@ pub struct JobSummary {
 }
 
 impl JobSummary {
+    /// Why tasks re-ran, in one line (`None` when none did): counts per
+    /// reason, with the first few lost map outputs named.
+    pub fn rerun_summary(&self) -> Option<String> {
+        let mut killed: std::collections::BTreeMap<usize, usize> = Default::default();
+        let mut lost = Vec::new();
+        let mut errors = 0usize;
+        let mut refetches = 0usize;
+        for r in &self.retry_reasons {
+            match r {
+                RetryReason::ExecutorLost { executor, .. } => {
+                    *killed.entry(*executor).or_default() += 1
+                }
+                RetryReason::FetchFailure {
+                    shuffle_id, map_id, ..
+                } => lost.push(format!("shuffle {shuffle_id} map {map_id}")),
+                RetryReason::Refetch { .. } => refetches += 1,
+                RetryReason::TaskError(_) => errors += 1,
+            }
+        }
+        let mut parts = Vec::new();
+        for (e, n) in killed {
+            parts.push(format!("{n} killed with lost executor {e}"));
+        }
+        if !lost.is_empty() {
+            let shown = lost.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+            let more = if lost.len() > 4 { ", ..." } else { "" };
+            parts.push(format!(
+                "{} map output(s) lost or corrupt, recomputed ({shown}{more})",
+                lost.len()
+            ));
+        }
+        if refetches > 0 {
+            parts.push(format!(
+                "{refetches} re-read their input after the recompute"
+            ));
+        }
+        if errors > 0 {
+            parts.push(format!("{errors} retried after task errors"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     /// Total spilled bytes (operators plus shuffle buffers).
     pub fn total_spill_bytes(&self) -> u64 {
         self.spill_bytes + self.shuffle_spill_bytes
@@ -168,6 +227,7 @@ impl JobSummary {
         w.num("tasks_run", self.tasks_run);
         w.num("tasks_retried", self.tasks_retried);
         w.num("tasks_recomputed", self.tasks_recomputed);
+        w.num("tasks_killed", self.tasks_killed);
         w.key("retry_reasons");
         w.out.push('[');
         for (i, r) in self.retry_reasons.iter().enumerate() {
@@ -190,6 +250,26 @@ impl JobSummary {
                     o.num("shuffle_id", *shuffle_id as u64);
                     o.num("map_id", *map_id as u64);
                     o.str("error", error);
+                }
+                RetryReason::Refetch {
+                    stage_id,
+                    partition,
+                    error,
+                } => {
+                    o.str("kind", "refetch");
+                    o.num("stage_id", *stage_id as u64);
+                    o.num("partition", *partition as u64);
+                    o.str("error", error);
+                }
+                RetryReason::ExecutorLost {
+                    executor,
+                    stage_id,
+                    partition,
+                } => {
+                    o.str("kind", "executor_lost");
+                    o.num("executor", *executor as u64);
+                    o.num("stage_id", *stage_id as u64);
+                    o.num("partition", *partition as u64);
                 }
             }
             w.out.push_str(&o.end());
@@ -339,5 +419,46 @@ mod tests {
         assert!(s.starts_with("{\"job_id\":0,\"backend\":\"local\""), "{s}");
         assert!(s.contains("boom \\\"x\\\""));
         assert!(s.ends_with("]}]}"), "{s}");
+    }
+
+    #[test]
+    fn rerun_summary_counts_each_reason() {
+        let mut j = JobSummary::default();
+        assert_eq!(j.rerun_summary(), None);
+        for p in [1, 3] {
+            j.retry_reasons.push(RetryReason::ExecutorLost {
+                executor: 1,
+                stage_id: 4,
+                partition: p,
+            });
+        }
+        for m in 0..6 {
+            j.retry_reasons.push(RetryReason::FetchFailure {
+                shuffle_id: 2,
+                map_id: m,
+                error: "gone".into(),
+            });
+        }
+        j.retry_reasons.push(RetryReason::TaskError("boom".into()));
+        j.retry_reasons.push(RetryReason::Refetch {
+            stage_id: 5,
+            partition: 0,
+            error: "gone".into(),
+        });
+        assert_eq!(
+            j.rerun_summary().as_deref(),
+            Some(
+                "2 killed with lost executor 1; 6 map output(s) lost or corrupt, recomputed \
+                 (shuffle 2 map 0, shuffle 2 map 1, shuffle 2 map 2, shuffle 2 map 3, ...); \
+                 1 re-read their input after the recompute; 1 retried after task errors"
+            )
+        );
+        let json = j.to_json();
+        assert!(
+            json.contains(
+                "{\"kind\":\"executor_lost\",\"executor\":1,\"stage_id\":4,\"partition\":1}"
+            ),
+            "{json}"
+        );
     }
 }

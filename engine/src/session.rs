@@ -16,8 +16,9 @@ use crate::logical::DataFrame;
 use crate::metrics::JobSummary;
 use crate::physical::planner::{JobPlan, PhysicalPlanner};
 use crate::physical::scan::list_parquet_files;
+use crate::scheduler::executors::{ExecutorLoss, Executors};
 use crate::scheduler::tracker::MapOutputTracker;
-use crate::scheduler::{run_job, StageHook};
+use crate::scheduler::{run_job, Hooks, JobContext, StageHook, TaskHook};
 
 struct SessionState {
     config: Arc<EngineConfig>,
@@ -26,7 +27,8 @@ struct SessionState {
     next_shuffle_id: AtomicU32,
     next_job_id: AtomicU64,
     last_summary: Mutex<Option<JobSummary>>,
-    hook: Mutex<Option<StageHook>>,
+    executors: Arc<Executors>,
+    hooks: Mutex<Hooks>,
 }
 
 /// Entry point: holds the config and the shuffle manager every exchange uses.
@@ -57,13 +59,14 @@ impl Session {
     pub fn new(config: EngineConfig, manager: Arc<dyn ShuffleManager>) -> Self {
         Self {
             state: Arc::new(SessionState {
+                executors: Arc::new(Executors::new(config.executors)),
                 config: Arc::new(config),
                 manager,
                 tracker: Arc::new(MapOutputTracker::new()),
                 next_shuffle_id: AtomicU32::new(0),
                 next_job_id: AtomicU64::new(0),
                 last_summary: Mutex::new(None),
-                hook: Mutex::new(None),
+                hooks: Mutex::new(Hooks::default()),
             }),
         }
     }
@@ -87,7 +90,44 @@ impl Session {
 
     /// Installs a callback run after each map stage completes (fault injection in tests).
     pub fn set_stage_hook(&self, hook: Option<StageHook>) {
-        *self.state.hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
+        self.state
+            .hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stage = hook;
+    }
+
+    /// Installs a callback run when each task attempt starts (fault injection in tests).
+    pub fn set_task_hook(&self, hook: Option<TaskHook>) {
+        self.state
+            .hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .task = hook;
+    }
+
+    /// The session's executors (`engine.executors`).
+    pub fn executors(&self) -> &Arc<Executors> {
+        &self.state.executors
+    }
+
+    /// Reports executor `executor` lost, as a cluster manager would: its
+    /// running task attempts are killed (and re-run), and unless the shuffle
+    /// backend stores outputs reliably (S3), the map outputs it committed are
+    /// forgotten, so the tasks that need them re-run their maps.
+    pub fn lose_executor(&self, executor: usize) -> Result<ExecutorLoss> {
+        let count = self.state.executors.count();
+        if executor >= count {
+            return Err(EngineError::config(
+                "engine.executors",
+                format!("no executor {executor}: the session has {count} (0..{count})"),
+            ));
+        }
+        Ok(self.state.executors.lose(
+            executor,
+            &self.state.tracker,
+            self.state.manager.supports_reliable_storage(),
+        ))
     }
 
     /// A DataFrame over in-memory batches (split into `scan.partitions` partitions).
@@ -210,21 +250,20 @@ impl Session {
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<(Vec<RecordBatch>, JobSummary)> {
         let job = self.plan_job(plan)?;
         let job_id = self.state.next_job_id.fetch_add(1, Ordering::Relaxed);
-        let hook = self
+        let hooks = self
             .state
-            .hook
+            .hooks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let (batches, summary) = run_job(
-            Arc::clone(&self.state.config),
-            Arc::clone(&self.state.manager),
-            Arc::clone(&self.state.tracker),
-            job,
-            job_id,
-            hook,
-        )
-        .await?;
+        let ctx = JobContext {
+            config: Arc::clone(&self.state.config),
+            manager: Arc::clone(&self.state.manager),
+            tracker: Arc::clone(&self.state.tracker),
+            executors: Arc::clone(&self.state.executors),
+            hooks,
+        };
+        let (batches, summary) = run_job(ctx, job, job_id).await?;
         *self
             .state
             .last_summary

@@ -106,3 +106,118 @@ fn lost_map_output_is_recomputed() {
         );
     });
 }
+
+/// Losing an executor loses its outputs of *every* shuffle. A task of the
+/// last stage then needs a lost map of shuffle 1, whose re-run needs a lost
+/// map of shuffle 0: recovery must nest across shuffles (it once deadlocked
+/// on a scheduler-wide lock held during the outer re-run).
+#[test]
+fn executor_loss_recovers_across_chained_shuffles() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("dir");
+        let shuffle = ShuffleConfig::from_pairs([("local.dirs", dir.path().display().to_string())])
+            .expect("config");
+        let manager: StoreShuffleManager = shuffle_local::local_manager(shuffle).expect("manager");
+        let config = EngineConfig {
+            shuffle_partitions: 4,
+            scan_partitions: Some(4),
+            parallelism: 4,
+            executors: 2,
+            broadcast_threshold: 0,
+            ..Default::default()
+        };
+        let session = Session::new(config, Arc::new(manager.clone()) as Arc<dyn ShuffleManager>);
+        // When executor 1 starts its first result task, it is lost: its
+        // running tasks are killed, and its disk (every map output it wrote)
+        // goes with it.
+        let loss: Arc<std::sync::Mutex<Option<engine::scheduler::executors::ExecutorLoss>>> =
+            Arc::default();
+        let (l, m, s) = (Arc::clone(&loss), manager.clone(), session.clone());
+        session.set_task_hook(Some(Arc::new(move |ev: &engine::scheduler::TaskEvent| {
+            let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+            if ev.shuffle_id.is_some() || ev.executor != 1 || l.is_some() {
+                return;
+            }
+            let report = s.lose_executor(1).expect("executor 1");
+            for st in &report.outputs_lost {
+                let index = m.layout().index_key(st.shuffle_id, st.map_id);
+                for key in [&st.location, &index] {
+                    let _ = std::fs::remove_file(m.store().describe(key));
+                }
+            }
+            *l = Some(report);
+        })));
+        let a: Vec<RowA> = (0..2000)
+            .map(|i| {
+                (
+                    Some(i % 97),
+                    Some(format!("k{}", i % 7)),
+                    Some(i),
+                    Some(i as i128),
+                )
+            })
+            .collect();
+        let df = session
+            .read_batches(schema_a(), batches_a(&a, 4))
+            .expect("a")
+            .repartition_by(vec![col("a_key")], 4)
+            .expect("repartition")
+            .aggregate(vec![col("a_k2")], vec![count_star().alias("n")])
+            .expect("agg");
+        let (batches, summary) = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            df.collect_with_summary(),
+        )
+        .await
+        .expect("recovery across shuffles hangs (deadlock)")
+        .expect("job survives losing an executor");
+        session.set_task_hook(None);
+        let loss = loss
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .expect("executor 1 ran a result task");
+        let mut want = std::collections::BTreeMap::<String, i64>::new();
+        for r in &a {
+            *want.entry(r.1.clone().unwrap_or_default()).or_default() += 1;
+        }
+        let want: Vec<Row> = want
+            .into_iter()
+            .map(|(k, n)| vec![V::S(k), V::I(n)])
+            .collect();
+        assert_eq!(sorted(rows(&batches)), want);
+
+        // Executor 1 ran maps 1 and 3 of both shuffles; all four outputs
+        // went with it, and all four were recomputed, each once.
+        let lost: std::collections::BTreeSet<(u32, u32)> = loss
+            .outputs_lost
+            .iter()
+            .map(|s| (s.shuffle_id, s.map_id))
+            .collect();
+        let shuffles: std::collections::BTreeSet<u32> = lost.iter().map(|(s, _)| *s).collect();
+        assert_eq!(shuffles.len(), 2, "{lost:?}");
+        assert!(lost.iter().all(|(_, m)| m % 2 == 1), "{lost:?}");
+        assert_eq!(lost.len(), 4, "{lost:?}");
+        let recomputed: Vec<(u32, u32)> = summary
+            .retry_reasons
+            .iter()
+            .filter_map(|r| match r {
+                engine::RetryReason::FetchFailure {
+                    shuffle_id, map_id, ..
+                } => Some((*shuffle_id, *map_id)),
+                _ => None,
+            })
+            .collect();
+        let set: std::collections::BTreeSet<(u32, u32)> = recomputed.iter().copied().collect();
+        assert_eq!(set, lost, "{}", summary.to_json());
+        assert_eq!(recomputed.len(), set.len(), "{}", summary.to_json());
+        assert_eq!(summary.tasks_recomputed, 4, "{}", summary.to_json());
+        assert!(loss.tasks_killed >= 1, "{loss:?}");
+        assert_eq!(summary.tasks_killed, loss.tasks_killed as u64);
+    });
+}

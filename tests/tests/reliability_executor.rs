@@ -1,28 +1,30 @@
 //! Reliability when an executor is lost mid-job: q80 (TPC-DS SF 0.01, every
-//! join shuffled) with a stage hook that, once the first multi-map stage has
-//! committed, "loses" the executor that ran its odd-numbered map tasks.
+//! join shuffled) on a session with two executors (tasks placed on executor
+//! `partition % 2`). Once four map stages with several tasks have committed, the first task
+//! that starts on executor 1 triggers its loss, as a cluster manager would
+//! report it (`Session::lose_executor`): the tasks running on it are killed.
 //!
-//! - Local backend: the executor's shuffle files vanish with it (data and
-//!   index of every odd map of that shuffle are removed from disk). The
-//!   readers' fetch failures name them, exactly those map outputs are
-//!   recomputed (`tasks_recomputed > 0`, one fetch-failure reason per lost
-//!   map), and the answer is golden.
+//! - Local backend: the executor's disk goes with it, so the data and index
+//!   files of every map output it committed (in every shuffle so far) are
+//!   deleted. The killed tasks re-run; the lost outputs that later tasks
+//!   need are recomputed — including outputs of earlier shuffles that a
+//!   recomputed map itself needs (recovery nests across shuffles) — and the
+//!   answer is golden. The summary counts killed and recomputed tasks, each
+//!   with its reason.
 //! - S3 backend (shuffle and spill on the embedded server): committed map
-//!   outputs live in S3 and survive the executor; losing it wipes only its
-//!   local directory. No finished map task is recomputed
-//!   (`tasks_recomputed == 0`, no fetch failure) and the answer is golden.
-//!
-//! The engine has no notion of executors and no way to kill running tasks,
-//! so the loss is simulated between stages (see the module report).
+//!   outputs live in S3 and survive the executor. Only the killed tasks
+//!   re-run; no finished map task is recomputed, and the answer is golden.
 
 mod reliability_support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use engine::scheduler::StageEvent;
-use engine::{RetryReason, Session};
+use engine::scheduler::executors::ExecutorLoss;
+use engine::scheduler::{StageEvent, TaskEvent};
+use engine::{EngineConfig, RetryReason, Session};
 use reliability_support::*;
 use shuffle_core::{ShuffleConfig, ShuffleManager, StoreShuffleManager};
 use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
@@ -33,14 +35,22 @@ enum Backend {
     S3,
 }
 
-/// What the hook did: the shuffle whose odd maps were on the lost executor,
-/// those maps, and the ones among them that had data (readers need them).
+/// The executor that is lost.
+const LOST: usize = 1;
+
+/// Map stages with several tasks (so executor 1 ran some) that must have
+/// committed before the loss.
+const STAGES_BEFORE_LOSS: usize = 4;
+
+/// What the task hook did when it lost the executor.
 #[derive(Debug, Default, Clone)]
 struct Loss {
-    shuffle_id: u32,
-    lost: BTreeSet<u32>,
-    lost_with_data: BTreeSet<u32>,
+    report: ExecutorLoss,
+    /// The task whose start triggered the loss.
+    trigger: Option<(usize, usize)>,
     files_removed: Vec<PathBuf>,
+    /// Regular files under the executor's local directory at the time.
+    local_files: Vec<PathBuf>,
 }
 
 /// A manager on `backend` with its own local directory (the executor's
@@ -96,43 +106,45 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Once: after the first map stage with several maps of which an odd one
-/// wrote data, loses the executor that ran the odd maps. On the local
-/// backend its files of that shuffle are deleted from disk; on both backends
-/// everything under the executor's local directory is wiped.
-fn lose_executor(
+/// Hooks that lose executor [`LOST`] when one of its tasks starts after
+/// [`STAGES_BEFORE_LOSS`] map stages committed. On the local backend the
+/// files of the outputs it lost are deleted from disk.
+fn lose_executor_mid_job(
     session: &Session,
     m: &StoreShuffleManager,
     backend: Backend,
     local_dir: &Path,
 ) -> Arc<Mutex<Option<Loss>>> {
     let loss: Arc<Mutex<Option<Loss>>> = Arc::default();
-    let (l, m, local_dir) = (Arc::clone(&loss), m.clone(), local_dir.to_path_buf());
+    let stages_done = Arc::new(AtomicUsize::new(0));
+    let done = Arc::clone(&stages_done);
     session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
-        let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
-        let odd_with_data = |s: &&shuffle_core::MapStatus| s.map_id % 2 == 1 && s.total_bytes() > 0;
-        if l.is_some() || ev.statuses.len() < 2 || !ev.statuses.iter().any(|s| odd_with_data(&s)) {
+        if ev.statuses.len() >= 2 {
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    })));
+    let (l, m, local_dir) = (Arc::clone(&loss), m.clone(), local_dir.to_path_buf());
+    // The hook lives in the session: the session reaches it through a clone
+    // (the test clears the hook at the end to break the cycle).
+    let s = session.clone();
+    session.set_task_hook(Some(Arc::new(move |ev: &TaskEvent| {
+        if ev.executor != LOST || stages_done.load(Ordering::SeqCst) < STAGES_BEFORE_LOSS {
             return;
         }
+        let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+        if l.is_some() {
+            return;
+        }
+        let report = s.lose_executor(LOST).expect("executor 1 exists");
         let mut loss = Loss {
-            shuffle_id: ev.shuffle_id,
-            lost: ev
-                .statuses
-                .iter()
-                .filter(|s| s.map_id % 2 == 1)
-                .map(|s| s.map_id)
-                .collect(),
-            lost_with_data: ev
-                .statuses
-                .iter()
-                .filter(odd_with_data)
-                .map(|s| s.map_id)
-                .collect(),
-            files_removed: Vec::new(),
+            trigger: Some((ev.stage_id, ev.partition)),
+            local_files: files_under(&local_dir),
+            report,
+            ..Loss::default()
         };
         if backend == Backend::Local {
             // The executor's disk is gone: its data and index files too.
-            for st in ev.statuses.iter().filter(|s| s.map_id % 2 == 1) {
+            for st in &loss.report.outputs_lost {
                 let index = m.layout().index_key(st.shuffle_id, st.map_id);
                 for key in [&st.location, &index] {
                     let path = PathBuf::from(m.store().describe(key));
@@ -141,14 +153,6 @@ fn lose_executor(
                             .unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
                         loss.files_removed.push(path);
                     }
-                }
-            }
-        } else {
-            // S3: the outputs are in S3; the executor takes only its local
-            // directory with it (spills and temp files, if any).
-            for f in files_under(&local_dir) {
-                if std::fs::remove_file(&f).is_ok() {
-                    loss.files_removed.push(f);
                 }
             }
         }
@@ -162,24 +166,66 @@ async fn executor_lost(backend: Backend) {
         .await
         .expect("data generation");
     let dir = tempfile::tempdir().expect("temp dir");
-    let local_dir = dir.path().join("executor-1");
+    let local_dir = dir.path().join("executor-disk");
     let (m, _s3) = manager(backend, "executor-loss", &local_dir).await;
-    let session = Session::new(
-        engine_config(None),
-        Arc::new(m.clone()) as Arc<dyn ShuffleManager>,
-    );
-    let loss = lose_executor(&session, &m, backend, &local_dir);
-    let (csv, summary) = run_q80(&session, &data)
-        .await
-        .unwrap_or_else(|e| panic!("{backend:?}: q80 after losing an executor failed: {e}"));
+    let config = EngineConfig {
+        executors: 2,
+        parallelism: 4,
+        ..engine_config(None)
+    };
+    let session = Session::new(config, Arc::new(m.clone()) as Arc<dyn ShuffleManager>);
+    let loss = lose_executor_mid_job(&session, &m, backend, &local_dir);
+    let result = run_q80(&session, &data).await;
+    session.set_task_hook(None);
+    let (csv, summary) =
+        result.unwrap_or_else(|e| panic!("{backend:?}: q80 after losing an executor failed: {e}"));
     let loss = loss
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
-        .expect("the hook never found a multi-map stage to lose an executor in");
+        .expect("executor 1 never ran a task after four multi-task map stages: nothing was lost");
     assert_golden(&csv, &format!("{backend:?}, executor lost"));
+    let json = summary.to_json();
 
-    let fetch_failures: Vec<(u32, u32, String)> = summary
+    // The running tasks were killed, reported, and re-run.
+    assert!(
+        loss.report.tasks_killed >= 1,
+        "losing the executor killed no running task (the trigger {:?} was running): {loss:?}",
+        loss.trigger
+    );
+    let killed: Vec<(usize, usize, usize)> = summary
+        .retry_reasons
+        .iter()
+        .filter_map(|r| match r {
+            RetryReason::ExecutorLost {
+                executor,
+                stage_id,
+                partition,
+            } => Some((*executor, *stage_id, *partition)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        killed.len(),
+        loss.report.tasks_killed,
+        "one executor-lost reason per killed task: {json}"
+    );
+    assert_eq!(
+        summary.tasks_killed, loss.report.tasks_killed as u64,
+        "{json}"
+    );
+    assert!(
+        killed.iter().all(|(e, _, p)| *e == LOST && p % 2 == LOST),
+        "killed tasks not on executor {LOST}: {killed:?}"
+    );
+    let (ts, tp) = loss.trigger.expect("trigger");
+    assert!(
+        killed.iter().any(|(_, s, p)| (*s, *p) == (ts, tp)),
+        "the task that was starting on the lost executor ({ts}, {tp}) was not killed: {killed:?}"
+    );
+    assert!(json.contains("\"kind\":\"executor_lost\""), "{json}");
+
+    let recomputed: Vec<(u32, u32, String)> = summary
         .retry_reasons
         .iter()
         .filter_map(|r| match r {
@@ -188,59 +234,76 @@ async fn executor_lost(backend: Backend) {
                 map_id,
                 error,
             } => Some((*shuffle_id, *map_id, error.clone())),
-            RetryReason::TaskError(_) => None,
+            _ => None,
         })
         .collect();
     match backend {
         Backend::Local => {
+            let lost: BTreeSet<(u32, u32)> = loss
+                .report
+                .outputs_lost
+                .iter()
+                .map(|s| (s.shuffle_id, s.map_id))
+                .collect();
+            let lost_shuffles: BTreeSet<u32> = lost.iter().map(|(s, _)| *s).collect();
+            assert!(
+                lost_shuffles.len() >= STAGES_BEFORE_LOSS,
+                "the executor's outputs of every finished shuffle should be lost: {lost:?}"
+            );
+            assert!(
+                lost.iter().all(|(_, m)| m % 2 == LOST as u32),
+                "outputs of maps not on executor {LOST} were lost: {lost:?}"
+            );
             assert!(
                 !loss.files_removed.is_empty(),
-                "the hook removed no file: {loss:?}"
+                "no file was deleted: {loss:?}"
             );
+            // Exactly lost outputs were recomputed, each once, with the reason.
+            let set: BTreeSet<(u32, u32)> = recomputed.iter().map(|(s, m, _)| (*s, *m)).collect();
+            assert!(!set.is_empty(), "nothing was recomputed: {json}");
             assert!(
-                summary.tasks_recomputed > 0,
-                "no map task was recomputed after losing {loss:?}: {}",
-                summary.to_json()
+                set.is_subset(&lost),
+                "recomputed maps {set:?} that were not lost ({lost:?})"
             );
-            // Exactly the lost map outputs that readers needed were recomputed,
-            // each for a fetch failure that says the output is gone.
-            let recomputed: BTreeSet<u32> = fetch_failures
-                .iter()
-                .filter(|(s, _, _)| *s == loss.shuffle_id)
-                .map(|(_, m, _)| *m)
-                .collect();
             assert_eq!(
-                recomputed, loss.lost_with_data,
-                "recomputed maps of shuffle {} differ from the lost ones ({:?}): {fetch_failures:?}",
-                loss.shuffle_id, loss.lost
+                set.len(),
+                recomputed.len(),
+                "a lost output was recomputed twice: {recomputed:?}"
             );
-            assert!(
-                fetch_failures.iter().all(|(s, _, _)| *s == loss.shuffle_id),
-                "maps of other shuffles were recomputed: {fetch_failures:?}"
-            );
-            for (_, map, error) in &fetch_failures {
+            assert_eq!(summary.tasks_recomputed, set.len() as u64, "{json}");
+            for (s, m, error) in &recomputed {
                 assert!(
-                    error.contains("not found") && error.contains(&format!("map {map}")),
-                    "fetch failure of map {map} does not say its output is gone: {error}"
+                    error.contains(&format!("lost with executor {LOST}"))
+                        || error.contains("not found"),
+                    "the reason for recomputing shuffle {s} map {m} does not say its output \
+                     was lost: {error}"
                 );
             }
-            assert_eq!(
-                summary.tasks_recomputed,
-                fetch_failures.len() as u64,
-                "{}",
-                summary.to_json()
+            // Recomputing a map of a later shuffle needed lost outputs of an
+            // earlier one: recovery nested across shuffles.
+            let shuffles: BTreeSet<u32> = set.iter().map(|(s, _)| *s).collect();
+            assert!(
+                shuffles.len() >= 2,
+                "recovery did not reach back into an earlier shuffle: recomputed {set:?}"
             );
         }
         Backend::S3 => {
-            assert_eq!(
-                summary.tasks_recomputed,
-                0,
-                "a finished map task was recomputed although its output is in S3 ({loss:?}): {}",
-                summary.to_json()
+            assert!(
+                loss.report.outputs_lost.is_empty(),
+                "S3 outputs were dropped with the executor: {loss:?}"
             );
             assert!(
-                fetch_failures.is_empty(),
-                "fetch failures with outputs in S3: {fetch_failures:?}"
+                loss.local_files.is_empty(),
+                "the S3 backend kept shuffle or spill files on the executor's disk: {:?}",
+                loss.local_files
+            );
+            assert_eq!(
+                summary.tasks_recomputed, 0,
+                "a finished map task was recomputed although its output is in S3: {json}"
+            );
+            assert!(
+                recomputed.is_empty(),
+                "fetch failures with outputs in S3: {recomputed:?}"
             );
         }
     }
@@ -248,13 +311,14 @@ async fn executor_lost(backend: Backend) {
     assert!(list(&m, &m.layout().app_prefix()).await.is_empty());
 }
 
-/// Lost executor, local backend: its map outputs are recomputed.
+/// Lost executor, local backend: its running tasks re-run and the outputs
+/// it held are recomputed where needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_executor_outputs_are_recomputed_local() {
     executor_lost(Backend::Local).await;
 }
 
-/// Lost executor, S3 backend: nothing finished is recomputed.
+/// Lost executor, S3 backend: only its running tasks re-run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_executor_loses_nothing_on_s3() {
     executor_lost(Backend::S3).await;

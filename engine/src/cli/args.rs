@@ -57,6 +57,12 @@ ENGINE:
     --broadcast-threshold SIZE  broadcast join sides under SIZE; 0 shuffles every join [default: 10MiB]
     --conf KEY=VALUE          any engine, shuffle or s3.* key, e.g. --conf s3.region=eu-west-1
 
+FAULT INJECTION:
+    --executors N             executors tasks are placed on (partition % N) [default: 1]
+    --lose-executor E[@S]     lose executor E (from 0) when it starts a task after committing
+                              map outputs in S stages [default S: 2]: its running tasks are
+                              killed and, with local shuffle, the outputs on its disk deleted
+
 GLUE SPELLINGS:
     --write-shuffle-files-to-s3 [true|false]     same as --shuffle s3
     --write-shuffle-spills-to-s3 [true|false]    same as --spill-to-s3
@@ -254,6 +260,28 @@ pub fn parse_count(flag: &str, v: &str) -> Result<usize, CliError> {
     }
 }
 
+/// `E[@S]` of `--lose-executor`.
+pub fn parse_executor_loss(flag: &str, v: &str) -> Result<super::run::ExecutorLossPlan, CliError> {
+    let bad = || {
+        CliError::usage(format!(
+            "invalid {flag} `{v}`: expected EXECUTOR[@STAGES], like 1 or 1@4"
+        ))
+    };
+    let (e, s) = match v.trim().split_once('@') {
+        Some((e, s)) => (e, Some(s)),
+        None => (v.trim(), None),
+    };
+    let executor = e.trim().parse::<usize>().map_err(|_| bad())?;
+    let after_stages = match s {
+        Some(s) => Some(s.trim().parse::<usize>().map_err(|_| bad())?),
+        None => None,
+    };
+    Ok(super::run::ExecutorLossPlan {
+        executor,
+        after_stages,
+    })
+}
+
 /// A size (`512MiB`, `2GiB`, `64k`, `1048576`).
 pub fn parse_size_arg(flag: &str, v: &str) -> Result<usize, CliError> {
     let t = v.trim();
@@ -395,6 +423,10 @@ fn parse_q80(args: &[String]) -> Result<Command, CliError> {
                 config.memory_budget = n
             }
             "--parallelism" => config.parallelism = parse_count(flag, c.value(flag, inline)?)?,
+            "--executors" => config.executors = parse_count(flag, c.value(flag, inline)?)?,
+            "--lose-executor" => {
+                job.lose_executor = Some(parse_executor_loss(flag, c.value(flag, inline)?)?)
+            }
             "--partitions" => {
                 config.shuffle_partitions = parse_count(flag, c.value(flag, inline)?)?
             }
@@ -433,6 +465,17 @@ fn parse_q80(args: &[String]) -> Result<Command, CliError> {
         return Err(CliError::usage(
             "--spill-to-s3 needs --shuffle s3 (spills go to the shuffle bucket); add --shuffle s3",
         ));
+    }
+    if let Some(loss) = &job.lose_executor {
+        if loss.executor >= config.executors {
+            return Err(CliError::usage(format!(
+                "invalid --lose-executor {}: the run has {} executor(s), numbered from 0; \
+                 add --executors {}",
+                loss.executor,
+                config.executors,
+                loss.executor + 1
+            )));
+        }
     }
     if let Some(b) = &config.s3_bucket {
         // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
@@ -508,7 +551,7 @@ pub fn apply_conf(
                 Ok(())
             } else {
                 Err(CliError::usage(format!(
-                    "unknown --conf key `{k}`; engine keys: shuffle.partitions, engine.parallelism, \
+                    "unknown --conf key `{k}`; engine keys: shuffle.partitions, engine.parallelism, engine.executors, \
                      memory.budget, join.broadcast_threshold, ...; shuffle keys: local.dirs, \
                      shuffle.codec, fetch.*; and s3.* (see `shovel q80 --help`)"
                 )))
@@ -561,6 +604,23 @@ mod tests {
     }
 
     #[test]
+    fn executor_loss_flags() {
+        let a = q80("q80 --executors 3 --lose-executor 2@5").unwrap();
+        assert_eq!(a.job.config.executors, 3);
+        assert_eq!(
+            a.job.lose_executor,
+            Some(super::super::run::ExecutorLossPlan {
+                executor: 2,
+                after_stages: Some(5)
+            })
+        );
+        let a = q80("q80 --executors 2 --lose-executor 0").unwrap();
+        assert_eq!(a.job.lose_executor.map(|p| p.after_stages), Some(None));
+        let a = q80("q80 --conf engine.executors=4").unwrap();
+        assert_eq!(a.job.config.executors, 4);
+    }
+
+    #[test]
     fn glue_spellings() {
         let a = q80("q80 --write-shuffle-files-to-s3 --write-shuffle-spills-to-s3 true \
                      --conf spark.shuffle.glue.s3ShuffleBucket=s3://bkt/x --conf s3.region=eu-west-1 \
@@ -592,6 +652,10 @@ mod tests {
             ("q80 --conf s3.nope=1", "s3.nope"),
             ("q80 --spill-to-s3", "--shuffle s3"),
             ("q80 --memory", "--memory needs a value"),
+            ("q80 --lose-executor 1", "add --executors 2"),
+            ("q80 --executors 2 --lose-executor one", "--lose-executor `one`"),
+            ("q80 --executors 2 --lose-executor 1@x", "EXECUTOR[@STAGES]"),
+            ("q80 --executors 0", "--executors"),
             ("frob", "frob"),
             ("gen --out x", "--sf"),
         ] {

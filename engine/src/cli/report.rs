@@ -208,9 +208,17 @@ impl RunReport {
             );
             let _ = writeln!(
                 o,
-                "   tasks       {} run, {} retried, {} recomputed; {} of {} stages completed",
-                j.tasks_run, j.tasks_retried, j.tasks_recomputed, j.num_stages, self.planned_stages
+                "   tasks       {} run, {} retried, {} recomputed, {} killed; {} of {} stages completed",
+                j.tasks_run,
+                j.tasks_retried,
+                j.tasks_recomputed,
+                j.tasks_killed,
+                j.num_stages,
+                self.planned_stages
             );
+            if let Some(why) = j.rerun_summary() {
+                let _ = writeln!(o, "   re-ran      {why}");
+            }
         }
         let s = &self.metrics.shuffle;
         let _ = writeln!(
@@ -405,6 +413,7 @@ impl RunReport {
         tk.opt_num("run", self.job.as_ref().map(|j| j.tasks_run));
         tk.opt_num("retried", self.job.as_ref().map(|j| j.tasks_retried));
         tk.opt_num("recomputed", self.job.as_ref().map(|j| j.tasks_recomputed));
+        tk.opt_num("killed", self.job.as_ref().map(|j| j.tasks_killed));
         w.raw("tasks", &tk.end());
         w.num(
             "stages_completed",

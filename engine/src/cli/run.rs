@@ -6,7 +6,7 @@
 //! q80 benchmark, so all three measure and check the same code path.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use shuffle_core::ShuffleManager;
 
 use crate::config::{EngineConfig, ShuffleBackend};
 use crate::queries::q80::{q80, Q80Options};
-use crate::scheduler::StageEvent;
+use crate::scheduler::{StageEvent, TaskEvent};
 use crate::session::{build_shuffle_manager, ManagedShuffle, Session};
 use crate::tpcds::{q80_csv, Q80Row, SqlDate, Q80_DEFAULT_DATE, Q80_SCALE};
 
@@ -42,6 +42,21 @@ pub struct Q80Job {
     pub progress: bool,
     /// Print notes (embedded S3, kept files) on stderr.
     pub announce: bool,
+    /// Fault injection: lose an executor mid-job (`--lose-executor`).
+    pub lose_executor: Option<ExecutorLossPlan>,
+}
+
+/// `--lose-executor E` without `@S`: stages the executor must have committed
+/// outputs in first.
+pub const DEFAULT_LOSS_AFTER_STAGES: usize = 2;
+
+/// When `--lose-executor` loses which executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorLossPlan {
+    pub executor: usize,
+    /// Map stages the executor must have committed outputs in first;
+    /// `None`: [`DEFAULT_LOSS_AFTER_STAGES`].
+    pub after_stages: Option<usize>,
 }
 
 impl Default for Q80Job {
@@ -55,6 +70,7 @@ impl Default for Q80Job {
             keep_shuffle: false,
             progress: false,
             announce: false,
+            lose_executor: None,
         }
     }
 }
@@ -407,10 +423,25 @@ async fn execute(
         job.progress && super::progress::enabled(false),
     ));
     let done = Arc::new(AtomicU64::new(0));
+    // Map stages in which the executor to lose (if any) committed outputs.
+    let victim_stages = Arc::new(AtomicU64::new(0));
     {
-        let (bar, done) = (Arc::clone(&bar), Arc::clone(&done));
+        let (bar, done, victim) = (
+            Arc::clone(&bar),
+            Arc::clone(&done),
+            Arc::clone(&victim_stages),
+        );
+        let executors = config.executors.max(1);
+        let victim_id = job.lose_executor.map(|p| p.executor);
         session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if victim_id.is_some_and(|v| {
+                ev.statuses
+                    .iter()
+                    .any(|s| s.map_id as usize % executors == v)
+            }) {
+                victim.fetch_add(1, Ordering::Relaxed);
+            }
             bar.set(
                 n,
                 &format!(
@@ -420,9 +451,13 @@ async fn execute(
             );
         })));
     }
+    if let Some(plan) = job.lose_executor {
+        install_executor_loss(&session, manager, plan, &victim_stages, job.announce);
+    }
     bar.set(0, "stages done");
     let result = df.collect_with_summary().await;
     session.set_stage_hook(None);
+    session.set_task_hook(None);
     bar.finish();
     timings.execute_ms = ms(t);
     let (batches, summary) = result.map_err(|e| {
@@ -439,6 +474,66 @@ async fn execute(
     let csv = q80_csv(&rows);
     timings.output_ms = ms(t);
     Ok((csv, rows))
+}
+
+/// `--lose-executor`: once the executor has committed map outputs in
+/// `after_stages` stages, the next task that starts on it triggers its loss.
+/// Its running tasks are killed; with storage that is not reliable (local
+/// disk) the outputs it committed are deleted, as if its disk went with it.
+fn install_executor_loss(
+    session: &Session,
+    manager: &Arc<dyn ShuffleManager>,
+    plan: ExecutorLossPlan,
+    victim_stages: &Arc<AtomicU64>,
+    announce: bool,
+) {
+    let fired = AtomicBool::new(false);
+    let (s, m, stages) = (
+        session.clone(),
+        Arc::clone(manager),
+        Arc::clone(victim_stages),
+    );
+    let executor = plan.executor;
+    let after = plan.after_stages.unwrap_or(DEFAULT_LOSS_AFTER_STAGES) as u64;
+    session.set_task_hook(Some(Arc::new(move |ev: &TaskEvent| {
+        if ev.executor != executor
+            || stages.load(Ordering::Relaxed) < after
+            || fired.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let Ok(loss) = s.lose_executor(executor) else {
+            return;
+        };
+        // The hook is synchronous; deleting through the store is not.
+        let deleted = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let mut n = 0;
+                for st in &loss.outputs_lost {
+                    match m
+                        .invalidate_map_output(st.shuffle_id, st.map_id, st.attempt)
+                        .await
+                    {
+                        Ok(()) => n += 1,
+                        Err(e) => tracing::warn!("deleting a lost output: {e}"),
+                    }
+                }
+                n
+            })
+        });
+        if announce {
+            let outputs = if m.supports_reliable_storage() {
+                "its committed map outputs are in S3 and stay".to_string()
+            } else {
+                format!("its disk took {deleted} committed map output(s) with it")
+            };
+            eprintln!(
+                "shovel: lost executor {executor} as stage {} task {} started: killed {} \
+                 running task(s); {outputs}",
+                ev.stage_id, ev.partition, loss.tasks_killed,
+            );
+        }
+    })));
 }
 
 fn ms(t: Instant) -> f64 {

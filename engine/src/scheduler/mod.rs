@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   stages whose inputs are done ──▶ map tasks (≤ parallelism at once, tokio + semaphore)
+//!        │                              │ placed on executor partition % executors
 //!        │                              │ buffered_writer → commit → MapStatus
 //!        │                              ▼
 //!        │                        MapOutputTracker (first status per map wins)
@@ -13,15 +14,23 @@
 //!             then retry the failed task — Spark's fetch-failure path
 //! ```
 //!
-//! Other task failures are retried up to `task.max_attempts`. Every attempt
-//! is recorded (tasks run / retried / recomputed, and why) in the
-//! [`JobSummary`].
+//! Re-runs of lost map outputs are shared: every task that needs map M of
+//! shuffle S waits on the same re-run (no lock is held while it runs, so a
+//! re-run that itself finds an output of an earlier shuffle lost recovers
+//! that one the same way — losing an executor loses outputs of every
+//! shuffle at once).
+//!
+//! Other task failures are retried up to `task.max_attempts`; attempts
+//! killed with a lost executor ([`executors`]) are re-run without counting
+//! as failures. Every attempt is recorded (tasks run / retried / recomputed
+//! / killed, and why) in the [`JobSummary`].
 //!
 //! With a backend that reports reliable storage (S3), committed outputs
-//! survive the loss of the process that wrote them, so only data actually
+//! survive the loss of the executor that wrote them, so only data actually
 //! reported lost or corrupt is recomputed; other read errors just retry the
 //! reading task.
 
+pub mod executors;
 pub mod tracker;
 
 use std::collections::{HashMap, HashSet};
@@ -29,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
 use shuffle_core::{MapStatus, ShuffleHandle, ShuffleManager};
 use tokio::sync::Semaphore;
@@ -41,10 +50,36 @@ use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSum
 use crate::physical::planner::{JobPlan, StageDef};
 use crate::physical::util::collect;
 use crate::physical::{ExecutionPlan, TaskContext};
+use executors::Executors;
 use tracker::MapOutputTracker;
 
 /// Called after a map stage first completes (used by tests to inject faults).
 pub type StageHook = Arc<dyn Fn(&StageEvent) + Send + Sync>;
+
+/// Called when a task attempt has started running on its executor (used by
+/// tests to lose an executor while tasks run).
+pub type TaskHook = Arc<dyn Fn(&TaskEvent) + Send + Sync>;
+
+/// Test hooks of a job.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub stage: Option<StageHook>,
+    pub task: Option<TaskHook>,
+}
+
+/// A task attempt that started running.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    pub stage_id: usize,
+    /// The shuffle a map task writes; `None` for result tasks.
+    pub shuffle_id: Option<u32>,
+    pub partition: usize,
+    pub attempt: u32,
+    pub executor: usize,
+}
+
+/// A shared re-run of one lost map output.
+type Recompute = Shared<BoxFuture<'static, std::result::Result<(), Arc<EngineError>>>>;
 
 /// A finished map stage.
 #[derive(Debug, Clone)]
@@ -59,6 +94,7 @@ struct Stats {
     tasks_run: u64,
     tasks_retried: u64,
     tasks_recomputed: u64,
+    tasks_killed: u64,
     reasons: Vec<RetryReason>,
     stages: HashMap<usize, (StageSummary, Option<Instant>, Option<Instant>)>,
 }
@@ -72,8 +108,10 @@ struct Job {
     root: Arc<dyn ExecutionPlan>,
     shuffle_stage: HashMap<u32, usize>,
     stats: Mutex<Stats>,
-    recompute: tokio::sync::Mutex<()>,
-    hook: Option<StageHook>,
+    executors: Arc<Executors>,
+    /// In-flight re-runs of lost map outputs, by (shuffle, map).
+    recomputes: Mutex<HashMap<(u32, u32), Recompute>>,
+    hooks: Hooks,
 }
 
 enum TaskOutput {
@@ -81,15 +119,30 @@ enum TaskOutput {
     Result(Vec<RecordBatch>),
 }
 
+/// What a job runs on: the session's shuffle manager, map-output tracker
+/// and executors.
+#[derive(Clone)]
+pub struct JobContext {
+    pub config: Arc<EngineConfig>,
+    pub manager: Arc<dyn ShuffleManager>,
+    pub tracker: Arc<MapOutputTracker>,
+    pub executors: Arc<Executors>,
+    pub hooks: Hooks,
+}
+
 /// Runs a job to completion.
 pub async fn run_job(
-    config: Arc<EngineConfig>,
-    manager: Arc<dyn ShuffleManager>,
-    tracker: Arc<MapOutputTracker>,
+    ctx: JobContext,
     plan: JobPlan,
     job_id: u64,
-    hook: Option<StageHook>,
 ) -> Result<(Vec<RecordBatch>, JobSummary)> {
+    let JobContext {
+        config,
+        manager,
+        tracker,
+        executors,
+        hooks,
+    } = ctx;
     let started = Instant::now();
     let before = manager.metrics().snapshot();
     let shuffle_stage = plan
@@ -106,8 +159,9 @@ pub async fn run_job(
         root: plan.root,
         shuffle_stage,
         stats: Mutex::new(Stats::default()),
-        recompute: tokio::sync::Mutex::new(()),
-        hook,
+        executors,
+        recomputes: Mutex::new(HashMap::new()),
+        hooks,
     });
     for s in &job.stages {
         let maps = s.plan.output_partitions();
@@ -121,6 +175,11 @@ pub async fn run_job(
         job.tracker.register_shuffle(s.shuffle_id, maps);
     }
     let result = job.run().await;
+    // Re-runs nobody waits for any more (the job failed) would keep the job alive.
+    job.recomputes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     for s in &job.stages {
         job.tracker.remove_shuffle(s.shuffle_id);
         if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
@@ -152,6 +211,7 @@ pub async fn run_job(
         tasks_run: stats.tasks_run,
         tasks_retried: stats.tasks_retried,
         tasks_recomputed: stats.tasks_recomputed,
+        tasks_killed: stats.tasks_killed,
         retry_reasons: stats.reasons,
         peak_memory: pool.peak() as u64,
         memory_limit: pool.limit() as u64,
@@ -249,12 +309,32 @@ impl Job {
             stage.plan.as_ref(),
             n,
         );
-        let missing = self.tracker.missing_maps(stage.shuffle_id);
+        let shuffle_id = stage.shuffle_id;
+        let missing = self.tracker.missing_maps(shuffle_id);
         let tasks = missing
             .into_iter()
             .map(|m| Arc::clone(self).run_task(stage_id, m as usize));
         join_settled(tasks).await?;
-        if let Some(hook) = &self.hook {
+        // Outputs committed in this stage may have been lost since (their
+        // executor died while siblings ran): re-run them before moving on.
+        let mut rounds = 0;
+        loop {
+            let missing = self.tracker.missing_maps(shuffle_id);
+            if missing.is_empty() {
+                break;
+            }
+            rounds += 1;
+            if rounds > self.config.max_task_attempts.max(1) {
+                return Err(EngineError::internal(format!(
+                    "map outputs {missing:?} of shuffle {shuffle_id} kept getting lost"
+                )));
+            }
+            let reruns = missing
+                .into_iter()
+                .map(|m| self.recompute_map(shuffle_id, m, None));
+            join_settled(reruns).await?;
+        }
+        if let Some(hook) = &self.hooks.stage {
             let statuses = self.tracker.statuses(stage.shuffle_id)?;
             hook(&StageEvent {
                 stage_id,
@@ -275,6 +355,7 @@ impl Job {
             let max = self.config.max_task_attempts.max(1);
             let mut failures = 0u32;
             let mut fetch_failures = 0u32;
+            let mut kills = 0u32;
             let mut local_attempt = 0u32;
             loop {
                 let attempt = match self.stages.get(stage_id) {
@@ -287,14 +368,37 @@ impl Job {
                 let res = self.run_attempt(stage_id, partition, attempt).await;
                 match res {
                     Ok(out) => return Ok(out),
+                    Err(EngineError::ExecutorLost { executor }) if kills < max => {
+                        // Not the task's fault: re-run it on the replacement.
+                        kills += 1;
+                        self.bump(|s| {
+                            s.tasks_retried += 1;
+                            s.tasks_killed += 1;
+                            s.reasons.push(RetryReason::ExecutorLost {
+                                executor,
+                                stage_id,
+                                partition,
+                            });
+                        });
+                    }
                     Err(e) if e.is_fetch_failure() && fetch_failures < max => {
                         fetch_failures += 1;
                         self.handle_fetch_failure(&e).await?;
+                        // A shuffle input re-read after its recompute, or the
+                        // task's own damaged data (a spill) rebuilt by re-running.
+                        let reason = match &e {
+                            EngineError::FetchFailed { .. } => RetryReason::Refetch {
+                                stage_id,
+                                partition,
+                                error: e.to_string(),
+                            },
+                            _ => RetryReason::TaskError(format!(
+                                "stage {stage_id} task {partition}: {e}"
+                            )),
+                        };
                         self.bump(|s| {
                             s.tasks_retried += 1;
-                            s.reasons.push(RetryReason::TaskError(format!(
-                                "stage {stage_id} task {partition}: {e}"
-                            )));
+                            s.reasons.push(reason);
                         });
                     }
                     Err(e) => {
@@ -305,7 +409,7 @@ impl Job {
                             return Err(EngineError::TaskFailed {
                                 stage_id,
                                 partition,
-                                attempts: failures + fetch_failures,
+                                attempts: failures + fetch_failures + kills,
                                 last: e.to_string(),
                             });
                         }
@@ -343,37 +447,113 @@ impl Job {
             }
             _ => return Ok(()),
         };
-        let Some(&producer) = self.shuffle_stage.get(&shuffle_id) else {
+        if !self.shuffle_stage.contains_key(&shuffle_id) {
             return Ok(());
-        };
-        let _guard = self.recompute.lock().await;
+        }
+        let cause = e.to_string();
         if let (Some(m), Some(a)) = (map_id, attempt) {
-            // Only invalidate the attempt that failed: another task may have
-            // replaced it already. (Errors without an attempt come from a
+            // Only the attempt that failed is invalidated: another re-run may
+            // have replaced it already. (Errors without an attempt come from a
             // status that is already missing: nothing to invalidate.)
-            if self.tracker.attempt_of(shuffle_id, m) == Some(a) {
-                self.tracker.invalidate(shuffle_id, m);
-                // Storage keeps the first committed attempt; forget the
-                // damaged one there too so the re-run's output can win.
-                self.manager
-                    .invalidate_map_output(shuffle_id, m, a)
-                    .await
-                    .map_err(EngineError::from)?;
+            let mut inflight = self.lock_recomputes();
+            if self.tracker.invalidate_attempt(shuffle_id, m, a, &cause) {
+                // Storage keeps the first committed attempt; the re-run first
+                // forgets the damaged one there so its own output can win.
+                // Registered under the same lock as the invalidation, so no
+                // other task starts a re-run that skips that step.
+                let rerun = self.new_recompute(shuffle_id, m, Some(a), Some(cause.clone()));
+                inflight.insert((shuffle_id, m), rerun);
             }
         }
-        let missing = self.tracker.missing_maps(shuffle_id);
-        for m in missing {
-            self.bump(|s| {
-                s.tasks_recomputed += 1;
-                s.reasons.push(RetryReason::FetchFailure {
-                    shuffle_id,
-                    map_id: m,
-                    error: e.to_string(),
-                });
-            });
-            Arc::clone(self).run_task(producer, m as usize).await?;
-        }
+        let reruns = self.tracker.missing_maps(shuffle_id).into_iter().map(|m| {
+            // The error names one map; the others missing get their own reason.
+            let cause = (map_id == Some(m)).then(|| cause.clone());
+            self.recompute_map(shuffle_id, m, cause)
+        });
+        join_settled(reruns).await?;
         Ok(())
+    }
+
+    fn lock_recomputes(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u32), Recompute>> {
+        self.recomputes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-runs map `map_id` of `shuffle_id` unless its output is registered,
+    /// joining a re-run already in flight. `cause`: the error that found the
+    /// output missing, if it names this map.
+    async fn recompute_map(
+        self: &Arc<Self>,
+        shuffle_id: u32,
+        map_id: u32,
+        cause: Option<String>,
+    ) -> Result<()> {
+        let rerun = {
+            let mut inflight = self.lock_recomputes();
+            match inflight.get(&(shuffle_id, map_id)) {
+                Some(r) => r.clone(),
+                None => {
+                    // A re-run registers its status before it leaves the
+                    // in-flight set, so this sees it (no duplicate re-run).
+                    if self.tracker.attempt_of(shuffle_id, map_id).is_some() {
+                        return Ok(());
+                    }
+                    let r = self.new_recompute(shuffle_id, map_id, None, cause);
+                    inflight.insert((shuffle_id, map_id), r.clone());
+                    r
+                }
+            }
+        };
+        rerun.await.map_err(|source| EngineError::RecomputeFailed {
+            shuffle_id,
+            map_id,
+            source,
+        })
+    }
+
+    /// A shared re-run of a lost map output (counted as recomputed, with
+    /// why). With `damaged`, that attempt is first forgotten in storage.
+    fn new_recompute(
+        self: &Arc<Self>,
+        shuffle_id: u32,
+        map_id: u32,
+        damaged: Option<u32>,
+        cause: Option<String>,
+    ) -> Recompute {
+        let error = cause.unwrap_or_else(|| {
+            let why = self
+                .tracker
+                .loss_reason(shuffle_id, map_id)
+                .unwrap_or_else(|| "is missing".to_string());
+            format!("map output of shuffle {shuffle_id} map {map_id} {why}")
+        });
+        self.bump(|s| {
+            s.tasks_recomputed += 1;
+            s.reasons.push(RetryReason::FetchFailure {
+                shuffle_id,
+                map_id,
+                error,
+            });
+        });
+        let job = Arc::clone(self);
+        async move {
+            let run = async {
+                let producer = *job.shuffle_stage.get(&shuffle_id).ok_or_else(|| {
+                    EngineError::internal(format!("shuffle {shuffle_id} has no stage"))
+                })?;
+                if let Some(a) = damaged {
+                    job.manager
+                        .invalidate_map_output(shuffle_id, map_id, a)
+                        .await?;
+                }
+                Arc::clone(&job).run_task(producer, map_id as usize).await?;
+                Ok::<_, EngineError>(())
+            };
+            let res = run.await.map_err(Arc::new);
+            job.lock_recomputes().remove(&(shuffle_id, map_id));
+            res
+        }
+        .boxed()
+        .shared()
     }
 
     async fn run_attempt(
@@ -386,6 +566,7 @@ impl Job {
             .acquire_owned()
             .await
             .map_err(|_| EngineError::internal("task slots closed"))?;
+        let executor = self.executors.place(partition);
         let metrics = Arc::new(TaskMetrics::default());
         let ctx = Arc::new(TaskContext {
             stage_id,
@@ -414,7 +595,7 @@ impl Job {
                         stage.partitioning.clone(),
                     )
                     .await?;
-                    job.tracker.register_map_output(status);
+                    job.tracker.register_map_output(status, executor);
                     Ok(TaskOutput::Map)
                 }
                 None => {
@@ -428,10 +609,24 @@ impl Job {
                 }
             }
         });
+        let running = self.executors.register(executor, handle.abort_handle());
+        if let Some(hook) = &self.hooks.task {
+            hook(&TaskEvent {
+                stage_id,
+                shuffle_id: self.stages.get(stage_id).map(|s| s.shuffle_id),
+                partition,
+                attempt,
+                executor,
+            });
+        }
         let res = match handle.await {
             Ok(r) => r,
+            Err(e) if e.is_cancelled() => Err(EngineError::ExecutorLost {
+                executor: running.killed_by().unwrap_or(executor),
+            }),
             Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
         };
+        drop(running);
         drop(permit);
         let end = Instant::now();
         let mut t = TaskSummary::from_metrics(&metrics);

@@ -2,7 +2,10 @@
 //!
 //! The first status registered for a map wins (later attempts' statuses are
 //! ignored), mirroring the shuffle layer's first-commit-wins rule. A fetch
-//! failure invalidates a map's status so the scheduler re-runs that map.
+//! failure invalidates a map's status so the scheduler re-runs that map; so
+//! does losing the executor that wrote it when storage is not reliable
+//! (the tracker remembers which executor committed each output, and why an
+//! output went missing, so the readers' errors say).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +17,10 @@ use crate::error::{EngineError, Result};
 #[derive(Debug, Default)]
 struct ShuffleEntry {
     maps: Vec<Option<MapStatus>>,
+    /// Executor that committed each registered output.
+    executors: Vec<Option<usize>>,
+    /// Why an output is missing after it was registered once.
+    lost: HashMap<u32, String>,
     /// Next attempt number per map.
     attempts: Vec<u32>,
 }
@@ -39,24 +46,57 @@ impl MapOutputTracker {
             shuffle_id,
             ShuffleEntry {
                 maps: vec![None; num_maps],
+                executors: vec![None; num_maps],
+                lost: HashMap::new(),
                 attempts: vec![0; num_maps],
             },
         );
     }
 
-    /// Records a committed status; returns false if one was already registered.
-    pub fn register_map_output(&self, status: MapStatus) -> bool {
+    /// Records a status committed on `executor`; returns false if one was
+    /// already registered.
+    pub fn register_map_output(&self, status: MapStatus, executor: usize) -> bool {
         let mut g = self.lock();
         let Some(e) = g.get_mut(&status.shuffle_id) else {
             return false;
         };
-        match e.maps.get_mut(status.map_id as usize) {
+        let map = status.map_id;
+        match e.maps.get_mut(map as usize) {
             Some(slot @ None) => {
                 *slot = Some(status);
+                e.executors[map as usize] = Some(executor);
+                e.lost.remove(&map);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Forgets every output `executor` committed (its disk is gone), noting
+    /// `why` for the readers that will miss them. Returns the forgotten ones.
+    pub fn invalidate_executor(&self, executor: usize, why: &str) -> Vec<MapStatus> {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for e in g.values_mut() {
+            for (i, slot) in e.maps.iter_mut().enumerate() {
+                if slot.is_some() && e.executors[i] == Some(executor) {
+                    if let Some(st) = slot.take() {
+                        e.executors[i] = None;
+                        e.lost.insert(i as u32, why.to_string());
+                        out.push(st);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|s| (s.shuffle_id, s.map_id));
+        out
+    }
+
+    /// Why a map's output is missing, if it was lost after being registered.
+    pub fn loss_reason(&self, shuffle_id: u32, map_id: u32) -> Option<String> {
+        self.lock()
+            .get(&shuffle_id)
+            .and_then(|e| e.lost.get(&map_id).cloned())
     }
 
     /// Allocates the attempt number for the next run of a map task.
@@ -78,10 +118,41 @@ impl MapOutputTracker {
     /// Forgets a map's output (it was lost); returns whether it was present.
     pub fn invalidate(&self, shuffle_id: u32, map_id: u32) -> bool {
         let mut g = self.lock();
-        g.get_mut(&shuffle_id)
-            .and_then(|e| e.maps.get_mut(map_id as usize))
-            .and_then(|s| s.take())
-            .is_some()
+        let Some(e) = g.get_mut(&shuffle_id) else {
+            return false;
+        };
+        match e.maps.get_mut(map_id as usize).and_then(|s| s.take()) {
+            Some(_) => {
+                e.executors[map_id as usize] = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a map's output if `attempt` is the registered one (it was
+    /// found damaged), noting `why`; false if another attempt replaced it.
+    pub fn invalidate_attempt(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+        why: &str,
+    ) -> bool {
+        let mut g = self.lock();
+        let Some(e) = g.get_mut(&shuffle_id) else {
+            return false;
+        };
+        let Some(slot) = e.maps.get_mut(map_id as usize) else {
+            return false;
+        };
+        if slot.as_ref().map(|s| s.attempt) != Some(attempt) {
+            return false;
+        }
+        *slot = None;
+        e.executors[map_id as usize] = None;
+        e.lost.insert(map_id, why.to_string());
+        true
     }
 
     /// Attempt of a map's registered status.
@@ -117,12 +188,19 @@ impl MapOutputTracker {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                s.clone().ok_or_else(|| EngineError::FetchFailed {
-                    shuffle_id,
-                    map_id: Some(i as u32),
-                    source: shuffle_core::Error::NotFound {
-                        object: format!("map status of shuffle {shuffle_id} map {i}"),
-                    },
+                s.clone().ok_or_else(|| {
+                    let why = e
+                        .lost
+                        .get(&(i as u32))
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default();
+                    EngineError::FetchFailed {
+                        shuffle_id,
+                        map_id: Some(i as u32),
+                        source: shuffle_core::Error::NotFound {
+                            object: format!("map output of shuffle {shuffle_id} map {i}{why}"),
+                        },
+                    }
                 })
             })
             .collect()

@@ -1,0 +1,176 @@
+//! Executors: where tasks run, and what losing one costs.
+//!
+//! The engine runs in one process, but it models Spark's executors so that
+//! losing one can be exercised end to end. A session has
+//! `engine.executors` executors; a task's attempts are placed on executor
+//! `partition % executors` (a stable placement, so a map task's outputs of
+//! every shuffle sit on one executor). Every running attempt is registered
+//! here with an abort handle.
+//!
+//! [`Executors::lose`] is what the cluster manager reports when an executor
+//! dies:
+//!
+//! ```text
+//!   lose(e) ──▶ abort e's running attempts ──▶ they fail with ExecutorLost
+//!     │                                         and are re-run (not counted
+//!     │                                         as task failures)
+//!     └─ storage not reliable (local disk)? ──▶ forget every map output e
+//!          committed (its files went with it); readers then find them
+//!          missing, and the scheduler re-runs exactly those maps
+//!        storage reliable (S3)? ──▶ keep them: nothing finished re-runs
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use shuffle_core::MapStatus;
+use tokio::task::AbortHandle;
+
+use super::tracker::MapOutputTracker;
+
+/// What losing an executor did.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorLoss {
+    /// The executor that was lost.
+    pub executor: usize,
+    /// Running task attempts that were killed with it.
+    pub tasks_killed: usize,
+    /// Committed map outputs that were unregistered because they lived on
+    /// the executor's disk (empty with reliable storage).
+    pub outputs_lost: Vec<MapStatus>,
+}
+
+struct Running {
+    executor: usize,
+    abort: AbortHandle,
+}
+
+/// The executors of a session and the task attempts running on them.
+#[derive(Default)]
+pub struct Executors {
+    count: usize,
+    next_id: AtomicU64,
+    running: Mutex<HashMap<u64, Running>>,
+    /// Attempts killed by a loss, so their failure reads as `ExecutorLost`.
+    killed: Mutex<HashMap<u64, usize>>,
+}
+
+impl std::fmt::Debug for Executors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executors")
+            .field("count", &self.count)
+            .field("running", &self.lock_running().len())
+            .finish()
+    }
+}
+
+/// A running attempt's registration; unregisters on drop.
+pub(crate) struct RunningGuard<'a> {
+    executors: &'a Executors,
+    id: u64,
+}
+
+impl RunningGuard<'_> {
+    /// The executor that killed this attempt, if it was killed by a loss.
+    pub(crate) fn killed_by(&self) -> Option<usize> {
+        self.executors
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.id)
+            .copied()
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.executors.lock_running().remove(&self.id);
+        self.executors
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Executors {
+    /// `count` executors (at least one).
+    pub fn new(count: usize) -> Self {
+        Self {
+            count: count.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Number of executors.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The executor that runs `partition`'s attempts.
+    pub fn place(&self, partition: usize) -> usize {
+        partition % self.count
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a running attempt on `executor`.
+    pub(crate) fn register(&self, executor: usize, abort: AbortHandle) -> RunningGuard<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_running().insert(id, Running { executor, abort });
+        RunningGuard {
+            executors: self,
+            id,
+        }
+    }
+
+    /// Attempts running now on `executor`.
+    pub fn running_on(&self, executor: usize) -> usize {
+        self.lock_running()
+            .values()
+            .filter(|r| r.executor == executor)
+            .count()
+    }
+
+    /// Loses `executor`: kills its running attempts and, unless the shuffle
+    /// storage is reliable, unregisters the map outputs it committed.
+    ///
+    /// The executor is replaced at once (its partitions' next attempts run on
+    /// a fresh executor with the same id and an empty disk).
+    pub fn lose(
+        &self,
+        executor: usize,
+        tracker: &MapOutputTracker,
+        reliable_storage: bool,
+    ) -> ExecutorLoss {
+        let mut killed = 0;
+        {
+            let running = self.lock_running();
+            let mut marks = self.killed.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, r) in running.iter().filter(|(_, r)| r.executor == executor) {
+                marks.insert(*id, executor);
+                r.abort.abort();
+                killed += 1;
+            }
+        }
+        let outputs_lost = if reliable_storage {
+            Vec::new()
+        } else {
+            tracker.invalidate_executor(executor, &format!("lost with executor {executor}"))
+        };
+        tracing::warn!(
+            executor,
+            tasks_killed = killed,
+            outputs_lost = outputs_lost.len(),
+            "executor lost"
+        );
+        ExecutorLoss {
+            executor,
+            tasks_killed: killed,
+            outputs_lost,
+        }
+    }
+}
