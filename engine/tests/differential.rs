@@ -187,7 +187,9 @@ fn ref_rollup(a: &[RowA]) -> Vec<Row> {
             g.entry((k2, k)).or_default().add(r);
         }
         if level == 2 && a.is_empty() {
-            // ROLLUP's grand total over no rows: no groups (like Spark's grouping sets).
+            // ROLLUP's grand total exists even over no rows (SQL's empty
+            // grouping set): sum NULL, count 0.
+            g.insert((V::Null, V::Null), Acc::default());
         }
         for ((k2, k), acc) in g {
             out.push(vec![k2, k, v_i(acc.sum), V::I(acc.star)]);
@@ -485,5 +487,39 @@ fn tiny_budget_spills_in_every_operator() {
         assert!(sum_agg.spill_bytes > 0, "aggregate spilled");
         let json = sum_agg.to_json();
         assert!(json.contains("\"spill_bytes\""));
+    });
+}
+
+/// Every transform over empty inputs, in every mode: in particular ROLLUP's
+/// grand total row exists (whichever final partition its key hashes to).
+#[test]
+fn empty_inputs_match_reference() {
+    runtime().block_on(async {
+        for mode in [Mode::Default, Mode::Shuffled, Mode::Spill] {
+            let t = session(Backend::Local, config(mode)).await;
+            check_all(&t.session, &[], &[]).await;
+        }
+        for partitions in [1, 2, 5, 8] {
+            let c = EngineConfig {
+                shuffle_partitions: partitions,
+                ..config(Mode::Shuffled)
+            };
+            let t = session(Backend::Local, c).await;
+            let da = t
+                .session
+                .read_batches(schema_a(), vec![])
+                .expect("empty table");
+            let (got, _) = run(
+                &t.session,
+                da.rollup(vec![col("a_k2"), col("a_key")], vec![count_star()])
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                got,
+                vec![vec![V::Null, V::Null, V::I(0)]],
+                "rollup over no rows, {partitions} partitions"
+            );
+        }
     });
 }

@@ -17,12 +17,12 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::aggregate::accumulator::signature;
-use super::aggregate::{AggMode, AggSpec, AggregateExec};
+use super::aggregate::{AggMode, AggSpec, AggregateExec, GrandTotal};
 use super::expand::ExpandExec;
 use super::filter::FilterExec;
 use super::join::{HashJoinExec, JoinMode, JoinType};
@@ -536,6 +536,7 @@ impl<'a> PhysicalPlanner<'a> {
             group_fields: group_fields.clone(),
             aggs: specs.clone(),
             schema: partial_schema,
+            grand_total: None,
         });
         let nk = group_fields.len();
         let part = if nk == 0 {
@@ -546,6 +547,10 @@ impl<'a> PhysicalPlanner<'a> {
                 self.config.shuffle_partitions,
             )
         };
+        let grand_total = match grouping_sets.and_then(|s| s.iter().position(|s| s.is_empty())) {
+            Some(set_id) => Some(grand_total_key(&group_fields, set_id, &part)?),
+            None => None,
+        };
         let read = self.exchange(partial, part, false);
         let final_schema = AggregateExec::phase_schema(AggMode::Final, &group_fields, &specs);
         let fin: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec {
@@ -555,6 +560,7 @@ impl<'a> PhysicalPlanner<'a> {
             group_fields: group_fields.clone(),
             aggs: specs,
             schema: Arc::clone(&final_schema),
+            grand_total,
         });
         // Drop the grouping id and apply the logical names/nullability.
         let keep: Vec<PhysicalExpr> = if grouping_sets.is_some() {
@@ -574,6 +580,36 @@ impl<'a> PhysicalPlanner<'a> {
             schema: Arc::clone(schema),
         }))
     }
+}
+
+/// The grand-total group of grouping sets (`set_id` is the empty set): null
+/// keys and the grouping id, and the partition `part` sends that key to.
+fn grand_total_key(
+    group_fields: &[Field],
+    set_id: usize,
+    part: &Partitioning,
+) -> Result<GrandTotal> {
+    let k = group_fields.len() - 1;
+    let mut key: Vec<ArrayRef> = group_fields[..k]
+        .iter()
+        .map(|f| arrow::array::new_null_array(f.data_type(), 1))
+        .collect();
+    key.push(Arc::new(arrow::array::Int64Array::from(vec![
+        set_id as i64,
+    ])));
+    let partition = match part {
+        Partitioning::Hash(_, n) => {
+            let mut h = Vec::new();
+            crate::exchange::hash::hash_columns(
+                &key,
+                crate::exchange::hash::SEED_EXCHANGE,
+                &mut h,
+            )?;
+            crate::exchange::hash::bucket(h[0], *n)
+        }
+        Partitioning::RoundRobin(_) | Partitioning::Single => 0,
+    };
+    Ok(GrandTotal { key, partition })
 }
 
 /// Splits batches into `n` partitions of roughly equal row counts (zero-copy slices).

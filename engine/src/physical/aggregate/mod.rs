@@ -13,6 +13,11 @@
 //! phase merges them anyway); the final phase switches to a grace-hash spill:
 //! its state and all further input go to 16 spill buckets by key hash, and
 //! each bucket is then aggregated on its own. Results are identical.
+//!
+//! Grouping sets with the empty set `()` (ROLLUP's grand total) must yield a
+//! grand-total row even over no input, as SQL requires. The final phase's
+//! partition that the grand total's key hashes to starts with that group
+//! ([`GrandTotal`]); input rows for it merge in as usual.
 
 pub mod accumulator;
 
@@ -50,6 +55,15 @@ pub struct AggSpec {
     pub name: String,
 }
 
+/// The grand-total group of a grouping-sets aggregate: its key (one-row
+/// arrays: nulls and the empty set's grouping id) and the final partition
+/// the exchange sends it to.
+#[derive(Debug, Clone)]
+pub struct GrandTotal {
+    pub key: Vec<ArrayRef>,
+    pub partition: usize,
+}
+
 #[derive(Debug)]
 pub struct AggregateExec {
     pub input: Arc<dyn ExecutionPlan>,
@@ -59,6 +73,8 @@ pub struct AggregateExec {
     pub group_fields: Vec<Field>,
     pub aggs: Vec<AggSpec>,
     pub schema: SchemaRef,
+    /// Final phase of grouping sets that include `()`: seed this group.
+    pub grand_total: Option<GrandTotal>,
 }
 
 impl AggregateExec {
@@ -119,6 +135,10 @@ impl ExecutionPlan for AggregateExec {
             aggs: self.aggs.clone(),
             schema: Arc::clone(&self.schema),
             input_schema: self.input.schema(),
+            grand_total: match (&self.grand_total, self.mode) {
+                (Some(g), AggMode::Final) if g.partition == partition => Some(g.key.clone()),
+                _ => None,
+            },
         };
         Ok(generate(move |out| op.run(input, ctx, out)))
     }
@@ -132,9 +152,22 @@ struct Op {
     aggs: Vec<AggSpec>,
     schema: SchemaRef,
     input_schema: SchemaRef,
+    /// Key of a group to create before any input (the grand total).
+    grand_total: Option<Vec<ArrayRef>>,
 }
 
 impl Op {
+    /// Creates the group `key` (one row) with empty aggregate states.
+    fn seed_group(&self, t: &mut HashTable, key: &[ArrayRef]) -> Result<()> {
+        t.assign(key, 1)?;
+        let n = t.n_groups;
+        for (a, acc) in self.aggs.iter().zip(t.accs.iter_mut()) {
+            let empty: Vec<ArrayRef> = a.sig.state.iter().map(new_empty_array).collect();
+            acc.merge(&empty, &[], n)?;
+        }
+        Ok(())
+    }
+
     /// Column index of each aggregate's first state column in Final input.
     fn state_offsets(&self) -> Vec<usize> {
         let mut off = self.group_fields.len();
@@ -270,6 +303,9 @@ impl Op {
         });
         let bs = ctx.batch_size();
         let mut t = self.new_table()?;
+        if let Some(key) = &self.grand_total {
+            self.seed_group(&mut t, key)?;
+        }
         let mut spiller: Option<BucketSpiller> = None;
         while let Some(batch) = input.next().await {
             let batch = batch?;
