@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 fn shovel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shovel"))
@@ -239,6 +240,105 @@ fn unreachable_s3_endpoint() {
         ],
         &[&endpoint, "--s3-endpoint"],
     );
+}
+
+/// Runs q80 (SF 0.01) with `--shuffle s3` against `server` as an explicit
+/// endpoint, without static keys, as a `shovel` process with no inherited
+/// environment and an AWS credential chain that can find nothing by itself:
+/// `HOME` and the AWS config and credentials files in an empty temp dir,
+/// instance metadata disabled (so no request leaves 127.0.0.1). `vars` are
+/// added on top; returns the output and how long the process took.
+fn q80_without_static_keys(
+    server: &shuffle_s3::EmbeddedS3,
+    extra_args: &[&str],
+    vars: &[(&str, &str)],
+) -> (Output, Duration) {
+    let data = sf001();
+    let home = tempfile::tempdir().expect("temp dir");
+    let missing = home.path().join("no-such-dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shovel"));
+    cmd.args(["q80", "--data", data.to_str().expect("utf-8 path")])
+        .args(["--shuffle", "s3", "--s3-endpoint", &server.endpoint])
+        .args(["--s3-bucket", "s3://shovel/cli-chain"])
+        .args(extra_args)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("AWS_CONFIG_FILE", missing.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", missing.join("credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run shovel");
+    (out, started.elapsed())
+}
+
+/// An embedded S3 server on 127.0.0.1 served by its own runtime while the
+/// test waits on the `shovel` process.
+fn embedded_s3() -> (tokio::runtime::Runtime, shuffle_s3::EmbeddedS3) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = rt
+        .block_on(shuffle_s3::EmbeddedS3::start_temp())
+        .expect("embedded S3");
+    (rt, server)
+}
+
+#[test]
+fn missing_credentials_fail_fast_naming_the_fixes() {
+    let (_rt, server) = embedded_s3();
+    // A generous limit: the failure must come from the chain finding
+    // nothing, not from waiting this out.
+    let (o, elapsed) =
+        q80_without_static_keys(&server, &["--conf", "s3.credentials_timeout=60s"], &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "succeeded without credentials: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert!(o.stdout.is_empty(), "wrote to stdout");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("shovel: error: "))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    for needle in [
+        "no AWS credentials",
+        server.endpoint.as_str(),
+        "s3.access_key_id",
+        "s3.secret_access_key",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "instance or task role",
+    ] {
+        assert!(line.contains(needle), "`{needle}` not in `{line}`");
+    }
+    assert!(
+        !line.contains("s3.credentials_timeout"),
+        "waited for the timeout: {line}"
+    );
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    assert_eq!(server.stats().total(), 0, "no request reached S3");
+}
+
+#[test]
+fn credentials_from_the_environment_reach_an_explicit_endpoint() {
+    let (_rt, server) = embedded_s3();
+    let (o, _) = q80_without_static_keys(
+        &server,
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", &server.access_key),
+            ("AWS_SECRET_ACCESS_KEY", &server.secret_key),
+        ],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), golden("q80_sf0.01.csv"));
+    assert!(!err.contains(&server.secret_key), "secret leaked: {err}");
+    assert!(server.stats().total() > 0, "S3 was used");
 }
 
 #[test]

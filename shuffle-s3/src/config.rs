@@ -11,7 +11,12 @@
 //! - Buckets: `s3.bucket=s3://b1/prefix,s3://b2` spreads map outputs over
 //!   several buckets by shard; `s3a://` is accepted.
 //! - Credentials: `s3.access_key_id` + `s3.secret_access_key` (+
-//!   `s3.session_token`) for static keys, else the standard AWS chain.
+//!   `s3.session_token`) for static keys, else the standard AWS chain,
+//!   resolved once when the store is built, within `s3.credentials_timeout`.
+//! - Booleans are `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; an empty
+//!   value (`--conf s3.path_style=`) means `true`, as for every boolean key
+//!   (shuffle-core's [`parse_bool`](shuffle_core::config::parse_bool)): a
+//!   key given without a value switches the setting on.
 //! - Sizes take a binary unit (`8m`, `16MiB`, `1g`: powers of 1024 as in
 //!   Spark); durations need a unit (`250ms`, `5s`, `2m`, `1h`).
 //! - The environment variable of a key is `SHOVEL_` + the canonical key
@@ -207,6 +212,9 @@ pub struct S3Config {
     pub connect_timeout: Duration,
     /// Limit of one attempt of one request (also capped by the retry deadline).
     pub request_timeout: Duration,
+    /// Limit of resolving the AWS chain (credentials, and the region when
+    /// none is set) when the store is built; unused with static keys.
+    pub credentials_timeout: Duration,
     pub retry: RetryConfig,
 }
 
@@ -233,6 +241,7 @@ impl fmt::Debug for S3Config {
             .field("max_parts_in_flight", &self.max_parts_in_flight)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("credentials_timeout", &self.credentials_timeout)
             .field("retry", &self.retry)
             .finish()
     }
@@ -287,6 +296,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "s3.access_key_id", aliases: &["s3.access_key", "s3.access.key"], default: "AWS credential chain", doc: "Static access key id (needs the secret)." },
     KeyDoc { key: "s3.secret_access_key", aliases: &["s3.secret_key", "s3.secret.key"], default: "", doc: "Static secret access key; never logged." },
     KeyDoc { key: "s3.session_token", aliases: &["s3.session.token"], default: "", doc: "Static session token; never logged." },
+    KeyDoc { key: "s3.credentials_timeout", aliases: &["s3.credentials.timeout"], default: "5s", doc: "Without static keys, the AWS credential chain (and the region, if `s3.region` is unset) is resolved once when the store is built, within this limit; finding no credentials fails then, naming the fixes." },
     KeyDoc { key: "s3.hash_prefixes", aliases: &["s3.prefixes"], default: "16", doc: "`P`: objects go under `<prefix>/<hash(shard) % P as 4 hex digits>/`, 1..=65536. More prefixes raise S3's request-rate ceiling; `list`/`delete_prefix` cost one request per bucket x prefix." },
     KeyDoc { key: "s3.sse", aliases: &["s3.server_side_encryption"], default: "none", doc: "Server-side encryption on every PutObject/CreateMultipartUpload: `AES256`, `aws:kms` or `none`." },
     KeyDoc { key: "s3.sse_kms_key_id", aliases: &["s3.kms_key_id", "s3.sse.kms_key_id"], default: "bucket default", doc: "KMS key id or ARN (implies `aws:kms`)." },
@@ -364,6 +374,7 @@ pub struct S3ConfigBuilder {
     max_parts_in_flight: Option<usize>,
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
+    credentials_timeout: Option<Duration>,
     retry: RetryConfig,
 }
 
@@ -460,6 +471,11 @@ impl S3ConfigBuilder {
     }
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = Some(d);
+        self
+    }
+    /// Limit of resolving the AWS credential chain when the store is built.
+    pub fn credentials_timeout(mut self, d: Duration) -> Self {
+        self.credentials_timeout = Some(d);
         self
     }
     pub fn retry(mut self, retry: RetryConfig) -> Self {
@@ -573,6 +589,7 @@ impl S3ConfigBuilder {
             }
             "s3.connect_timeout" => self.connect_timeout = Some(parse_duration(key, v)?),
             "s3.request_timeout" => self.request_timeout = Some(parse_duration(key, v)?),
+            "s3.credentials_timeout" => self.credentials_timeout = Some(parse_duration(key, v)?),
             "s3.retry.max_attempts" => {
                 self.retry.max_attempts = v.parse::<u32>().map_err(|_| {
                     Error::config(
@@ -700,6 +717,13 @@ impl S3ConfigBuilder {
                 "must be positive, e.g. 60s",
             ));
         }
+        let credentials_timeout = self.credentials_timeout.unwrap_or(Duration::from_secs(5));
+        if credentials_timeout.is_zero() {
+            return Err(Error::config(
+                "s3.credentials_timeout",
+                "must be positive, e.g. 5s",
+            ));
+        }
         self.retry.validate()?;
         let force_path_style = self.force_path_style.unwrap_or(self.endpoint.is_some());
         Ok(S3Config {
@@ -716,6 +740,7 @@ impl S3ConfigBuilder {
             max_parts_in_flight,
             connect_timeout,
             request_timeout,
+            credentials_timeout,
             retry: self.retry,
         })
     }
@@ -763,16 +788,10 @@ fn validate_endpoint(e: &str) -> Result<()> {
     Ok(())
 }
 
-/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; empty means `true`
+/// (shuffle-core's rule, so every boolean key reads the same).
 pub fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::config(
-            key,
-            format!("`{v}` is not a boolean; use true or false"),
-        )),
-    }
+    shuffle_core::config::parse_bool(key, v)
 }
 
 /// A byte size with an optional binary unit: `8388608`, `8m`, `8MiB`, `1g`.
@@ -878,6 +897,28 @@ mod tests {
             "s3.nope"
         );
         assert_eq!(err_key(S3Config::from_pairs::<&str, &str>([])), "s3.bucket");
+    }
+
+    #[test]
+    fn empty_boolean_is_true_and_credentials_timeout_parses() {
+        let c = S3Config::from_pairs([
+            ("s3.bucket", "s3://bkt1"),
+            ("s3.path_style", ""),
+            ("s3.credentials.timeout", "2s"),
+        ])
+        .unwrap();
+        assert!(c.force_path_style, "empty means true, as in shuffle-core");
+        assert_eq!(c.credentials_timeout, Duration::from_secs(2));
+        let c = S3Config::from_pairs([("s3.bucket", "s3://bkt1")]).unwrap();
+        assert!(!c.force_path_style);
+        assert_eq!(c.credentials_timeout, Duration::from_secs(5));
+        assert_eq!(
+            err_key(S3Config::from_pairs([
+                ("s3.bucket", "s3://bkt1"),
+                ("s3.credentials_timeout", "0")
+            ])),
+            "s3.credentials_timeout"
+        );
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub(crate) fn classify(status: Option<u16>, code: Option<&str>) -> Kind {
 }
 
 impl Failure {
+    #[cfg(test)]
     pub(crate) fn new(kind: Kind, detail: impl Into<String>) -> Self {
         Self {
             kind,

@@ -14,7 +14,13 @@
 //! | `delete` | DeleteObjects in batches of 1000, per-key errors checked |
 //! | `delete_prefix` | list + delete per bucket x hash prefix |
 //!
-//! Every request goes through [`crate::retry`], is counted in the shared
+//! Without static keys, [`S3Store::new`] resolves the AWS credential chain
+//! once, within `s3.credentials_timeout`: no credentials is an error there,
+//! naming the fixes, not a failure of the first request.
+//!
+//! Every request goes through [`crate::retry`] (via `Inner::send`, or
+//! `Inner::run` for GetObject, whose body is read within the attempt), is
+//! counted in the shared
 //! [`ShuffleMetrics::requests`], and carries the configured SSE headers
 //! (PutObject, CreateMultipartUpload) and expected bucket owner (all).
 //! Failures map to [`Error::NotFound`] (missing object) or [`Error::Backend`]
@@ -27,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -35,13 +42,16 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig as SdkRetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, ProvideCredentials, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation,
 };
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
 };
 use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use shuffle_core::metrics::{add, RequestMetrics, ShuffleMetrics};
@@ -140,17 +150,99 @@ impl fmt::Debug for S3Store {
     }
 }
 
+/// The fixes for missing credentials, for messages.
+const CREDENTIAL_FIXES: &str = "Set s3.access_key_id and s3.secret_access_key (or \
+     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), pick a profile with AWS_PROFILE, or run with \
+     an instance or task role";
+
+/// Loads the AWS chain's config and resolves its credentials once, within
+/// `config.credentials_timeout` in all, so that missing credentials fail
+/// here with the fixes instead of at the first request, after the chain's
+/// instance-metadata lookup and the retry deadline. Only the outcome is
+/// used (the client resolves and refreshes credentials itself); nothing
+/// about the credentials is logged.
+async fn load_chain(config: &S3Config, endpoint: &str) -> Result<aws_config::SdkConfig> {
+    let limit = config.credentials_timeout;
+    let started = tokio::time::Instant::now();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(r) = &config.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    let backend = |message: String| Error::Backend {
+        store: "s3",
+        message,
+        source: None,
+    };
+    let sdk = tokio::time::timeout(limit, loader.load())
+        .await
+        .map_err(|_| {
+            backend(format!(
+                "the AWS config chain did not answer within {limit:?} (s3.credentials_timeout) \
+                 for {endpoint}: without s3.region the region lookup waits on instance \
+                 metadata. Set s3.region (or AWS_REGION)"
+            ))
+        })?;
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(backend(format!(
+            "no AWS credentials to sign requests to {endpoint}: the AWS credential chain is \
+             disabled. {CREDENTIAL_FIXES}"
+        )));
+    };
+    let left = limit.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, provider.provide_credentials()).await {
+        Ok(Ok(_)) => Ok(sdk),
+        Ok(Err(e)) => Err(Error::Backend {
+            store: "s3",
+            message: format!(
+                "no AWS credentials to sign requests to {endpoint}: the AWS credential chain \
+                 found none ({}). {CREDENTIAL_FIXES}",
+                credentials_error(&e)
+            ),
+            source: Some(Box::new(e)),
+        }),
+        Err(_) => Err(backend(format!(
+            "no AWS credentials to sign requests to {endpoint} within {limit:?} \
+             (s3.credentials_timeout): the AWS credential chain did not answer. \
+             {CREDENTIAL_FIXES}; or raise s3.credentials_timeout if the role's provider is slow"
+        ))),
+    }
+}
+
+/// What the chain said, on one line: the innermost useful text (the chain
+/// lists each provider it tried and why it gave nothing), without the
+/// error's `Debug` form.
+fn credentials_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let inner = e.source().unwrap_or(e);
+    let mut text = inner.to_string();
+    let mut next = inner.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    // Each provider the chain skipped says "the credential provider was not
+    // enabled" before its reason; the reason is what helps.
+    let text = text
+        .replace("the credential provider was not enabled: ", "")
+        .replace("the credential provider was not enabled", "not configured");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("").to_string();
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first} {}", rest.join("; "))
+    }
+}
+
 /// Builds the SDK client: SDK retries off (ours count), connect timeout set,
 /// checksums only where S3 requires them (many S3-compatible stores reject
 /// the SDK's default trailing checksums; shuffle data carries its own crc32).
-async fn build_client(config: &S3Config) -> Client {
+/// With the AWS chain, credentials are resolved here (see [`load_chain`]).
+async fn build_client(config: &S3Config) -> Result<Client> {
     let mut builder = match &config.credentials {
         Credentials::Chain => {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
-            if let Some(r) = &config.region {
-                loader = loader.region(Region::new(r.clone()));
-            }
-            let sdk = loader.load().await;
+            let sdk = load_chain(config, &config.endpoint_description()).await?;
             let region = sdk.region().cloned();
             let mut b = aws_sdk_s3::config::Builder::from(&sdk);
             if region.is_none() {
@@ -188,14 +280,16 @@ async fn build_client(config: &S3Config) -> Client {
     if let Some(e) = &config.endpoint {
         builder = builder.endpoint_url(e.clone());
     }
-    Client::from_conf(builder.build())
+    Ok(Client::from_conf(builder.build()))
 }
 
 impl S3Store {
-    /// Connects (lazily: no request is made here) with `config`, counting
-    /// requests into `metrics`.
+    /// Connects with `config`, counting requests into `metrics`. No request
+    /// is made to S3 here, but without static keys the AWS credential chain
+    /// is resolved (within `s3.credentials_timeout`): finding no
+    /// credentials is an [`Error::Backend`] naming the fixes.
     pub async fn new(config: S3Config, metrics: Arc<ShuffleMetrics>) -> Result<Self> {
-        let client = build_client(&config).await;
+        let client = build_client(&config).await?;
         Ok(Self::with_client(client, config, metrics))
     }
 
@@ -263,6 +357,43 @@ impl Inner {
             f,
         )
         .await
+    }
+
+    /// One S3 request through [`Inner::run`]: `send` builds and sends a
+    /// fresh request for each attempt (a fluent builder's `.send()`), and
+    /// its SDK errors are classified by [`Failure::from`].
+    async fn send<O, E, Fut>(
+        &self,
+        op: Op,
+        mut send: impl FnMut() -> Fut,
+    ) -> std::result::Result<O, Exhausted>
+    where
+        Fut: Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.run(op, |_| {
+            let sent = send();
+            async move { sent.await.map_err(Failure::from) }
+        })
+        .await
+    }
+
+    /// [`Inner::send`], a failure mapped by [`Inner::error`] for
+    /// `s3://bucket/key`.
+    async fn call<O, E, Fut>(
+        &self,
+        op: Op,
+        bucket: &str,
+        key: &str,
+        send: impl FnMut() -> Fut,
+    ) -> Result<O>
+    where
+        Fut: Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.send(op, send)
+            .await
+            .map_err(|e| self.error(op, bucket, key, e))
     }
 
     /// Maps a failed request to the public error, naming the object and the fix.
@@ -419,9 +550,8 @@ impl Inner {
     ) -> std::result::Result<(), Exhausted> {
         let (sse, kms) = self.sse();
         let len = data.len() as u64;
-        self.run(Op::Put, |_| {
-            let mut req = self
-                .client
+        self.send(Op::Put, || {
+            self.client
                 .put_object()
                 .bucket(bucket)
                 .key(key)
@@ -429,11 +559,9 @@ impl Inner {
                 .body(ByteStream::from(data.clone()))
                 .set_server_side_encryption(sse.clone())
                 .set_ssekms_key_id(kms.clone())
-                .set_expected_bucket_owner(self.owner());
-            if if_none_match {
-                req = req.if_none_match("*");
-            }
-            async move { req.send().await.map(|_| ()).map_err(Failure::from) }
+                .set_expected_bucket_owner(self.owner())
+                .set_if_none_match(if_none_match.then(|| "*".to_string()))
+                .send()
         })
         .await?;
         add(&self.metrics.requests.bytes_uploaded, len);
@@ -471,45 +599,44 @@ impl Inner {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> std::result::Result<u64, Exhausted> {
-        self.run(Op::Head, |_| {
-            let req = self
-                .client
-                .head_object()
-                .bucket(bucket)
-                .key(key)
-                .set_expected_bucket_owner(self.owner());
-            async move {
-                let out = req.send().await.map_err(Failure::from)?;
-                Ok(out.content_length().unwrap_or(0).max(0) as u64)
-            }
-        })
-        .await
+        let out = self
+            .send(Op::Head, || {
+                self.client
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_expected_bucket_owner(self.owner())
+                    .send()
+            })
+            .await?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
     }
 
     async fn create_multipart(&self, bucket: &str, key: &str) -> Result<String> {
         let (sse, kms) = self.sse();
-        self.run(Op::CreateMultipart, |_| {
-            let req = self
-                .client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .set_server_side_encryption(sse.clone())
-                .set_ssekms_key_id(kms.clone())
-                .set_expected_bucket_owner(self.owner());
-            async move {
-                let out = req.send().await.map_err(Failure::from)?;
-                out.upload_id().map(str::to_string).ok_or_else(|| {
-                    Failure::new(
-                        Kind::Fatal,
-                        "CreateMultipartUpload returned no upload id; the store does not \
-                         support multipart upload, raise s3.multipart_threshold",
-                    )
-                })
-            }
-        })
-        .await
-        .map_err(|e| self.error(Op::CreateMultipart, bucket, key, e))
+        let out = self
+            .call(Op::CreateMultipart, bucket, key, || {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_server_side_encryption(sse.clone())
+                    .set_ssekms_key_id(kms.clone())
+                    .set_expected_bucket_owner(self.owner())
+                    .send()
+            })
+            .await?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Backend {
+                store: "s3",
+                message: format!(
+                    "CreateMultipartUpload s3://{bucket}/{key} at {} returned no upload id: \
+                     the store does not support multipart upload; raise s3.multipart_threshold",
+                    self.endpoint
+                ),
+                source: None,
+            })
     }
 
     async fn upload_part(
@@ -521,10 +648,9 @@ impl Inner {
         data: Bytes,
     ) -> Result<CompletedPart> {
         let len = data.len() as u64;
-        let part = self
-            .run(Op::UploadPart, |_| {
-                let req = self
-                    .client
+        let out = self
+            .call(Op::UploadPart, bucket, key, || {
+                self.client
                     .upload_part()
                     .bucket(bucket)
                     .key(key)
@@ -532,19 +658,15 @@ impl Inner {
                     .part_number(part_number)
                     .content_length(len as i64)
                     .body(ByteStream::from(data.clone()))
-                    .set_expected_bucket_owner(self.owner());
-                async move {
-                    let out = req.send().await.map_err(Failure::from)?;
-                    Ok(CompletedPart::builder()
-                        .part_number(part_number)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .build())
-                }
+                    .set_expected_bucket_owner(self.owner())
+                    .send()
             })
-            .await
-            .map_err(|e| self.error(Op::UploadPart, bucket, key, e))?;
+            .await?;
         add(&self.metrics.requests.bytes_uploaded, len);
-        Ok(part)
+        Ok(CompletedPart::builder()
+            .part_number(part_number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .build())
     }
 
     async fn complete_multipart(
@@ -559,20 +681,19 @@ impl Inner {
             .set_parts(Some(parts))
             .build();
         let res = self
-            .run(Op::CompleteMultipart, |_| {
-                let req = self
-                    .client
+            .send(Op::CompleteMultipart, || {
+                self.client
                     .complete_multipart_upload()
                     .bucket(bucket)
                     .key(key)
                     .upload_id(upload_id)
                     .multipart_upload(upload.clone())
-                    .set_expected_bucket_owner(self.owner());
-                async move { req.send().await.map(|_| ()).map_err(Failure::from) }
+                    .set_expected_bucket_owner(self.owner())
+                    .send()
             })
             .await;
         match res {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             // An earlier attempt completed the upload but its response was lost.
             Err(e) if e.last.kind == Kind::NoSuchUpload && e.attempts > 1 => {
                 match self.head_object(bucket, key).await {
@@ -586,19 +707,18 @@ impl Inner {
 
     async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
         let res = self
-            .run(Op::AbortMultipart, |_| {
-                let req = self
-                    .client
+            .send(Op::AbortMultipart, || {
+                self.client
                     .abort_multipart_upload()
                     .bucket(bucket)
                     .key(key)
                     .upload_id(upload_id)
-                    .set_expected_bucket_owner(self.owner());
-                async move { req.send().await.map(|_| ()).map_err(Failure::from) }
+                    .set_expected_bucket_owner(self.owner())
+                    .send()
             })
             .await;
         match res {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(e) if matches!(e.last.kind, Kind::NoSuchUpload | Kind::NotFound) => Ok(()),
             Err(e) => Err(self.error(Op::AbortMultipart, bucket, key, e)),
         }
@@ -614,18 +734,16 @@ impl Inner {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .run(Op::List, |_| {
-                    let req = self
-                        .client
+                .call(Op::List, bucket, &full, || {
+                    self.client
                         .list_objects_v2()
                         .bucket(bucket)
                         .prefix(&full)
                         .set_continuation_token(token.clone())
-                        .set_expected_bucket_owner(self.owner());
-                    async move { req.send().await.map_err(Failure::from) }
+                        .set_expected_bucket_owner(self.owner())
+                        .send()
                 })
-                .await
-                .map_err(|e| self.error(Op::List, bucket, &full, e))?;
+                .await?;
             for obj in page.contents() {
                 let Some(path) = obj.key().and_then(|k| k.strip_prefix(&cell_prefix)) else {
                     continue;
@@ -680,17 +798,15 @@ impl Inner {
             format!("{} (and {} more keys)", keys[0], keys.len() - 1)
         };
         let out = self
-            .run(Op::Delete, |_| {
-                let req = self
-                    .client
+            .call(Op::Delete, bucket, &described, || {
+                self.client
                     .delete_objects()
                     .bucket(bucket)
                     .delete(delete.clone())
-                    .set_expected_bucket_owner(self.owner());
-                async move { req.send().await.map_err(Failure::from) }
+                    .set_expected_bucket_owner(self.owner())
+                    .send()
             })
-            .await
-            .map_err(|e| self.error(Op::Delete, bucket, &described, e))?;
+            .await?;
         let failed: Vec<String> = out
             .errors()
             .iter()
