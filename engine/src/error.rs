@@ -60,6 +60,10 @@ pub enum EngineError {
     #[error("task killed: executor {executor} was lost")]
     ExecutorLost { executor: usize },
 
+    /// The job was cancelled (Ctrl-C); its tasks were stopped.
+    #[error("cancelled: the job was interrupted and its tasks stopped")]
+    Cancelled,
+
     /// Re-running a lost map output failed (shared by every task that
     /// waited for that re-run).
     #[error("re-running map {map_id} of shuffle {shuffle_id} failed: {source}")]

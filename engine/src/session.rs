@@ -111,6 +111,15 @@ impl Session {
         &self.state.executors
     }
 
+    /// Cancels the session's running job (and any later one): running task
+    /// attempts are aborted and no new ones start; the job fails with
+    /// [`EngineError::Cancelled`] once all its attempts have ended, so the
+    /// caller's cleanup runs after the last write. Returns the number of
+    /// attempts that were running.
+    pub fn cancel(&self) -> usize {
+        self.state.executors.cancel()
+    }
+
     /// Reports executor `executor` lost, as a cluster manager would: its
     /// running task attempts are killed (and re-run), and unless the shuffle
     /// backend stores outputs reliably (S3), the map outputs it committed are

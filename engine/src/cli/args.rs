@@ -653,7 +653,10 @@ mod tests {
             ("q80 --spill-to-s3", "--shuffle s3"),
             ("q80 --memory", "--memory needs a value"),
             ("q80 --lose-executor 1", "add --executors 2"),
-            ("q80 --executors 2 --lose-executor one", "--lose-executor `one`"),
+            (
+                "q80 --executors 2 --lose-executor one",
+                "--lose-executor `one`",
+            ),
             ("q80 --executors 2 --lose-executor 1@x", "EXECUTOR[@STAGES]"),
             ("q80 --executors 0", "--executors"),
             ("frob", "frob"),

@@ -34,7 +34,8 @@ pub use run::{run_q80, Q80Job, Q80Outcome};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError {
     pub message: String,
-    /// 2 for usage errors (bad flags or values), 1 for failures at run time.
+    /// 2 for usage errors (bad flags or values), 1 for failures at run time,
+    /// 130 when interrupted (Ctrl-C).
     pub code: u8,
 }
 
@@ -139,6 +140,7 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     let mut job = q.job.clone();
     job.progress = progress;
     job.announce = !q.quiet;
+    job.interruptible = true;
     let threads = job.config.parallelism.clamp(2, 64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

@@ -44,6 +44,8 @@ pub struct Q80Job {
     pub announce: bool,
     /// Fault injection: lose an executor mid-job (`--lose-executor`).
     pub lose_executor: Option<ExecutorLossPlan>,
+    /// Stop on Ctrl-C: cancel the job, clean up, exit 130 (the binary).
+    pub interruptible: bool,
 }
 
 /// `--lose-executor E` without `@S`: stages the executor must have committed
@@ -71,6 +73,7 @@ impl Default for Q80Job {
             progress: false,
             announce: false,
             lose_executor: None,
+            interruptible: false,
         }
     }
 }
@@ -454,10 +457,22 @@ async fn execute(
     if let Some(plan) = job.lose_executor {
         install_executor_loss(&session, manager, plan, &victim_stages, job.announce);
     }
+    let watcher = job.interruptible.then(|| watch_interrupt(session.clone()));
     bar.set(0, "stages done");
     let result = df.collect_with_summary().await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     session.set_stage_hook(None);
     session.set_task_hook(None);
+    if session.executors().is_cancelled() {
+        bar.finish();
+        timings.execute_ms = ms(t);
+        return Err(CliError {
+            message: "interrupted: the job was cancelled and its tasks stopped".into(),
+            code: 130,
+        });
+    }
     bar.finish();
     timings.execute_ms = ms(t);
     let (batches, summary) = result.map_err(|e| {
@@ -474,6 +489,52 @@ async fn execute(
     let csv = q80_csv(&rows);
     timings.output_ms = ms(t);
     Ok((csv, rows))
+}
+
+/// On the first Ctrl-C, cancels the session's job (its caller then removes
+/// the run's shuffle and spill objects); on the second, exits at once.
+///
+/// On Unix the SIGINT handler is installed before this returns, so an
+/// interrupt that comes right after the job starts is not lost.
+fn watch_interrupt(session: Session) -> tokio::task::JoinHandle<()> {
+    let mut sigint = Interrupts::install();
+    tokio::spawn(async move {
+        if !sigint.next().await {
+            return;
+        }
+        eprintln!(
+            "\nshovel: interrupted: stopping tasks, then removing this run's shuffle and spill \
+             objects (Ctrl-C again to quit at once)"
+        );
+        session.cancel();
+        if sigint.next().await {
+            std::process::exit(130);
+        }
+    })
+}
+
+/// Ctrl-C notifications (SIGINT on Unix, listened to from creation).
+struct Interrupts {
+    #[cfg(unix)]
+    sigint: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn install() -> Self {
+        Self {
+            #[cfg(unix)]
+            sigint: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Waits for the next interrupt; false if none can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(s) = self.sigint.as_mut() {
+            return s.recv().await.is_some();
+        }
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
 
 /// `--lose-executor`: once the executor has committed map outputs in

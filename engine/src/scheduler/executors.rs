@@ -19,9 +19,13 @@
 //!          missing, and the scheduler re-runs exactly those maps
 //!        storage reliable (S3)? ──▶ keep them: nothing finished re-runs
 //! ```
+//!
+//! [`Executors::cancel`] stops everything (Ctrl-C): running attempts are
+//! aborted, no new ones start, and jobs fail with `Cancelled` once every
+//! attempt has ended, so the cleanup that follows sees no more writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use shuffle_core::MapStatus;
@@ -46,14 +50,24 @@ struct Running {
     abort: AbortHandle,
 }
 
+/// Why an attempt was aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kill {
+    /// Its executor was lost.
+    ExecutorLost(usize),
+    /// The session was cancelled.
+    Cancelled,
+}
+
 /// The executors of a session and the task attempts running on them.
 #[derive(Default)]
 pub struct Executors {
     count: usize,
     next_id: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
-    /// Attempts killed by a loss, so their failure reads as `ExecutorLost`.
-    killed: Mutex<HashMap<u64, usize>>,
+    /// Attempts killed on purpose, and why (their failure reads as such).
+    killed: Mutex<HashMap<u64, Kill>>,
+    cancelled: AtomicBool,
 }
 
 impl std::fmt::Debug for Executors {
@@ -72,25 +86,16 @@ pub(crate) struct RunningGuard<'a> {
 }
 
 impl RunningGuard<'_> {
-    /// The executor that killed this attempt, if it was killed by a loss.
-    pub(crate) fn killed_by(&self) -> Option<usize> {
-        self.executors
-            .killed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&self.id)
-            .copied()
+    /// Why this attempt was aborted, if it was.
+    pub(crate) fn killed_by(&self) -> Option<Kill> {
+        self.executors.lock_killed().get(&self.id).copied()
     }
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.executors.lock_running().remove(&self.id);
-        self.executors
-            .killed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.executors.lock_killed().remove(&self.id);
     }
 }
 
@@ -117,14 +122,45 @@ impl Executors {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a running attempt on `executor`.
+    /// Registers a running attempt on `executor` (aborted at once if the
+    /// session is cancelled).
     pub(crate) fn register(&self, executor: usize, abort: AbortHandle) -> RunningGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock_running().insert(id, Running { executor, abort });
+        {
+            // Under the lock `cancel` takes, so no attempt slips past it.
+            let mut running = self.lock_running();
+            if self.is_cancelled() {
+                self.lock_killed().insert(id, Kill::Cancelled);
+                abort.abort();
+            }
+            running.insert(id, Running { executor, abort });
+        }
         RunningGuard {
             executors: self,
             id,
         }
+    }
+
+    fn lock_killed(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Kill>> {
+        self.killed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether [`Executors::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Cancels every running and future attempt; returns how many were
+    /// running. Jobs then fail with `EngineError::Cancelled`.
+    pub fn cancel(&self) -> usize {
+        let running = self.lock_running();
+        self.cancelled.store(true, Ordering::SeqCst);
+        let mut killed = self.lock_killed();
+        for (id, r) in running.iter() {
+            killed.insert(*id, Kill::Cancelled);
+            r.abort.abort();
+        }
+        running.len()
     }
 
     /// Attempts running now on `executor`.
@@ -149,9 +185,9 @@ impl Executors {
         let mut killed = 0;
         {
             let running = self.lock_running();
-            let mut marks = self.killed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut marks = self.lock_killed();
             for (id, r) in running.iter().filter(|(_, r)| r.executor == executor) {
-                marks.insert(*id, executor);
+                marks.entry(*id).or_insert(Kill::ExecutorLost(executor));
                 r.abort.abort();
                 killed += 1;
             }

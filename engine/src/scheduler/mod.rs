@@ -50,7 +50,7 @@ use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSum
 use crate::physical::planner::{JobPlan, StageDef};
 use crate::physical::util::collect;
 use crate::physical::{ExecutionPlan, TaskContext};
-use executors::Executors;
+use executors::{Executors, Kill};
 use tracker::MapOutputTracker;
 
 /// Called after a map stage first completes (used by tests to inject faults).
@@ -368,6 +368,12 @@ impl Job {
                 let res = self.run_attempt(stage_id, partition, attempt).await;
                 match res {
                     Ok(out) => return Ok(out),
+                    Err(e) if self.executors.is_cancelled() => {
+                        return Err(match e {
+                            EngineError::ExecutorLost { .. } => EngineError::Cancelled,
+                            e => e,
+                        })
+                    }
                     Err(EngineError::ExecutorLost { executor }) if kills < max => {
                         // Not the task's fault: re-run it on the replacement.
                         kills += 1;
@@ -566,6 +572,9 @@ impl Job {
             .acquire_owned()
             .await
             .map_err(|_| EngineError::internal("task slots closed"))?;
+        if self.executors.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         let executor = self.executors.place(partition);
         let metrics = Arc::new(TaskMetrics::default());
         let ctx = Arc::new(TaskContext {
@@ -621,8 +630,9 @@ impl Job {
         }
         let res = match handle.await {
             Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(EngineError::ExecutorLost {
-                executor: running.killed_by().unwrap_or(executor),
+            Err(e) if e.is_cancelled() => Err(match running.killed_by() {
+                Some(Kill::ExecutorLost(executor)) => EngineError::ExecutorLost { executor },
+                Some(Kill::Cancelled) | None => EngineError::Cancelled,
             }),
             Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
         };
