@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod expr;
+pub mod json;
 pub mod logical;
 pub mod memory;
 pub mod metrics;

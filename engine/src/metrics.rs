@@ -5,8 +5,9 @@
 //! [`StageSummary`]s and the [`JobSummary`] the CLI prints and serialises
 //! with [`JobSummary::to_json`] (a tiny hand-written JSON writer: no serde).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::json::Json;
 
 /// Counters of one running task attempt.
 #[derive(Debug, Default)]
@@ -217,64 +218,17 @@ impl JobSummary {
 
     /// Serialises to JSON.
     pub fn to_json(&self) -> String {
-        let mut w = JsonWriter::default();
-        w.begin();
+        let mut w = Json::new();
         w.num("job_id", self.job_id);
         w.str("backend", &self.backend);
-        w.float("elapsed_ms", self.elapsed_ms);
+        w.f64("elapsed_ms", self.elapsed_ms);
         w.num("rows_out", self.rows_out);
         w.num("num_stages", self.num_stages as u64);
         w.num("tasks_run", self.tasks_run);
         w.num("tasks_retried", self.tasks_retried);
         w.num("tasks_recomputed", self.tasks_recomputed);
         w.num("tasks_killed", self.tasks_killed);
-        w.key("retry_reasons");
-        w.out.push('[');
-        for (i, r) in self.retry_reasons.iter().enumerate() {
-            if i > 0 {
-                w.out.push(',');
-            }
-            let mut o = JsonWriter::default();
-            o.begin();
-            match r {
-                RetryReason::TaskError(e) => {
-                    o.str("kind", "task_error");
-                    o.str("error", e);
-                }
-                RetryReason::FetchFailure {
-                    shuffle_id,
-                    map_id,
-                    error,
-                } => {
-                    o.str("kind", "fetch_failure");
-                    o.num("shuffle_id", *shuffle_id as u64);
-                    o.num("map_id", *map_id as u64);
-                    o.str("error", error);
-                }
-                RetryReason::Refetch {
-                    stage_id,
-                    partition,
-                    error,
-                } => {
-                    o.str("kind", "refetch");
-                    o.num("stage_id", *stage_id as u64);
-                    o.num("partition", *partition as u64);
-                    o.str("error", error);
-                }
-                RetryReason::ExecutorLost {
-                    executor,
-                    stage_id,
-                    partition,
-                } => {
-                    o.str("kind", "executor_lost");
-                    o.num("executor", *executor as u64);
-                    o.num("stage_id", *stage_id as u64);
-                    o.num("partition", *partition as u64);
-                }
-            }
-            w.out.push_str(&o.end());
-        }
-        w.out.push(']');
+        w.array("retry_reasons", self.retry_reasons.iter().map(reason_json));
         w.num("shuffle_bytes_written", self.shuffle_bytes_written);
         w.num("shuffle_bytes_read", self.shuffle_bytes_read);
         w.num("spill_bytes", self.spill_bytes);
@@ -282,120 +236,88 @@ impl JobSummary {
         w.num("shuffle_spill_bytes", self.shuffle_spill_bytes);
         w.num("peak_memory", self.peak_memory);
         w.num("memory_limit", self.memory_limit);
-        w.key("stages");
-        w.out.push('[');
-        for (i, s) in self.stages.iter().enumerate() {
-            if i > 0 {
-                w.out.push(',');
-            }
-            let mut o = JsonWriter::default();
-            o.begin();
-            o.num("stage_id", s.stage_id as u64);
-            o.str("description", &s.description);
-            o.str("output", &s.output);
-            o.num("num_tasks", s.num_tasks as u64);
-            o.num("rows_in", s.rows_in);
-            o.num("bytes_in", s.bytes_in);
-            o.num("rows_out", s.rows_out);
-            o.num("bytes_out", s.bytes_out);
-            o.num("shuffle_bytes_written", s.shuffle_bytes_written);
-            o.num("shuffle_bytes_read", s.shuffle_bytes_read);
-            o.num("spill_bytes", s.spill_bytes);
-            o.num("spill_count", s.spill_count);
-            o.float("elapsed_ms", s.elapsed_ms);
-            o.key("tasks");
-            o.out.push('[');
-            for (j, t) in s.tasks.iter().enumerate() {
-                if j > 0 {
-                    o.out.push(',');
-                }
-                let mut tw = JsonWriter::default();
-                tw.begin();
-                tw.num("partition", t.partition as u64);
-                tw.num("attempt", t.attempt as u64);
-                tw.bool("succeeded", t.succeeded);
-                tw.num("rows_in", t.rows_in);
-                tw.num("bytes_in", t.bytes_in);
-                tw.num("rows_out", t.rows_out);
-                tw.num("bytes_out", t.bytes_out);
-                tw.num("shuffle_bytes_written", t.shuffle_bytes_written);
-                tw.num("shuffle_bytes_read", t.shuffle_bytes_read);
-                tw.num("spill_bytes", t.spill_bytes);
-                tw.float("elapsed_ms", t.elapsed_ms);
-                if let Some(e) = &t.error {
-                    tw.str("error", e);
-                }
-                o.out.push_str(&tw.end());
-            }
-            o.out.push(']');
-            w.out.push_str(&o.end());
-        }
-        w.out.push(']');
+        w.array("stages", self.stages.iter().map(stage_json));
         w.end()
     }
 }
 
-#[derive(Default)]
-struct JsonWriter {
-    out: String,
-    first: bool,
+fn reason_json(r: &RetryReason) -> String {
+    let mut o = Json::new();
+    match r {
+        RetryReason::TaskError(e) => {
+            o.str("kind", "task_error");
+            o.str("error", e);
+        }
+        RetryReason::FetchFailure {
+            shuffle_id,
+            map_id,
+            error,
+        } => {
+            o.str("kind", "fetch_failure");
+            o.num("shuffle_id", *shuffle_id as u64);
+            o.num("map_id", *map_id as u64);
+            o.str("error", error);
+        }
+        RetryReason::Refetch {
+            stage_id,
+            partition,
+            error,
+        } => {
+            o.str("kind", "refetch");
+            o.num("stage_id", *stage_id as u64);
+            o.num("partition", *partition as u64);
+            o.str("error", error);
+        }
+        RetryReason::ExecutorLost {
+            executor,
+            stage_id,
+            partition,
+        } => {
+            o.str("kind", "executor_lost");
+            o.num("executor", *executor as u64);
+            o.num("stage_id", *stage_id as u64);
+            o.num("partition", *partition as u64);
+        }
+    }
+    o.end()
 }
 
-impl JsonWriter {
-    fn begin(&mut self) {
-        self.out.push('{');
-        self.first = true;
-    }
-    fn end(mut self) -> String {
-        self.out.push('}');
-        self.out
-    }
-    fn key(&mut self, k: &str) {
-        if !self.first {
-            self.out.push(',');
-        }
-        self.first = false;
-        escape(&mut self.out, k);
-        self.out.push(':');
-    }
-    fn num(&mut self, k: &str, v: u64) {
-        self.key(k);
-        let _ = write!(self.out, "{v}");
-    }
-    fn float(&mut self, k: &str, v: f64) {
-        self.key(k);
-        if v.is_finite() {
-            let _ = write!(self.out, "{v:.3}");
-        } else {
-            self.out.push_str("null");
-        }
-    }
-    fn bool(&mut self, k: &str, v: bool) {
-        self.key(k);
-        self.out.push_str(if v { "true" } else { "false" });
-    }
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        escape(&mut self.out, v);
-    }
+fn stage_json(s: &StageSummary) -> String {
+    let mut o = Json::new();
+    o.num("stage_id", s.stage_id as u64);
+    o.str("description", &s.description);
+    o.str("output", &s.output);
+    o.num("num_tasks", s.num_tasks as u64);
+    o.num("rows_in", s.rows_in);
+    o.num("bytes_in", s.bytes_in);
+    o.num("rows_out", s.rows_out);
+    o.num("bytes_out", s.bytes_out);
+    o.num("shuffle_bytes_written", s.shuffle_bytes_written);
+    o.num("shuffle_bytes_read", s.shuffle_bytes_read);
+    o.num("spill_bytes", s.spill_bytes);
+    o.num("spill_count", s.spill_count);
+    o.f64("elapsed_ms", s.elapsed_ms);
+    o.array("tasks", s.tasks.iter().map(task_json));
+    o.end()
 }
 
-fn escape(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+fn task_json(t: &TaskSummary) -> String {
+    let mut o = Json::new();
+    o.num("partition", t.partition as u64);
+    o.num("attempt", t.attempt as u64);
+    o.bool("succeeded", t.succeeded);
+    o.num("rows_in", t.rows_in);
+    o.num("bytes_in", t.bytes_in);
+    o.num("rows_out", t.rows_out);
+    o.num("bytes_out", t.bytes_out);
+    o.num("shuffle_bytes_written", t.shuffle_bytes_written);
+    o.num("shuffle_bytes_read", t.shuffle_bytes_read);
+    o.num("spill_bytes", t.spill_bytes);
+    o.f64("elapsed_ms", t.elapsed_ms);
+    if let Some(e) = &t.error {
+        o.str("error", e);
     }
-    out.push('"');
+    o.end()
 }
 
 #[cfg(test)]

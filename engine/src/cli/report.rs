@@ -7,6 +7,7 @@ use std::path::Path;
 
 use shuffle_core::MetricsSnapshot;
 
+use crate::json::Json;
 use crate::metrics::JobSummary;
 
 use super::run::Q80Job;
@@ -492,80 +493,6 @@ fn json_f64(v: f64) -> String {
     } else {
         "null".to_string()
     }
-}
-
-/// A tiny JSON object writer (the engine has no serde).
-struct Json {
-    out: String,
-    first: bool,
-}
-
-impl Json {
-    fn new() -> Self {
-        Self {
-            out: "{".to_string(),
-            first: true,
-        }
-    }
-    fn key(&mut self, k: &str) {
-        if !self.first {
-            self.out.push(',');
-        }
-        self.first = false;
-        escape(&mut self.out, k);
-        self.out.push(':');
-    }
-    fn raw(&mut self, k: &str, v: &str) {
-        self.key(k);
-        self.out.push_str(v);
-    }
-    fn num(&mut self, k: &str, v: u64) {
-        self.key(k);
-        let _ = write!(self.out, "{v}");
-    }
-    fn opt_num(&mut self, k: &str, v: Option<u64>) {
-        match v {
-            Some(v) => self.num(k, v),
-            None => self.raw(k, "null"),
-        }
-    }
-    fn f64(&mut self, k: &str, v: f64) {
-        self.key(k);
-        if v.is_finite() {
-            let _ = write!(self.out, "{v:.3}");
-        } else {
-            self.out.push_str("null");
-        }
-    }
-    fn bool(&mut self, k: &str, v: bool) {
-        self.raw(k, if v { "true" } else { "false" });
-    }
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        escape(&mut self.out, v);
-    }
-    fn end(mut self) -> String {
-        self.out.push('}');
-        self.out
-    }
-}
-
-fn escape(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
