@@ -17,6 +17,12 @@
 //! byte the output that would have been written without spilling. Blocks of
 //! one partition keep their write order: spills first, oldest first, then
 //! memory.
+//!
+//! Because merging does not decode frames, each spill records the crc32 of
+//! every partition's segment (as a map status does), and the merge checks it
+//! while copying: a damaged spill is an [`Error::SpillCorrupt`] naming the
+//! spill object and the partition, never a map output whose own checksums
+//! vouch for damaged bytes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +41,8 @@ use crate::{Error, Result};
 struct SpillRun {
     file: SpillFile,
     lengths: Vec<u64>,
+    /// crc32 of each partition's segment.
+    checksums: Vec<u32>,
     raw: Vec<u64>,
 }
 
@@ -140,18 +148,27 @@ impl MapOutputBuffer {
         let mut w = SpillWriter::create(&self.spill_store, &self.metrics).await?;
         let n = self.frames.len();
         let mut lengths = vec![0u64; n];
+        let mut checksums = vec![0u32; n];
         for (p, frames) in self.frames.iter().enumerate() {
+            let mut crc = crc32fast::Hasher::new();
             for f in frames {
                 if let Err(e) = w.write_frames(f).await {
                     let _ = w.abort().await;
                     return Err(e);
                 }
+                crc.update(f);
                 lengths[p] += f.len() as u64;
             }
+            checksums[p] = crc.finalize();
         }
         let file = w.finish().await?;
         let raw = std::mem::replace(&mut self.raw, vec![0; n]);
-        self.spills.push(SpillRun { file, lengths, raw });
+        self.spills.push(SpillRun {
+            file,
+            lengths,
+            checksums,
+            raw,
+        });
         for f in &mut self.frames {
             f.clear();
         }
@@ -198,18 +215,39 @@ impl MapOutputBuffer {
             let mut pw = self.writer.partition_writer(p as u32).await?;
             for (run, reader) in self.spills.iter().zip(readers.iter_mut()) {
                 let mut left = run.lengths[p];
+                if left == 0 {
+                    continue;
+                }
                 let mut raw = run.raw[p];
+                let mut crc = crc32fast::Hasher::new();
                 while left > 0 {
-                    let chunk = reader.read_up_to(left.min(1 << 20) as usize).await?;
+                    let chunk = reader
+                        .read_up_to(left.min(1 << 20) as usize)
+                        .await
+                        .map_err(|e| in_partition(e, p))?;
                     if chunk.is_empty() {
-                        return Err(Error::corrupt(
-                            &run.file.id,
-                            format!("spill file ends early in partition {p}"),
+                        return Err(Error::spill_corrupt(
+                            reader.object(),
+                            format!("partition {p}"),
+                            format!("truncated: {left} bytes of the partition missing"),
                         ));
                     }
                     left -= chunk.len() as u64;
+                    crc.update(&chunk);
                     // Raw bytes are accounted once per run and partition.
                     pw.write_frames(chunk, std::mem::take(&mut raw)).await?;
+                }
+                // The bytes went out unchecked; if they were damaged, commit
+                // aborts the output they went into.
+                let (expected, actual) = (run.checksums[p], crc.finalize());
+                if actual != expected {
+                    return Err(Error::spill_corrupt(
+                        reader.object(),
+                        format!("partition {p}"),
+                        format!(
+                            "checksum mismatch: expected crc32 {expected:#010x}, got {actual:#010x}"
+                        ),
+                    ));
                 }
             }
             let frames = std::mem::take(&mut self.frames[p]);
@@ -231,5 +269,195 @@ impl MapOutputBuffer {
         }
         self.reservation.free();
         self.writer.abort().await
+    }
+}
+
+/// Adds the partition being merged to where a spill was found damaged.
+fn in_partition(e: Error, p: usize) -> Error {
+    match e {
+        Error::SpillCorrupt { object, at, reason } => Error::SpillCorrupt {
+            object,
+            at: format!("partition {p}, {at}"),
+            reason,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ops::Range;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::manager::Layout;
+    use crate::memory::MemoryPool;
+    use crate::spill::LocalSpillStore;
+    use crate::store::{ObjectKey, ObjectMeta, ObjectSink, PutOutcome, ShuffleStore};
+
+    /// Objects in a map (enough for one map output).
+    #[derive(Debug, Default)]
+    struct MemStore(Arc<Mutex<HashMap<String, Bytes>>>);
+
+    struct MemSink(Arc<Mutex<HashMap<String, Bytes>>>, String, Vec<u8>);
+
+    #[async_trait]
+    impl ObjectSink for MemSink {
+        async fn write(&mut self, data: Bytes) -> Result<()> {
+            self.2.extend_from_slice(&data);
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> Result<u64> {
+            let len = self.2.len() as u64;
+            self.0.lock().unwrap().insert(self.1, Bytes::from(self.2));
+            Ok(len)
+        }
+        async fn abort(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ShuffleStore for MemStore {
+        fn name(&self) -> &'static str {
+            "memory"
+        }
+        fn supports_reliable_storage(&self) -> bool {
+            false
+        }
+        fn describe(&self, key: &ObjectKey) -> String {
+            format!("mem://{}", key.path)
+        }
+        async fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
+            Ok(Box::new(MemSink(
+                Arc::clone(&self.0),
+                key.path.clone(),
+                Vec::new(),
+            )))
+        }
+        async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+            self.0.lock().unwrap().insert(key.path.clone(), data);
+            Ok(())
+        }
+        async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> Result<PutOutcome> {
+            let mut m = self.0.lock().unwrap();
+            if m.contains_key(&key.path) {
+                return Ok(PutOutcome::AlreadyExists);
+            }
+            m.insert(key.path.clone(), data);
+            Ok(PutOutcome::Created)
+        }
+        async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&key.path)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    object: key.path.clone(),
+                })
+        }
+        async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+            let b = self.get(key).await?;
+            let end = (range.end as usize).min(b.len());
+            Ok(b.slice((range.start as usize).min(end)..end))
+        }
+        async fn delete(&self, keys: &[ObjectKey]) -> Result<()> {
+            let mut m = self.0.lock().unwrap();
+            for k in keys {
+                m.remove(&k.path);
+            }
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            let m = self.0.lock().unwrap();
+            Ok(m.iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| ObjectMeta {
+                    key: ObjectKey::new(0, k.clone()),
+                    size: v.len() as u64,
+                    modified_unix_secs: 0,
+                })
+                .collect())
+        }
+    }
+
+    /// A buffer for map 0 of shuffle 0 (4 partitions) over `store`, that
+    /// has spilled blocks of partition 2 once; the spill file's path.
+    async fn spilled(store: &Arc<MemStore>, dir: &std::path::Path) -> (MapOutputBuffer, String) {
+        let metrics = Arc::new(ShuffleMetrics::default());
+        let writer = MapOutputWriter::new(
+            Arc::clone(store) as Arc<dyn ShuffleStore>,
+            Arc::clone(&metrics),
+            Layout::new("app"),
+            Codec::Lz4,
+            0,
+            0,
+            0,
+            4,
+        );
+        let spill: Arc<dyn SpillStore> = Arc::new(LocalSpillStore::new(vec![dir.into()]));
+        let mut buf = MapOutputBuffer::new(
+            writer,
+            MemoryPool::new(1 << 20).reservation("test buffer"),
+            spill,
+            metrics,
+        );
+        for i in 0..4u32 {
+            let block: Vec<u8> = (0..4000u32).map(|j| (j * 13 + i) as u8).collect();
+            buf.write_block(2, &block, 1).await.expect("write");
+        }
+        buf.spill().await.expect("spill");
+        buf.write_block(0, b"in memory", 1).await.expect("write");
+        buf.write_block(1, b"in memory", 1).await.expect("write");
+        let path = buf.spills[0].file.id.clone();
+        (buf, path)
+    }
+
+    /// Damage in a spill is caught by the merge (which copies frames without
+    /// decoding them), reported with the spill object and partition, and
+    /// nothing is committed.
+    #[tokio::test]
+    async fn damaged_spill_fails_the_commit_naming_object_and_partition() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for damage in ["flip", "truncate"] {
+            let store = Arc::new(MemStore::default());
+            let (buf, path) = spilled(&store, dir.path()).await;
+            let mut bytes = std::fs::read(&path).expect("spill file");
+            let mid = bytes.len() / 2;
+            match damage {
+                "flip" => bytes[mid] ^= 0x5a,
+                _ => bytes.truncate(mid),
+            }
+            std::fs::write(&path, &bytes).expect("damage");
+            let err = buf.commit().await.expect_err(damage);
+            assert!(err.is_data_loss(), "{err}");
+            let want = if damage == "flip" {
+                "checksum mismatch"
+            } else {
+                "truncated"
+            };
+            match &err {
+                Error::SpillCorrupt { object, at, reason } => {
+                    assert_eq!(object, &path, "{err}");
+                    assert!(at.starts_with("partition 2"), "{err}");
+                    assert!(reason.contains(want), "{err}");
+                }
+                other => panic!("{damage}: expected a damaged spill, got {other}"),
+            }
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "{damage}: nothing may be committed"
+            );
+            assert!(!std::path::Path::new(&path).exists(), "spill deleted");
+        }
+        // Undamaged, the same buffer commits all three partitions.
+        let store = Arc::new(MemStore::default());
+        let (buf, _) = spilled(&store, dir.path()).await;
+        let status = buf.commit().await.expect("commit");
+        assert_eq!(status.records, vec![1, 1, 4, 0]);
     }
 }

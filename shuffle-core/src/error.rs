@@ -33,6 +33,20 @@ pub enum Error {
     #[error("corrupt or truncated shuffle object {object}: {reason}")]
     Corrupt { object: String, reason: String },
 
+    /// A spill object read back damaged: a checksum mismatch, a malformed
+    /// frame, or fewer bytes than were written. `at` says where (`partition
+    /// p` of a map-output buffer's spill, or `block b at byte o`). No
+    /// committed map output is affected: retrying the task that spilled
+    /// writes the spill again.
+    #[error(
+        "corrupt spill object {object} ({at}): {reason}; the task that spilled it must be re-run"
+    )]
+    SpillCorrupt {
+        object: String,
+        at: String,
+        reason: String,
+    },
+
     /// The storage ran out of space (the OS said so, or a configured quota was reached).
     #[error(
         "no space left for shuffle data in {}: {reason}. Free space, add directories with \
@@ -116,6 +130,19 @@ impl Error {
         }
     }
 
+    /// A damaged-spill error; see [`Error::SpillCorrupt`].
+    pub fn spill_corrupt(
+        object: impl Into<String>,
+        at: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::SpillCorrupt {
+            object: object.into(),
+            at: at.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// A config error.
     pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config {
@@ -125,12 +152,16 @@ impl Error {
     }
 
     /// True when the data read back was damaged: a checksum mismatch, a corrupt
-    /// or truncated object, or an object that is gone. Engines re-run the map
-    /// task that produced it (Spark's fetch-failure path).
+    /// or truncated object (shuffle data or spill), or an object that is gone.
+    /// Engines re-run the task that produced it: for a map output the map task
+    /// (Spark's fetch-failure path), for a spill the task that spilled it.
     pub fn is_data_loss(&self) -> bool {
         match self {
             Error::FetchFailed { source, .. } => source.is_data_loss(),
-            Error::ChecksumMismatch { .. } | Error::Corrupt { .. } | Error::NotFound { .. } => true,
+            Error::ChecksumMismatch { .. }
+            | Error::Corrupt { .. }
+            | Error::SpillCorrupt { .. }
+            | Error::NotFound { .. } => true,
             _ => false,
         }
     }
@@ -183,5 +214,22 @@ mod tests {
         assert!(matches!(e.root(), Error::Corrupt { .. }));
         let e = Error::config("k", "bad");
         assert!(!e.is_data_loss());
+    }
+
+    #[test]
+    fn spill_damage_names_object_and_place() {
+        let e = Error::spill_corrupt(
+            "s3://b/spill/app/spill-7.bin",
+            "partition 3",
+            "checksum mismatch: expected crc32 0x00000001, got 0x00000002",
+        );
+        assert!(e.is_data_loss());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("s3://b/spill/app/spill-7.bin (partition 3)")
+                && msg.contains("checksum mismatch")
+                && msg.contains("re-run"),
+            "{msg}"
+        );
     }
 }

@@ -240,7 +240,8 @@ async fn produce(
                 return Err(Error::corrupt(
                     store.describe(&key),
                     format!(
-                        "truncated: expected {len} bytes at offset {}, read {}",
+                        "truncated in partition {}: expected {len} bytes at offset {}, read {}",
+                        short_partition(&kind, data.len() as u64),
                         range.start,
                         data.len()
                     ),
@@ -274,6 +275,28 @@ async fn produce(
         if tx.send(fetched).await.is_err() {
             return; // the reader was dropped
         }
+    }
+}
+
+/// The partition of a fetch whose bytes end after the first `got` bytes
+/// (the first one a short read leaves incomplete).
+fn short_partition(kind: &FetchKind, got: u64) -> u32 {
+    match kind {
+        FetchKind::Whole {
+            partitions,
+            lengths,
+            ..
+        } => {
+            let mut end = 0;
+            for (p, len) in partitions.clone().zip(lengths) {
+                end += len;
+                if end > got {
+                    return p;
+                }
+            }
+            partitions.end.saturating_sub(1)
+        }
+        FetchKind::Piece { partition, .. } => *partition,
     }
 }
 
@@ -399,7 +422,10 @@ impl State {
             let Some(fetched) = self.rx.recv().await else {
                 if let Some(c) = &self.cursor {
                     if c.left_in_partition > 0 || c.decoder.buffered() > 0 {
-                        let e = Error::corrupt(c.object.clone(), "map output ended early");
+                        let e = Error::corrupt(
+                            c.object.clone(),
+                            format!("map output ended early in partition {}", c.partition),
+                        );
                         return Err(self.fetch_failed(c.map, e));
                     }
                 }
@@ -442,7 +468,10 @@ impl State {
         if first {
             if let Some(c) = &self.cursor {
                 if c.left_in_partition > 0 || c.decoder.buffered() > 0 {
-                    return Err(Error::corrupt(c.object.clone(), "map output ended early"));
+                    return Err(Error::corrupt(
+                        c.object.clone(),
+                        format!("map output ended early in partition {}", c.partition),
+                    ));
                 }
             }
             let m = &self.maps[map];
@@ -524,5 +553,32 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_read_names_the_first_incomplete_partition() {
+        // Partitions 3..7 of lengths 10, 0, 5, 0: bytes 0..10 are partition 3,
+        // 10..15 partition 5.
+        let whole = FetchKind::Whole {
+            partitions: 3..7,
+            lengths: vec![10, 0, 5, 0],
+            checksums: vec![0; 4],
+            map_id: 0,
+            object: "o".into(),
+        };
+        let cases = [(0, 3), (9, 3), (10, 5), (14, 5)];
+        for (got, want) in cases {
+            assert_eq!(short_partition(&whole, got), want, "{got} bytes read");
+        }
+        let piece = FetchKind::Piece {
+            partition: 4,
+            first: false,
+        };
+        assert_eq!(short_partition(&piece, 0), 4);
     }
 }

@@ -7,6 +7,10 @@
 //!
 //! A spill file is a run of [frames](crate::format::frame): lz4 and crc32
 //! like shuffle data, so a corrupt spill is caught, not silently merged.
+//! Damage (a frame whose crc32 does not match, a malformed frame, an object
+//! shorter than what was written) is an [`Error::SpillCorrupt`] naming the
+//! object as the store describes it ([`SpillStore::describe`]) and where in
+//! it: the block and byte offset, or the byte range of a read.
 //! [`SpillStore`] is the small trait a place to spill implements;
 //! [`LocalSpillStore`] keeps files in local directories,
 //! [`ObjectSpillStore`] turns any [`ShuffleStore`] (such as S3) into one.
@@ -43,6 +47,11 @@ pub struct SpillFile {
 pub trait SpillStore: Send + Sync + Debug + 'static {
     /// Where spills go, for metrics and reports ("local", "s3").
     fn location(&self) -> &'static str;
+    /// Human-readable location of a spill file (a path or `s3://bucket/key`),
+    /// for errors. Defaults to the file's id.
+    fn describe(&self, file: &SpillFile) -> String {
+        file.id.clone()
+    }
     /// Starts a new spill file.
     async fn create(&self) -> Result<(SpillFile, Box<dyn ObjectSink>)>;
     /// Reads `range` of a finished spill file (short if the file is shorter).
@@ -161,6 +170,11 @@ impl ObjectSpillStore {
 impl SpillStore for ObjectSpillStore {
     fn location(&self) -> &'static str {
         self.store.name()
+    }
+
+    fn describe(&self, file: &SpillFile) -> String {
+        self.store
+            .describe(&ObjectKey::new(file.shard, file.id.clone()))
     }
 
     async fn create(&self) -> Result<(SpillFile, Box<dyn ObjectSink>)> {
@@ -302,12 +316,17 @@ impl SpillWriter {
 pub struct SpillReader {
     store: Arc<dyn SpillStore>,
     file: SpillFile,
+    /// The file as the store describes it, for errors.
+    object: String,
     pos: u64,
     chunk: Bytes,
     chunk_size: u64,
     decoder: FrameDecoder,
     metrics: Arc<ShuffleMetrics>,
     deleted: bool,
+    /// Blocks decoded so far, and the byte offset of the next frame.
+    blocks: u64,
+    frame_offset: u64,
 }
 
 impl Debug for SpillReader {
@@ -328,16 +347,20 @@ impl SpillReader {
         file: SpillFile,
         metrics: &Arc<ShuffleMetrics>,
     ) -> Self {
-        let decoder = FrameDecoder::new(file.id.clone());
+        let object = store.describe(&file);
+        let decoder = FrameDecoder::new(object.clone());
         Self {
             store,
             file,
+            object,
             pos: 0,
             chunk: Bytes::new(),
             chunk_size: SPILL_READ_CHUNK,
             decoder,
             metrics: Arc::clone(metrics),
             deleted: false,
+            blocks: 0,
+            frame_offset: 0,
         }
     }
 
@@ -349,6 +372,11 @@ impl SpillReader {
 
     pub fn file(&self) -> &SpillFile {
         &self.file
+    }
+
+    /// The file as its store describes it (a path or `s3://bucket/key`).
+    pub fn object(&self) -> &str {
+        &self.object
     }
 
     /// Bytes not yet consumed.
@@ -366,12 +394,12 @@ impl SpillReader {
         let end = (self.pos + self.chunk_size).min(self.file.len);
         let data = self.store.read_range(&self.file, self.pos..end).await?;
         if data.len() as u64 != end - self.pos {
-            return Err(Error::corrupt(
-                &self.file.id,
+            return Err(Error::spill_corrupt(
+                &self.object,
+                format!("bytes {}..{end}", self.pos),
                 format!(
-                    "spill file truncated: wanted bytes {}..{}, got {}",
-                    self.pos,
-                    end,
+                    "truncated: {} bytes were written, the read returned {}",
+                    self.file.len,
                     data.len()
                 ),
             ));
@@ -391,17 +419,36 @@ impl SpillReader {
         Ok(self.chunk.split_to(n))
     }
 
+    /// Where the next frame starts, for errors.
+    fn at(&self) -> String {
+        format!("block {} at byte {}", self.blocks, self.frame_offset)
+    }
+
     /// Decodes the next block, or `None` at the end (and deletes the file).
     pub async fn next_block(&mut self) -> Result<Option<Bytes>> {
         loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return decode_frame(&frame, &self.file.id, 0).map(Some);
+            let frame = match self.decoder.next_frame() {
+                Ok(f) => f,
+                Err(e) => return Err(spill_damage(&self.object, self.at(), e)),
+            };
+            if let Some(frame) = frame {
+                let block = decode_frame(&frame, &self.object, 0)
+                    .map_err(|e| spill_damage(&self.object, self.at(), e))?;
+                self.blocks += 1;
+                self.frame_offset += frame.len() as u64;
+                return Ok(Some(block));
             }
             if !self.fill().await? {
-                if self.decoder.buffered() != 0 {
-                    return Err(Error::corrupt(
-                        &self.file.id,
-                        "spill file ends inside a frame (truncated)",
+                let left = self.decoder.buffered();
+                if left != 0 {
+                    // Every written byte was read back (a short object is
+                    // caught in `fill`): the frame's length field is damaged.
+                    return Err(Error::spill_corrupt(
+                        &self.object,
+                        self.at(),
+                        format!(
+                            "the object ends inside a frame ({left} bytes left): a damaged frame header"
+                        ),
                     ));
                 }
                 self.delete().await?;
@@ -422,6 +469,21 @@ impl SpillReader {
     }
 }
 
+/// Restates a frame error met in a spill as [`Error::SpillCorrupt`] at `at`.
+fn spill_damage(object: &str, at: String, e: Error) -> Error {
+    match e {
+        Error::ChecksumMismatch {
+            expected, actual, ..
+        } => Error::spill_corrupt(
+            object,
+            at,
+            format!("checksum mismatch: expected crc32 {expected:#010x}, got {actual:#010x}"),
+        ),
+        Error::Corrupt { reason, .. } => Error::spill_corrupt(object, at, reason),
+        other => other,
+    }
+}
+
 impl Drop for SpillReader {
     fn drop(&mut self) {
         if self.deleted {
@@ -437,5 +499,119 @@ impl Drop for SpillReader {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::frame::FRAME_HEADER_LEN;
+
+    /// Three blocks spilled to a local store; the file and its blocks.
+    async fn spill(store: &Arc<dyn SpillStore>) -> (SpillFile, Vec<Vec<u8>>) {
+        let metrics = Arc::new(ShuffleMetrics::default());
+        let blocks: Vec<Vec<u8>> = (0..3u32)
+            .map(|b| (0..5000u32).map(|i| (i * 7 + b) as u8).collect())
+            .collect();
+        let mut w = SpillWriter::create(store, &metrics).await.expect("create");
+        for b in &blocks {
+            w.write_block(b).await.expect("write");
+        }
+        (w.finish().await.expect("finish"), blocks)
+    }
+
+    /// Reads `file` to the end (or the first error) in small chunks.
+    async fn read_back(store: &Arc<dyn SpillStore>, file: SpillFile) -> Result<Vec<Bytes>> {
+        let metrics = Arc::new(ShuffleMetrics::default());
+        let mut r = SpillReader::open(Arc::clone(store), file, &metrics).with_chunk_size(1000);
+        let mut out = Vec::new();
+        while let Some(b) = r.next_block().await? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    /// Byte offset of block `i`'s frame and its length.
+    fn frame_of(bytes: &[u8], i: usize) -> (usize, usize) {
+        let mut off = 0;
+        for _ in 0..i {
+            let h = crate::format::frame::parse_header(&bytes[off..], "t").expect("header");
+            off += FRAME_HEADER_LEN + h.payload_len as usize;
+        }
+        let h = crate::format::frame::parse_header(&bytes[off..], "t").expect("header");
+        (off, FRAME_HEADER_LEN + h.payload_len as usize)
+    }
+
+    fn expect_damage(err: Error, object: &str, at: &str, reason: &str) {
+        assert!(err.is_data_loss(), "{err}");
+        match &err {
+            Error::SpillCorrupt {
+                object: o,
+                at: a,
+                reason: r,
+            } => {
+                assert_eq!(o, object);
+                assert!(a.contains(at), "{err}");
+                assert!(r.contains(reason), "{err}");
+            }
+            other => panic!("expected a damaged spill, got {other}"),
+        }
+    }
+
+    /// Spills three blocks, damages the file with `damage` (given its bytes
+    /// and the offset and length of each frame), and reads it back: the
+    /// error, the file and its frames.
+    async fn damaged(
+        damage: impl FnOnce(&mut Vec<u8>, &[(usize, usize)]),
+    ) -> (Error, SpillFile, Vec<(usize, usize)>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn SpillStore> = Arc::new(LocalSpillStore::new(vec![dir.path().into()]));
+        let (file, _) = spill(&store).await;
+        let mut bytes = std::fs::read(&file.id).expect("spill file");
+        let frames: Vec<(usize, usize)> = (0..3).map(|i| frame_of(&bytes, i)).collect();
+        damage(&mut bytes, &frames);
+        std::fs::write(&file.id, &bytes).expect("damage");
+        let err = read_back(&store, file.clone()).await.expect_err("damaged");
+        (err, file, frames)
+    }
+
+    #[tokio::test]
+    async fn damaged_spill_is_reported_with_object_and_block() {
+        // A flipped payload byte of block 1: its checksum.
+        let (err, file, frames) = damaged(|b, f| b[f[1].0 + f[1].1 / 2] ^= 0x5a).await;
+        let at = format!("block 1 at byte {}", frames[1].0);
+        expect_damage(err, &file.id, &at, "checksum mismatch");
+
+        // A flipped magic byte of block 2.
+        let (err, file, _) = damaged(|b, f| b[f[2].0] ^= 0x01).await;
+        expect_damage(err, &file.id, "block 2", "magic");
+
+        // A length field of the last frame grown past the end of the object.
+        let (err, file, _) = damaged(|b, f| b[f[2].0 + 9] ^= 0x10).await;
+        expect_damage(err, &file.id, "block 2", "damaged frame header");
+
+        // Truncated in the middle of block 2: fewer bytes than were written.
+        let (err, file, _) = damaged(|b, f| b.truncate(f[2].0 + f[2].1 / 2)).await;
+        let msg = err.to_string();
+        expect_damage(err, &file.id, "bytes", "truncated");
+        assert!(
+            msg.contains(&format!("{} bytes were written", file.len)),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn undamaged_spill_reads_back_and_is_deleted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn SpillStore> = Arc::new(LocalSpillStore::new(vec![dir.path().into()]));
+        let (file, blocks) = spill(&store).await;
+        assert_eq!(
+            store.describe(&file),
+            file.id,
+            "a local spill is named by its path"
+        );
+        let read = read_back(&store, file.clone()).await.expect("read");
+        assert_eq!(read, blocks);
+        assert!(!std::path::Path::new(&file.id).exists());
     }
 }

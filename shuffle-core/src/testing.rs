@@ -585,27 +585,40 @@ pub async fn flipped_byte_is_checksum_mismatch(b: &dyn Backend) {
     mgr.cleanup_app().await.expect("cleanup");
 }
 
-/// A truncated data object or index is reported as truncated/corrupt.
+/// A truncated data object or index is reported as truncated/corrupt, the
+/// data object with the first partition the cut leaves incomplete.
 pub async fn truncated_object_is_reported(b: &dyn Backend) {
     let mgr = b.manager(fresh_config("truncate")).await;
     setup(&mgr, 14, 1, 3).await;
     let mut e = Expected::new();
+    e.insert((0, 0), vec![Bytes::from(vec![7u8; 4_000])]);
     e.insert(
         (0, 2),
         vec![Bytes::from(vec![5u8; 10_000]), Bytes::from_static(b"end")],
     );
     let status = write_all(&mgr, 14, 1, 3, &e).await.remove(0);
-    damage(&mgr, &status, |b| b.truncate(b.len() - 10)).await;
-    let err = read_range(&mgr, 14, std::slice::from_ref(&status), 0..3)
-        .await
-        .expect_err("truncated");
-    assert!(err.is_data_loss(), "{err}");
-    match err.root() {
-        Error::Corrupt { object, reason } => {
-            assert!(object.contains(&status.location.path), "{object}");
-            assert!(reason.contains("truncated"), "{reason}");
+    let original = mgr.store().get(&status.location).await.expect("data");
+    let middle_of_0 = status.byte_range(0..1).end / 2;
+    for (cut, partition) in [(original.len() as u64 - 10, 2), (middle_of_0, 0)] {
+        damage(&mgr, &status, |b| b.truncate(cut as usize)).await;
+        let err = read_range(&mgr, 14, std::slice::from_ref(&status), 0..3)
+            .await
+            .expect_err("truncated");
+        assert!(err.is_data_loss(), "{err}");
+        match err.root() {
+            Error::Corrupt { object, reason } => {
+                assert!(object.contains(&status.location.path), "{object}");
+                assert!(
+                    reason.contains(&format!("truncated in partition {partition}")),
+                    "cut at {cut}: {reason}"
+                );
+            }
+            other => panic!("expected truncated, got {other}"),
         }
-        other => panic!("expected truncated, got {other}"),
+        mgr.store()
+            .put(&status.location, original.clone())
+            .await
+            .expect("restore");
     }
     let index_key = mgr.layout().index_key(14, 0);
     let index = mgr.store().get(&index_key).await.expect("index");

@@ -4,9 +4,12 @@
 //! - two attempts of the same map task racing through the shuffle manager
 //!   (as speculative execution or a retry after a lost heartbeat would) leave
 //!   exactly one committed output, and the reducer sees every row once;
-//! - a byte flipped in a committed shuffle data object between stages is
-//!   caught by its checksum, reported with object and partition, repaired by
-//!   re-running the producing map task, and q80 still gives the golden answer.
+//! - a byte flipped in, or the truncation of, a committed shuffle data object
+//!   between stages is caught (checksum / short read), reported with object
+//!   and partition, repaired by re-running the producing map task, and q80
+//!   still gives the golden answer.
+//!
+//! Damaged spill objects are covered in `reliability_spill.rs`.
 
 mod reliability_support;
 
@@ -274,9 +277,19 @@ async fn duplicate_map_attempts_commit_once_s3() {
 /// What the stage hook damaged: object (as the store names it) and partition.
 type Damage = Arc<Mutex<Option<(String, u32)>>>;
 
-/// After the first map stage with output, flips one byte in the middle of a
-/// non-empty partition of one of its committed data objects.
-fn corrupt_once(session: &Session, m: &StoreShuffleManager) -> Damage {
+/// How a committed data object is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Harm {
+    /// One byte flipped in the middle of the first non-empty partition.
+    Flip,
+    /// Cut in the middle of the last non-empty partition (so only that
+    /// partition's readers fail, and they name it).
+    Truncate,
+}
+
+/// After the first map stage with output, damages (`harm`) one of its
+/// committed data objects once.
+fn damage_once(session: &Session, m: &StoreShuffleManager, harm: Harm) -> Damage {
     let damage: Damage = Arc::new(Mutex::new(None));
     let (d, m) = (Arc::clone(&damage), m.clone());
     session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
@@ -287,7 +300,13 @@ fn corrupt_once(session: &Session, m: &StoreShuffleManager) -> Damage {
         let Some(st) = ev.statuses.iter().find(|s| s.total_bytes() > 0) else {
             return;
         };
-        let p = st.lengths.iter().position(|&l| l > 0).expect("non-empty") as u32;
+        let non_empty = |(_, l): &(usize, &u64)| **l > 0;
+        let p = match harm {
+            Harm::Flip => st.lengths.iter().enumerate().find(non_empty),
+            Harm::Truncate => st.lengths.iter().enumerate().rfind(non_empty),
+        }
+        .expect("non-empty")
+        .0 as u32;
         let range = st.byte_range(p..p + 1);
         let offset = (range.start + (range.end - range.start) / 2) as usize;
         let store = Arc::clone(m.store());
@@ -296,7 +315,10 @@ fn corrupt_once(session: &Session, m: &StoreShuffleManager) -> Damage {
         tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async {
                 let mut bytes = store.get(&loc).await.expect("get data object").to_vec();
-                bytes[offset] ^= 0x5a;
+                match harm {
+                    Harm::Flip => bytes[offset] ^= 0x5a,
+                    Harm::Truncate => bytes.truncate(offset),
+                }
                 store
                     .put(&loc, Bytes::from(bytes))
                     .await
@@ -308,7 +330,7 @@ fn corrupt_once(session: &Session, m: &StoreShuffleManager) -> Damage {
     damage
 }
 
-async fn corruption_is_repaired(backend: Backend) {
+async fn corruption_is_repaired(backend: Backend, harm: Harm) {
     let data = tokio::task::spawn_blocking(data_dir)
         .await
         .expect("data generation");
@@ -317,33 +339,36 @@ async fn corruption_is_repaired(backend: Backend) {
         engine_config(None),
         Arc::new(m.clone()) as Arc<dyn ShuffleManager>,
     );
-    let damage = corrupt_once(&session, &m);
+    let damage = damage_once(&session, &m, harm);
     let (csv, summary) = run_q80(&session, &data)
         .await
-        .unwrap_or_else(|e| panic!("{backend:?}: q80 with a corrupted map output failed: {e}"));
+        .unwrap_or_else(|e| panic!("{backend:?}: q80 with a {harm:?} map output failed: {e}"));
     let (object, partition) = damage
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
         .expect("the hook damaged an object");
-    assert_golden(&csv, &format!("{backend:?}, corrupted map output"));
+    assert_golden(&csv, &format!("{backend:?}, {harm:?} map output"));
     assert!(
         summary.tasks_recomputed >= 1,
         "{backend:?}: no map task was recomputed: {}",
         summary.to_json()
     );
+    let what = match harm {
+        Harm::Flip => "checksum mismatch",
+        Harm::Truncate => "truncated",
+    };
     let reported = summary.retry_reasons.iter().any(|r| match r {
         RetryReason::FetchFailure { error, .. } => {
-            error.contains("checksum mismatch")
+            error.contains(what)
                 && error.contains(&object)
                 && error.contains(&format!("partition {partition}"))
         }
-        RetryReason::TaskError(_) => false,
+        _ => false,
     });
     assert!(
         reported,
-        "{backend:?}: no fetch failure names the checksum mismatch in {object} partition \
-         {partition}: {:?}",
+        "{backend:?}: no fetch failure says {what} in {object} partition {partition}: {:?}",
         summary.retry_reasons
     );
     m.cleanup_app().await.expect("cleanup");
@@ -352,11 +377,23 @@ async fn corruption_is_repaired(backend: Backend) {
 /// 8. A flipped byte in a committed data object, on local disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_map_output_is_recomputed_local() {
-    corruption_is_repaired(Backend::Local).await;
+    corruption_is_repaired(Backend::Local, Harm::Flip).await;
 }
 
 /// 8. A flipped byte in a committed data object, on S3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_map_output_is_recomputed_s3() {
-    corruption_is_repaired(Backend::S3).await;
+    corruption_is_repaired(Backend::S3, Harm::Flip).await;
+}
+
+/// 8. A committed data object cut short in a partition, on local disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_map_output_is_recomputed_local() {
+    corruption_is_repaired(Backend::Local, Harm::Truncate).await;
+}
+
+/// 8. A committed data object cut short in a partition, on S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_map_output_is_recomputed_s3() {
+    corruption_is_repaired(Backend::S3, Harm::Truncate).await;
 }
