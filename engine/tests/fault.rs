@@ -10,24 +10,33 @@ use common::*;
 use engine::{col, count_star, sum, EngineConfig, JoinType, Session};
 use shuffle_core::{ShuffleConfig, ShuffleManager, StoreShuffleManager};
 
-#[test]
-fn lost_map_output_is_recomputed() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("dir");
-        let shuffle = ShuffleConfig::from_pairs([("local.dirs", dir.path().display().to_string())])
-            .expect("config");
-        let manager: StoreShuffleManager = shuffle_local::local_manager(shuffle).expect("manager");
-        let config = EngineConfig {
+        .expect("runtime")
+}
+
+/// A session on a local-disk manager in a fresh temp dir (kept alive by the
+/// returned guard).
+fn local_session(config: EngineConfig) -> (Session, StoreShuffleManager, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let shuffle = ShuffleConfig::from_pairs([("local.dirs", dir.path().display().to_string())])
+        .expect("config");
+    let manager: StoreShuffleManager = shuffle_local::local_manager(shuffle).expect("manager");
+    let session = Session::new(config, Arc::new(manager.clone()) as Arc<dyn ShuffleManager>);
+    (session, manager, dir)
+}
+
+#[test]
+fn lost_map_output_is_recomputed() {
+    runtime().block_on(async {
+        let (session, manager, _dir) = local_session(EngineConfig {
             shuffle_partitions: 3,
             broadcast_threshold: 0,
             ..Default::default()
-        };
-        let session = Session::new(config, Arc::new(manager.clone()) as Arc<dyn ShuffleManager>);
+        });
         // After the first map stage finishes, lose map 0's output (data and
         // index, as when its executor's disk disappears).
         let fired = Arc::new(AtomicBool::new(false));
@@ -113,25 +122,15 @@ fn lost_map_output_is_recomputed() {
 /// on a scheduler-wide lock held during the outer re-run).
 #[test]
 fn executor_loss_recovers_across_chained_shuffles() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("dir");
-        let shuffle = ShuffleConfig::from_pairs([("local.dirs", dir.path().display().to_string())])
-            .expect("config");
-        let manager: StoreShuffleManager = shuffle_local::local_manager(shuffle).expect("manager");
-        let config = EngineConfig {
+    runtime().block_on(async {
+        let (session, manager, _dir) = local_session(EngineConfig {
             shuffle_partitions: 4,
             scan_partitions: Some(4),
             parallelism: 4,
             executors: 2,
             broadcast_threshold: 0,
             ..Default::default()
-        };
-        let session = Session::new(config, Arc::new(manager.clone()) as Arc<dyn ShuffleManager>);
+        });
         // When executor 1 starts its first result task, it is lost: its
         // running tasks are killed, and its disk (every map output it wrote)
         // goes with it.
