@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use futures::future::{BoxFuture, Shared};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use shuffle_core::{MapStatus, ShuffleHandle, ShuffleManager};
 use tokio::sync::Semaphore;
 
@@ -77,6 +77,9 @@ pub struct TaskEvent {
     pub attempt: u32,
     pub executor: usize,
 }
+
+/// Shuffles removed concurrently when a job ends.
+const SHUFFLE_REMOVALS_IN_FLIGHT: usize = 8;
 
 /// A shared re-run of one lost map output.
 type Recompute = Shared<BoxFuture<'static, std::result::Result<(), Arc<EngineError>>>>;
@@ -180,12 +183,21 @@ pub async fn run_job(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
-    for s in &job.stages {
+    // Remove the job's shuffles a few at a time: on S3 each is a LIST per
+    // hash prefix plus batched deletes, so one by one is mostly waiting.
+    let removals = job.stages.iter().map(|s| {
         job.tracker.remove_shuffle(s.shuffle_id);
-        if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
-            tracing::warn!("removing shuffle {}: {e}", s.shuffle_id);
+        let manager = &manager;
+        async move {
+            if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
+                tracing::warn!("removing shuffle {}: {e}", s.shuffle_id);
+            }
         }
-    }
+    });
+    futures::stream::iter(removals)
+        .buffer_unordered(SHUFFLE_REMOVALS_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
     let batches = result?;
     let after = manager.metrics().snapshot();
     let delta = after.delta(&before);
