@@ -46,6 +46,9 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{S3Config, S3ConfigBuilder};
+use fast_fs::EmbeddedFs;
+
+mod fast_fs;
 use crate::retry::RetryConfig;
 
 /// The bucket [`EmbeddedS3::start`] creates.
@@ -460,6 +463,7 @@ impl EmbeddedS3 {
             source: None,
         })?;
         let root = dir.canonicalize().map_err(|e| io_err(&dir, e))?;
+        let fs = EmbeddedFs::new(fs, root.clone());
         let access_key = format!("SHOVEL{}", random_token(14));
         let secret_key = random_token(40);
         let mut builder = S3ServiceBuilder::new(fs);

@@ -1,0 +1,363 @@
+//! The embedded server's storage: `s3s-fs`, with a faster GetObject.
+//!
+//! `s3s-fs` streams a GET through tokio's file API in 4 KiB chunks, each a
+//! round trip to the blocking pool, and reads two JSON side files per
+//! request; ranged reads of shuffle data spent most of their time there.
+//! [`EmbeddedFs`] serves a plain GET (optionally ranged) with one
+//! positioned read on the blocking pool and sends it as one chunk. Anything
+//! it would not answer exactly as `s3s-fs` does (directory keys, versions,
+//! parts, conditional, checksum or SSE-C reads, response header overrides,
+//! keys that are not plain relative paths) goes to `s3s-fs` unchanged, as
+//! does every other operation.
+//!
+//! The fast path answers with the body, `Content-Length`, `Content-Range`
+//! and `Last-Modified`, but no `ETag` or stored content headers (Shovel's
+//! clients use neither).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+/// `s3s-fs` with GetObject served by one positioned read.
+pub(crate) struct EmbeddedFs {
+    inner: s3s_fs::FileSystem,
+    root: PathBuf,
+}
+
+impl EmbeddedFs {
+    /// `inner` serving `root` (the same directory).
+    pub(crate) fn new(inner: s3s_fs::FileSystem, root: PathBuf) -> Self {
+        Self { inner, root }
+    }
+
+    /// The file of `bucket/key`, when both are plain relative names that
+    /// cannot leave the root.
+    fn plain_path(&self, bucket: &str, key: &str) -> Option<PathBuf> {
+        let normal = |s: &str| {
+            !s.is_empty()
+                && Path::new(s)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)))
+        };
+        (normal(bucket) && normal(key) && !key.ends_with('/'))
+            .then(|| self.root.join(bucket).join(key))
+    }
+
+    /// Whether `input` is a GET the fast path answers as `s3s-fs` would.
+    fn is_plain(input: &GetObjectInput) -> bool {
+        input.part_number.is_none()
+            && input.version_id.is_none()
+            && input.if_match.is_none()
+            && input.if_none_match.is_none()
+            && input.if_modified_since.is_none()
+            && input.if_unmodified_since.is_none()
+            && input.sse_customer_algorithm.is_none()
+            && input.checksum_mode.is_none()
+            && input.response_cache_control.is_none()
+            && input.response_content_disposition.is_none()
+            && input.response_content_encoding.is_none()
+            && input.response_content_language.is_none()
+            && input.response_content_type.is_none()
+            && input.response_expires.is_none()
+    }
+
+    async fn fast_get(
+        &self,
+        path: PathBuf,
+        range: Option<Range>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let read = tokio::task::spawn_blocking(move || read_range(&path, range))
+            .await
+            .map_err(|e| s3_error!(e, InternalError, "read task failed"))??;
+        let content_range = read.ranged.then(|| {
+            format!(
+                "bytes {}-{}/{}",
+                read.range.start,
+                read.range.end.saturating_sub(1),
+                read.file_len
+            )
+        });
+        let content_length = read.bytes.len() as i64;
+        let bytes = read.bytes;
+        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some(content_length),
+            content_range,
+            last_modified: read.modified.map(Timestamp::from),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+}
+
+/// What [`read_range`] read.
+struct ReadRange {
+    bytes: Bytes,
+    range: std::ops::Range<u64>,
+    /// A `Range` was asked for (so the answer carries `Content-Range`).
+    ranged: bool,
+    file_len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+/// One positioned read of `range` (the whole file without one).
+fn read_range(path: &Path, range: Option<Range>) -> S3Result<ReadRange> {
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            s3_error!(e, NoSuchKey)
+        }
+        _ => s3_error!(e, InternalError, "opening the object"),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| s3_error!(e, InternalError, "reading the object's metadata"))?;
+    if meta.is_dir() {
+        return Err(s3_error!(NoSuchKey));
+    }
+    let file_len = meta.len();
+    let ranged = range.is_some();
+    let range = match range {
+        Some(r) => r.check(file_len)?,
+        None => 0..file_len,
+    };
+    let len = usize::try_from(range.end - range.start)
+        .map_err(|e| s3_error!(e, InvalidRange, "range too large"))?;
+    let mut buf = vec![0u8; len];
+    file.seek(SeekFrom::Start(range.start))
+        .and_then(|_| file.read_exact(&mut buf))
+        .map_err(|e| s3_error!(e, InternalError, "reading the object"))?;
+    Ok(ReadRange {
+        bytes: Bytes::from(buf),
+        range,
+        ranged,
+        file_len,
+        modified: meta.modified().ok(),
+    })
+}
+
+#[async_trait::async_trait]
+impl S3 for EmbeddedFs {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let path = if Self::is_plain(&req.input) {
+            self.plain_path(&req.input.bucket, &req.input.key)
+        } else {
+            None
+        };
+        match path {
+            Some(path) => self.fast_get(path, req.input.range).await,
+            None => self.inner.get_object(req).await,
+        }
+    }
+
+    // Everything else: s3s-fs as it is.
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.inner.abort_multipart_upload(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.inner.complete_multipart_upload(req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.inner.copy_object(req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.inner.create_bucket(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.inner.create_multipart_upload(req).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.inner.delete_bucket(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.inner.delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.inner.delete_objects(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.inner.get_bucket_location(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.inner.head_bucket(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.inner.head_object(req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.inner.list_buckets(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.inner.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.inner.list_objects_v2(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.inner.list_parts(req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.inner.put_object(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.inner.upload_part(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.inner.upload_part_copy(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs_at(dir: &Path) -> EmbeddedFs {
+        let inner = s3s_fs::FileSystem::new(dir).expect("s3s-fs");
+        EmbeddedFs::new(inner, dir.to_path_buf())
+    }
+
+    #[test]
+    fn only_plain_keys_take_the_fast_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fs = fs_at(dir.path());
+        assert_eq!(
+            fs.plain_path("b", "app/shuffle-1/map-0-0.data"),
+            Some(dir.path().join("b/app/shuffle-1/map-0-0.data"))
+        );
+        for (bucket, key) in [
+            ("b", "../escape"),
+            ("b", "a/../../x"),
+            ("b", "/abs"),
+            ("b", "dir/"),
+            ("b", ""),
+            ("..", "k"),
+        ] {
+            assert_eq!(fs.plain_path(bucket, key), None, "{bucket}/{key}");
+        }
+    }
+
+    #[test]
+    fn reads_ranges_like_s3() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("obj");
+        std::fs::write(&path, b"0123456789").expect("write");
+        let whole = read_range(&path, None).expect("whole");
+        assert_eq!(&whole.bytes[..], b"0123456789");
+        assert!(!whole.ranged);
+        let mid = read_range(
+            &path,
+            Some(Range::Int {
+                first: 2,
+                last: Some(4),
+            }),
+        )
+        .expect("mid");
+        assert_eq!(&mid.bytes[..], b"234");
+        assert_eq!(
+            (mid.range.clone(), mid.file_len, mid.ranged),
+            (2..5, 10, true)
+        );
+        let open = read_range(
+            &path,
+            Some(Range::Int {
+                first: 7,
+                last: None,
+            }),
+        )
+        .expect("open");
+        assert_eq!(&open.bytes[..], b"789");
+        let suffix = read_range(&path, Some(Range::Suffix { length: 4 })).expect("suffix");
+        assert_eq!(&suffix.bytes[..], b"6789");
+        // Past the end: 416, as S3 answers.
+        assert!(read_range(
+            &path,
+            Some(Range::Int {
+                first: 10,
+                last: None
+            })
+        )
+        .is_err());
+        let missing = read_range(&dir.path().join("nope"), None)
+            .err()
+            .expect("missing object");
+        assert_eq!(missing.code(), &s3s::S3ErrorCode::NoSuchKey);
+    }
+}
