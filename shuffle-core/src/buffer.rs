@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::format::frame::encode_frame;
+use crate::format::frame::{encode_frame_into, max_frame_len};
 use crate::format::Codec;
 use crate::manager::MapStatus;
 use crate::memory::MemoryReservation;
@@ -58,6 +58,8 @@ pub struct MapOutputBuffer {
     metrics: Arc<ShuffleMetrics>,
     spills: Vec<SpillRun>,
     busy_ns: u64,
+    /// Encoding buffer, reused across blocks.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for MapOutputBuffer {
@@ -89,6 +91,7 @@ impl MapOutputBuffer {
             metrics,
             spills: Vec::new(),
             busy_ns: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -121,9 +124,16 @@ impl MapOutputBuffer {
             )));
         }
         let started = Instant::now();
-        let mut frame = Vec::with_capacity(block.len() / 2 + 64);
-        encode_frame(block, self.codec, &mut frame)?;
+        // Compress into a reused scratch buffer (sized for the worst case,
+        // never cleared), then keep an exact copy: what the reservation
+        // counts is then what is held, however well the block compressed.
+        let need = max_frame_len(block.len());
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0);
+        }
+        let n = encode_frame_into(block, self.codec, &mut self.scratch)?;
         add(&self.metrics.shuffle.frames_written, 1);
+        let frame = Bytes::copy_from_slice(&self.scratch[..n]);
         let size = frame.len();
         if self.reservation.try_grow(size).is_err() {
             self.spill().await?;
@@ -133,7 +143,7 @@ impl MapOutputBuffer {
             }
         }
         let p = partition as usize;
-        self.frames[p].push(Bytes::from(frame));
+        self.frames[p].push(frame);
         self.raw[p] += block.len() as u64;
         self.records[p] += records;
         self.busy_ns += started.elapsed().as_nanos() as u64;

@@ -75,6 +75,22 @@ pub struct FrameHeader {
 
 /// Encodes `block` as one frame appended to `out`. Returns the frame's length.
 pub fn encode_frame(block: &[u8], codec: Codec, out: &mut Vec<u8>) -> Result<usize> {
+    let start = out.len();
+    out.resize(start + max_frame_len(block.len()), 0);
+    let n = encode_frame_into(block, codec, &mut out[start..]);
+    out.truncate(start + n.as_ref().map_or(0, |n| *n));
+    n
+}
+
+/// The longest frame a block of `raw_len` bytes can become.
+pub fn max_frame_len(raw_len: usize) -> usize {
+    FRAME_HEADER_LEN + lz4_flex::block::get_maximum_output_size(raw_len).max(raw_len)
+}
+
+/// Encodes `block` as one frame at the start of `out`, which must hold at
+/// least [`max_frame_len`] bytes (a reused buffer need not be cleared).
+/// Returns the frame's length.
+pub fn encode_frame_into(block: &[u8], codec: Codec, out: &mut [u8]) -> Result<usize> {
     if block.len() > MAX_FRAME_RAW_LEN {
         return Err(Error::Protocol(format!(
             "block of {} bytes exceeds the {} byte frame limit; write smaller blocks",
@@ -82,36 +98,38 @@ pub fn encode_frame(block: &[u8], codec: Codec, out: &mut Vec<u8>) -> Result<usi
             MAX_FRAME_RAW_LEN
         )));
     }
-    let start = out.len();
-    out.resize(start + FRAME_HEADER_LEN, 0);
+    let need = max_frame_len(block.len());
+    if out.len() < need {
+        return Err(Error::Protocol(format!(
+            "frame buffer of {} bytes is under the {need} a {} byte block may need",
+            out.len(),
+            block.len()
+        )));
+    }
+    let (header, payload) = out.split_at_mut(FRAME_HEADER_LEN);
     let mut codec_used = Codec::None;
+    let mut payload_len = 0;
     if codec == Codec::Lz4 && !block.is_empty() {
-        let bound = lz4_flex::block::get_maximum_output_size(block.len());
-        let payload_start = out.len();
-        out.resize(payload_start + bound, 0);
-        match lz4_flex::block::compress_into(block, &mut out[payload_start..]) {
-            Ok(n) if n < block.len() => {
-                out.truncate(payload_start + n);
+        if let Ok(n) = lz4_flex::block::compress_into(block, payload) {
+            if n < block.len() {
+                payload_len = n;
                 codec_used = Codec::Lz4;
             }
-            _ => out.truncate(payload_start),
         }
     }
     if codec_used == Codec::None {
-        out.extend_from_slice(block);
+        payload[..block.len()].copy_from_slice(block);
+        payload_len = block.len();
     }
-    let payload_len = out.len() - start - FRAME_HEADER_LEN;
-    let header = &mut out[start..start + 12];
     header[0..3].copy_from_slice(&FRAME_MAGIC);
     header[3] = codec_used.id();
     header[4..8].copy_from_slice(&(block.len() as u32).to_be_bytes());
     header[8..12].copy_from_slice(&(payload_len as u32).to_be_bytes());
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&out[start..start + 12]);
-    hasher.update(&out[start + FRAME_HEADER_LEN..]);
-    let crc = hasher.finalize();
-    out[start + 12..start + 16].copy_from_slice(&crc.to_be_bytes());
-    Ok(out.len() - start)
+    hasher.update(&header[..12]);
+    hasher.update(&payload[..payload_len]);
+    header[12..16].copy_from_slice(&hasher.finalize().to_be_bytes());
+    Ok(FRAME_HEADER_LEN + payload_len)
 }
 
 /// Parses a frame header; `object` and `partition` name the source in errors.
