@@ -59,6 +59,8 @@ ENGINE:
 
 FAULT INJECTION:
     --executors N             executors tasks are placed on (partition % N) [default: 1]
+    --s3-fault-rate R         with the embedded S3 server: fail a fraction R (0..1) of its requests
+                              (503 SlowDown, 500, connection resets, slow answers) to see retries
     --lose-executor E[@S]     lose executor E (from 0) when it starts a task after committing
                               map outputs in S stages [default S: 2]: its running tasks are
                               killed and, with local shuffle, the outputs on its disk deleted
@@ -260,6 +262,17 @@ pub fn parse_count(flag: &str, v: &str) -> Result<usize, CliError> {
     }
 }
 
+/// A fraction in `[0, 1)` for `--s3-fault-rate`.
+pub fn parse_fault_rate(flag: &str, v: &str) -> Result<f64, CliError> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..1.0).contains(&r) => Ok(r),
+        _ => Err(CliError::usage(format!(
+            "invalid {flag} `{v}`: expected a fraction of requests from 0 up to (not including) 1, \
+             like 0.1"
+        ))),
+    }
+}
+
 /// `E[@S]` of `--lose-executor`.
 pub fn parse_executor_loss(flag: &str, v: &str) -> Result<super::run::ExecutorLossPlan, CliError> {
     let bad = || {
@@ -424,6 +437,9 @@ fn parse_q80(args: &[String]) -> Result<Command, CliError> {
             }
             "--parallelism" => config.parallelism = parse_count(flag, c.value(flag, inline)?)?,
             "--executors" => config.executors = parse_count(flag, c.value(flag, inline)?)?,
+            "--s3-fault-rate" => {
+                job.s3_fault_rate = Some(parse_fault_rate(flag, c.value(flag, inline)?)?)
+            }
             "--lose-executor" => {
                 job.lose_executor = Some(parse_executor_loss(flag, c.value(flag, inline)?)?)
             }
@@ -464,6 +480,11 @@ fn parse_q80(args: &[String]) -> Result<Command, CliError> {
     if config.spill_to_s3 && config.backend != ShuffleBackend::S3 {
         return Err(CliError::usage(
             "--spill-to-s3 needs --shuffle s3 (spills go to the shuffle bucket); add --shuffle s3",
+        ));
+    }
+    if job.s3_fault_rate.is_some() && config.backend != ShuffleBackend::S3 {
+        return Err(CliError::usage(
+            "--s3-fault-rate injects faults into the embedded S3 server; add --shuffle s3",
         ));
     }
     if let Some(loss) = &job.lose_executor {
@@ -659,6 +680,12 @@ mod tests {
             ),
             ("q80 --executors 2 --lose-executor 1@x", "EXECUTOR[@STAGES]"),
             ("q80 --executors 0", "--executors"),
+            ("q80 --shuffle s3 --s3-fault-rate 1", "--s3-fault-rate `1`"),
+            (
+                "q80 --shuffle s3 --s3-fault-rate lots",
+                "--s3-fault-rate `lots`",
+            ),
+            ("q80 --s3-fault-rate 0.1", "--shuffle s3"),
             ("frob", "frob"),
             ("gen --out x", "--sf"),
         ] {

@@ -42,11 +42,25 @@ pub struct Q80Job {
     pub progress: bool,
     /// Print notes (embedded S3, kept files) on stderr.
     pub announce: bool,
+    /// Fault injection: fail this fraction of the embedded S3 server's
+    /// requests (`--s3-fault-rate`).
+    pub s3_fault_rate: Option<f64>,
     /// Fault injection: lose an executor mid-job (`--lose-executor`).
     pub lose_executor: Option<ExecutorLossPlan>,
     /// Stop on Ctrl-C: cancel the job, clean up, exit 130 (the binary).
     pub interruptible: bool,
 }
+
+/// `--s3-fault-rate` with a real S3 target.
+fn embedded_only() -> CliError {
+    CliError::usage(
+        "--s3-fault-rate injects faults into the embedded S3 server only; drop \
+         --s3-bucket/--s3-endpoint to use it",
+    )
+}
+
+/// Seed of `--s3-fault-rate`'s choice of requests (runs are repeatable).
+const FAULT_SEED: u64 = 0x5eed;
 
 /// `--lose-executor E` without `@S`: stages the executor must have committed
 /// outputs in first.
@@ -72,6 +86,7 @@ impl Default for Q80Job {
             keep_shuffle: false,
             progress: false,
             announce: false,
+            s3_fault_rate: None,
             lose_executor: None,
             interruptible: false,
         }
@@ -197,6 +212,11 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
     let description = match config.backend {
         ShuffleBackend::Local => format!("local disk ({local_desc})"),
         ShuffleBackend::S3 => {
+            if job.s3_fault_rate.is_some()
+                && (job.s3_endpoint.is_some() || config.s3_bucket.is_some())
+            {
+                return Err(embedded_only());
+            }
             if let Some(e) = &job.s3_endpoint {
                 check_endpoint(e).await?;
                 pairs.push(("s3.endpoint".into(), e.clone()));
@@ -208,6 +228,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                         "an S3 endpoint needs a bucket: add --s3-bucket s3://bucket/prefix",
                     ))
                 }
+                (true, _) if job.s3_fault_rate.is_some() => return Err(embedded_only()),
                 (true, _) => {
                     let where_ = config
                         .s3_bucket
@@ -243,6 +264,16 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                                 " (removed at exit)"
                             }
                         );
+                    }
+                    if let Some(rate) = job.s3_fault_rate {
+                        server.set_faults(shuffle_s3::FaultConfig::mixed(rate, FAULT_SEED));
+                        if job.announce {
+                            eprintln!(
+                                "note: --s3-fault-rate: the embedded S3 server fails {:.0}% of \
+                                 requests (503 SlowDown, 500, resets, slow answers)",
+                                rate * 100.0
+                            );
+                        }
                     }
                     config.s3_bucket = None;
                     pairs.extend(server.config_pairs("shovel"));
