@@ -220,3 +220,58 @@ fn executor_loss_recovers_across_chained_shuffles() {
         assert_eq!(summary.tasks_killed, loss.tasks_killed as u64);
     });
 }
+
+/// A spilled run that is never read back (its task failed before merging
+/// it) deletes its file when dropped; one that is read back is deleted by
+/// its reader. Spills of failed tasks must not wait for the app's cleanup.
+#[test]
+fn unread_spill_runs_are_deleted_when_dropped() {
+    runtime().block_on(async {
+        let (_session, manager, dir) = local_session(EngineConfig::default());
+        let ctx = Arc::new(engine::physical::TaskContext {
+            stage_id: 0,
+            partition: 0,
+            attempt: 0,
+            config: Arc::new(EngineConfig::default()),
+            manager: Arc::new(manager.clone()) as Arc<dyn ShuffleManager>,
+            tracker: Arc::new(engine::scheduler::tracker::MapOutputTracker::new()),
+            metrics: Arc::default(),
+        });
+        let rows: Vec<RowA> = (0..100)
+            .map(|i| (Some(i), Some("k".to_string()), Some(i), None))
+            .collect();
+        let batch = batches_a(&rows, 1).remove(0);
+        let spill = |ctx: Arc<engine::physical::TaskContext>, batch: arrow::array::RecordBatch| async move {
+            let mut w = engine::memory::spill::BatchSpillWriter::create(&ctx)
+                .await
+                .expect("spill writer");
+            w.write(&batch).await.expect("spill write");
+            let run = w.finish().await.expect("spill finish");
+            let path = std::path::PathBuf::from(&run.file().expect("file").id);
+            assert!(path.exists(), "spill file {} written", path.display());
+            (run, path)
+        };
+        let gone = |path: std::path::PathBuf| async move {
+            let start = std::time::Instant::now();
+            while path.exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            !path.exists()
+        };
+
+        // Dropped unread.
+        let (run, path) = spill(Arc::clone(&ctx), batch.clone()).await;
+        drop(run);
+        assert!(gone(path.clone()).await, "unread run {} left behind", path.display());
+
+        // Read back: the reader deletes it once read.
+        let (run, path) = spill(Arc::clone(&ctx), batch.clone()).await;
+        let back = engine::memory::spill::BatchSpillReader::open(&ctx, run, batch.schema())
+            .read_all()
+            .await
+            .expect("read back");
+        assert_eq!(back, vec![batch.clone()]);
+        assert!(gone(path.clone()).await, "read run {} left behind", path.display());
+        drop(dir);
+    });
+}

@@ -46,6 +46,33 @@ struct SpillRun {
     raw: Vec<u64>,
 }
 
+/// The spill files of one buffer. Dropped with files left (the buffer was
+/// dropped without `commit` or `abort`: its task failed or was killed), it
+/// deletes them in the background, so they do not wait for the app's cleanup.
+struct Spills {
+    runs: Vec<SpillRun>,
+    store: Arc<dyn SpillStore>,
+}
+
+impl Drop for Spills {
+    fn drop(&mut self) {
+        if self.runs.is_empty() {
+            return;
+        }
+        let files: Vec<SpillFile> = self.runs.drain(..).map(|r| r.file).collect();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            handle.spawn(async move {
+                for file in files {
+                    if let Err(e) = store.delete(&file).await {
+                        tracing::warn!(spill = %file.id, error = %e, "could not delete spill file");
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// Memory-accounted, spilling map-output writer (see the module docs).
 pub struct MapOutputBuffer {
     writer: MapOutputWriter,
@@ -56,7 +83,7 @@ pub struct MapOutputBuffer {
     reservation: MemoryReservation,
     spill_store: Arc<dyn SpillStore>,
     metrics: Arc<ShuffleMetrics>,
-    spills: Vec<SpillRun>,
+    spills: Spills,
     busy_ns: u64,
     /// Encoding buffer, reused across blocks.
     scratch: Vec<u8>,
@@ -67,7 +94,7 @@ impl std::fmt::Debug for MapOutputBuffer {
         f.debug_struct("MapOutputBuffer")
             .field("writer", &self.writer)
             .field("buffered", &self.reservation.size())
-            .field("spills", &self.spills.len())
+            .field("spills", &self.spills.runs.len())
             .finish()
     }
 }
@@ -80,6 +107,7 @@ impl MapOutputBuffer {
         metrics: Arc<ShuffleMetrics>,
     ) -> Self {
         let n = writer.num_partitions() as usize;
+        let spills_store = Arc::clone(&spill_store);
         Self {
             codec: Codec::Lz4,
             writer,
@@ -89,7 +117,10 @@ impl MapOutputBuffer {
             reservation,
             spill_store,
             metrics,
-            spills: Vec::new(),
+            spills: Spills {
+                runs: Vec::new(),
+                store: Arc::clone(&spills_store),
+            },
             busy_ns: 0,
             scratch: Vec::new(),
         }
@@ -107,7 +138,7 @@ impl MapOutputBuffer {
 
     /// Spill files written so far.
     pub fn spill_count(&self) -> usize {
-        self.spills.len()
+        self.spills.runs.len()
     }
 
     /// Bytes held in memory.
@@ -173,7 +204,7 @@ impl MapOutputBuffer {
         }
         let file = w.finish().await?;
         let raw = std::mem::replace(&mut self.raw, vec![0; n]);
-        self.spills.push(SpillRun {
+        self.spills.runs.push(SpillRun {
             file,
             lengths,
             checksums,
@@ -192,6 +223,7 @@ impl MapOutputBuffer {
         let started = Instant::now();
         let mut readers: Vec<SpillReader> = self
             .spills
+            .runs
             .iter()
             .map(|s| {
                 SpillReader::open(Arc::clone(&self.spill_store), s.file.clone(), &self.metrics)
@@ -201,7 +233,7 @@ impl MapOutputBuffer {
         for r in &mut readers {
             let _ = r.delete().await;
         }
-        self.spills.clear();
+        self.spills.runs.clear();
         self.busy_ns += started.elapsed().as_nanos() as u64;
         add(&self.metrics.shuffle.write_time_ns, self.busy_ns);
         match merged {
@@ -218,12 +250,12 @@ impl MapOutputBuffer {
 
     async fn merge(&mut self, readers: &mut [SpillReader]) -> Result<()> {
         for p in 0..self.frames.len() {
-            let spilled: u64 = self.spills.iter().map(|s| s.lengths[p]).sum();
+            let spilled: u64 = self.spills.runs.iter().map(|s| s.lengths[p]).sum();
             if spilled == 0 && self.frames[p].is_empty() {
                 continue;
             }
             let mut pw = self.writer.partition_writer(p as u32).await?;
-            for (run, reader) in self.spills.iter().zip(readers.iter_mut()) {
+            for (run, reader) in self.spills.runs.iter().zip(readers.iter_mut()) {
                 let mut left = run.lengths[p];
                 if left == 0 {
                     continue;
@@ -274,7 +306,7 @@ impl MapOutputBuffer {
 
     /// Discards everything: memory, spills and the attempt's output.
     pub async fn abort(mut self) -> Result<()> {
-        for run in self.spills.drain(..) {
+        for run in self.spills.runs.drain(..) {
             let _ = self.spill_store.delete(&run.file).await;
         }
         self.reservation.free();
@@ -423,7 +455,7 @@ mod tests {
         buf.spill().await.expect("spill");
         buf.write_block(0, b"in memory", 1).await.expect("write");
         buf.write_block(1, b"in memory", 1).await.expect("write");
-        let path = buf.spills[0].file.id.clone();
+        let path = buf.spills.runs[0].file.id.clone();
         (buf, path)
     }
 
@@ -469,5 +501,24 @@ mod tests {
         let (buf, _) = spilled(&store, dir.path()).await;
         let status = buf.commit().await.expect("commit");
         assert_eq!(status.records, vec![1, 1, 4, 0]);
+    }
+
+    /// A buffer dropped without commit or abort (its task failed or was
+    /// killed) deletes its spill files.
+    #[tokio::test]
+    async fn dropped_buffer_deletes_its_spills() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(MemStore::default());
+        let (buf, path) = spilled(&store, dir.path()).await;
+        assert!(std::path::Path::new(&path).exists(), "spilled");
+        drop(buf);
+        let start = Instant::now();
+        while std::path::Path::new(&path).exists() && start.elapsed().as_secs() < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            !std::path::Path::new(&path).exists(),
+            "the dropped buffer's spill {path} is still there"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use shuffle_core::{SpillFile, SpillReader, SpillWriter};
+use shuffle_core::{SpillFile, SpillReader, SpillStore, SpillWriter};
 
 use crate::error::Result;
 use crate::exchange::codec::{decode_batch, BatchEncoder};
@@ -14,11 +14,43 @@ use crate::expr::PhysicalExpr;
 use crate::metrics::TaskMetrics;
 use crate::physical::TaskContext;
 
-/// A run of spilled batches.
+/// A run of spilled batches. It owns its file: a run dropped without being
+/// read back (its task failed, or stopped early) deletes the file, so spills
+/// of failed tasks do not wait for the app's cleanup.
 #[derive(Debug)]
 pub struct SpillRun {
-    pub file: SpillFile,
+    file: Option<SpillFile>,
+    store: Arc<dyn SpillStore>,
     pub rows: usize,
+}
+
+impl SpillRun {
+    /// The spill file (for errors and tests).
+    pub fn file(&self) -> Option<&SpillFile> {
+        self.file.as_ref()
+    }
+
+    /// Hands the file to a reader, which deletes it once read or dropped.
+    fn take(mut self) -> Option<SpillFile> {
+        self.file.take()
+    }
+}
+
+impl Drop for SpillRun {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        // Best effort, as for SpillReader: delete in the background.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            handle.spawn(async move {
+                if let Err(e) = store.delete(&file).await {
+                    tracing::warn!(spill = %file.id, error = %e, "could not delete spill file");
+                }
+            });
+        }
+    }
 }
 
 /// Writes batches to one spill file.
@@ -66,7 +98,8 @@ impl BatchSpillWriter {
         TaskMetrics::add(&self.ctx.metrics.spill_bytes, bytes);
         TaskMetrics::add(&self.ctx.metrics.spill_count, 1);
         Ok(SpillRun {
-            file,
+            file: Some(file),
+            store: Arc::clone(self.ctx.spill_store()),
             rows: self.rows,
         })
     }
@@ -74,7 +107,7 @@ impl BatchSpillWriter {
 
 /// Reads a spilled run back batch by batch (the file is deleted once read).
 pub struct BatchSpillReader {
-    reader: SpillReader,
+    reader: Option<SpillReader>,
     schema: SchemaRef,
 }
 
@@ -86,16 +119,17 @@ impl std::fmt::Debug for BatchSpillReader {
 
 impl BatchSpillReader {
     pub fn open(ctx: &TaskContext, run: SpillRun, schema: SchemaRef) -> Self {
-        let reader = SpillReader::open(
-            Arc::clone(ctx.spill_store()),
-            run.file,
-            ctx.manager.metrics(),
-        );
+        let reader = run.take().map(|file| {
+            SpillReader::open(Arc::clone(ctx.spill_store()), file, ctx.manager.metrics())
+        });
         Self { reader, schema }
     }
 
     pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
-        match self.reader.next_block().await? {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        match reader.next_block().await? {
             Some(b) => Ok(Some(decode_batch(b, &self.schema)?)),
             None => Ok(None),
         }
