@@ -217,7 +217,15 @@ fn executor_loss_recovers_across_chained_shuffles() {
         assert_eq!(recomputed.len(), set.len(), "{}", summary.to_json());
         assert_eq!(summary.tasks_recomputed, 4, "{}", summary.to_json());
         assert!(loss.tasks_killed >= 1, "{loss:?}");
-        assert_eq!(summary.tasks_killed, loss.tasks_killed as u64);
+        // An aborted attempt that was finishing at that instant keeps its
+        // own result, so the summary may count fewer kills than aborts.
+        assert!(
+            summary.tasks_killed >= 1 && summary.tasks_killed <= loss.tasks_killed as u64,
+            "{} aborted, {} killed: {}",
+            loss.tasks_killed,
+            summary.tasks_killed,
+            summary.to_json()
+        );
     });
 }
 

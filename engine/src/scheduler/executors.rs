@@ -38,7 +38,9 @@ use super::tracker::MapOutputTracker;
 pub struct ExecutorLoss {
     /// The executor that was lost.
     pub executor: usize,
-    /// Running task attempts that were killed with it.
+    /// Running task attempts that were aborted with it. (One finishing at
+    /// that very instant keeps its own result, so the job summary may count
+    /// fewer attempts killed.)
     pub tasks_killed: usize,
     /// Committed map outputs that were unregistered because they lived on
     /// the executor's disk (empty with reliable storage).
