@@ -272,8 +272,13 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
 
 /// The key table as Markdown, for the README.
 pub fn markdown_table() -> String {
+    markdown_table_for(KEYS)
+}
+
+/// `keys` as a Markdown table (every crate's key list renders the same way).
+pub fn markdown_table_for(keys: &[KeyDoc]) -> String {
     let mut s = String::from("| key | aliases | default | meaning |\n| --- | --- | --- | --- |\n");
-    for d in KEYS {
+    for d in keys {
         let aliases = d
             .aliases
             .iter()

@@ -339,20 +339,7 @@ pub fn env_var_for(key: &str) -> String {
 
 /// The key table as Markdown, for the README.
 pub fn markdown_table() -> String {
-    let mut s = String::from("| key | aliases | default | meaning |\n| --- | --- | --- | --- |\n");
-    for d in KEYS {
-        let aliases = d
-            .aliases
-            .iter()
-            .map(|a| format!("`{a}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            d.key, aliases, d.default, d.doc
-        ));
-    }
-    s
+    shuffle_core::config::markdown_table_for(KEYS)
 }
 
 /// Builder of [`S3Config`]; [`S3ConfigBuilder::build`] validates.

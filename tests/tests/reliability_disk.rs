@@ -41,27 +41,6 @@ fn shuffle_config(app_id: &str, dir: &Path) -> ShuffleConfig {
     }
 }
 
-/// Every regular file under `dir` (recursively).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.sort();
-    out
-}
-
 /// Reads every partition of `statuses` back through the manager (checksums
 /// verified); panics naming the map output that cannot be read.
 async fn read_all(m: &StoreShuffleManager, shuffle_id: u32, statuses: &[MapStatus]) {

@@ -85,27 +85,6 @@ async fn manager(
     }
 }
 
-/// Every regular file under `dir` (recursively).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.sort();
-    out
-}
-
 /// Hooks that lose executor [`LOST`] when one of its tasks starts after
 /// [`STAGES_BEFORE_LOSS`] map stages committed. On the local backend the
 /// files of the outputs it lost are deleted from disk.

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Decimal128Type};
+use engine::cli::run::batches_to_rows;
 use engine::queries::q80::{q80, Q80Options};
-use engine::tpcds::{ensure_data, q80_csv, Q80Row, Q80_SCALE};
+use engine::tpcds::{ensure_data, q80_csv};
 use engine::{EngineConfig, EngineError, JobSummary, Session};
 use shuffle_core::{ObjectMeta, ShuffleConfig, ShuffleManager, StoreShuffleManager};
 use shuffle_s3::{EmbeddedS3, RetryConfig, S3Config, S3ShuffleBuilder, S3Store};
@@ -53,47 +51,23 @@ pub fn engine_config(memory: Option<usize>) -> EngineConfig {
     }
 }
 
-/// q80's result batches as rows (money at scale 2), like the CLI does.
-pub fn to_rows(batches: &[RecordBatch]) -> Vec<Q80Row> {
+/// Every regular file under `dir` (recursively), sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for b in batches {
-        let col = |name: &str| {
-            b.column_by_name(name)
-                .cloned()
-                .unwrap_or_else(|| panic!("q80 result has no column `{name}`"))
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
         };
-        let strings = |name: &str| {
-            cast(&col(name), &DataType::Utf8)
-                .expect("cast to utf8")
-                .as_string::<i32>()
-                .clone()
-        };
-        let money = |name: &str| {
-            let c = col(name);
-            assert!(
-                matches!(c.data_type(), DataType::Decimal128(_, s) if *s as u32 <= Q80_SCALE),
-                "column `{name}` has type {}",
-                c.data_type()
-            );
-            cast(&c, &DataType::Decimal128(38, Q80_SCALE as i8))
-                .expect("cast decimal")
-                .as_primitive::<Decimal128Type>()
-                .clone()
-        };
-        let (ch, id) = (strings("channel"), strings("id"));
-        let (sales, returns, profit) = (money("sales"), money("returns"), money("profit"));
-        for r in 0..b.num_rows() {
-            let s = |a: &arrow::array::StringArray| a.is_valid(r).then(|| a.value(r).to_string());
-            let d = |a: &arrow::array::Decimal128Array| a.is_valid(r).then(|| a.value(r));
-            out.push(Q80Row {
-                channel: s(&ch),
-                id: s(&id),
-                sales: d(&sales),
-                returns: d(&returns),
-                profit: d(&profit),
-            });
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path());
+            }
         }
     }
+    out.sort();
     out
 }
 
@@ -109,7 +83,9 @@ pub async fn run_q80(session: &Session, data: &Path) -> Result<(String, JobSumma
     let (batches, summary) = tokio::time::timeout(JOB_TIMEOUT, df.collect_with_summary())
         .await
         .unwrap_or_else(|_| panic!("q80 did not finish within {JOB_TIMEOUT:?}: it hangs"))?;
-    Ok((q80_csv(&to_rows(&batches)), summary))
+    let rows = batches_to_rows(&batches)
+        .unwrap_or_else(|e| panic!("q80 result does not have q80's shape: {}", e.message));
+    Ok((q80_csv(&rows), summary))
 }
 
 /// Panics with a useful diff if `csv` is not the golden answer.
