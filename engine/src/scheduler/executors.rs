@@ -50,6 +50,8 @@ pub struct ExecutorLoss {
 struct Running {
     executor: usize,
     abort: AbortHandle,
+    /// Set when aborted on purpose, so its failure reads as such.
+    killed: Option<Kill>,
 }
 
 /// Why an attempt was aborted.
@@ -67,8 +69,6 @@ pub struct Executors {
     count: usize,
     next_id: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
-    /// Attempts killed on purpose, and why (their failure reads as such).
-    killed: Mutex<HashMap<u64, Kill>>,
     cancelled: AtomicBool,
 }
 
@@ -90,14 +90,16 @@ pub(crate) struct RunningGuard<'a> {
 impl RunningGuard<'_> {
     /// Why this attempt was aborted, if it was.
     pub(crate) fn killed_by(&self) -> Option<Kill> {
-        self.executors.lock_killed().get(&self.id).copied()
+        self.executors
+            .lock_running()
+            .get(&self.id)
+            .and_then(|r| r.killed)
     }
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.executors.lock_running().remove(&self.id);
-        self.executors.lock_killed().remove(&self.id);
     }
 }
 
@@ -131,20 +133,23 @@ impl Executors {
         {
             // Under the lock `cancel` takes, so no attempt slips past it.
             let mut running = self.lock_running();
-            if self.is_cancelled() {
-                self.lock_killed().insert(id, Kill::Cancelled);
+            let killed = self.is_cancelled().then_some(Kill::Cancelled);
+            if killed.is_some() {
                 abort.abort();
             }
-            running.insert(id, Running { executor, abort });
+            running.insert(
+                id,
+                Running {
+                    executor,
+                    abort,
+                    killed,
+                },
+            );
         }
         RunningGuard {
             executors: self,
             id,
         }
-    }
-
-    fn lock_killed(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Kill>> {
-        self.killed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether [`Executors::cancel`] was called.
@@ -155,22 +160,13 @@ impl Executors {
     /// Cancels every running and future attempt; returns how many were
     /// running. Jobs then fail with `EngineError::Cancelled`.
     pub fn cancel(&self) -> usize {
-        let running = self.lock_running();
+        let mut running = self.lock_running();
         self.cancelled.store(true, Ordering::SeqCst);
-        let mut killed = self.lock_killed();
-        for (id, r) in running.iter() {
-            killed.insert(*id, Kill::Cancelled);
+        for r in running.values_mut() {
+            r.killed = Some(Kill::Cancelled);
             r.abort.abort();
         }
         running.len()
-    }
-
-    /// Attempts running now on `executor`.
-    pub fn running_on(&self, executor: usize) -> usize {
-        self.lock_running()
-            .values()
-            .filter(|r| r.executor == executor)
-            .count()
     }
 
     /// Loses `executor`: kills its running attempts and, unless the shuffle
@@ -186,10 +182,9 @@ impl Executors {
     ) -> ExecutorLoss {
         let mut killed = 0;
         {
-            let running = self.lock_running();
-            let mut marks = self.lock_killed();
-            for (id, r) in running.iter().filter(|(_, r)| r.executor == executor) {
-                marks.entry(*id).or_insert(Kill::ExecutorLost(executor));
+            let mut running = self.lock_running();
+            for r in running.values_mut().filter(|r| r.executor == executor) {
+                r.killed.get_or_insert(Kill::ExecutorLost(executor));
                 r.abort.abort();
                 killed += 1;
             }
