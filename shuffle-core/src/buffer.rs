@@ -109,7 +109,8 @@ impl MapOutputBuffer {
         let n = writer.num_partitions() as usize;
         let spills_store = Arc::clone(&spill_store);
         Self {
-            codec: Codec::Lz4,
+            // The writer carries the configured `shuffle.codec`.
+            codec: writer.codec(),
             writer,
             frames: vec![Vec::new(); n],
             raw: vec![0; n],
@@ -126,7 +127,7 @@ impl MapOutputBuffer {
         }
     }
 
-    /// Sets the frame codec (default lz4).
+    /// Overrides the frame codec (default: the writer's, i.e. `shuffle.codec`).
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
         self

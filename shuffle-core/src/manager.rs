@@ -33,7 +33,7 @@ use async_trait::async_trait;
 
 use crate::buffer::MapOutputBuffer;
 use crate::config::ShuffleConfig;
-use crate::format::IndexFile;
+use crate::format::{Codec, IndexFile};
 use crate::memory::MemoryPool;
 use crate::metrics::ShuffleMetrics;
 use crate::reader::{ReaderOptions, ShuffleReader};
@@ -209,6 +209,9 @@ pub trait ShuffleManager: Send + Sync + Debug {
     fn app_id(&self) -> &str;
     /// The backend's name ("local", "s3").
     fn backend_name(&self) -> &'static str;
+    /// The frame codec every writer of this manager uses (`shuffle.codec`):
+    /// map outputs, their buffers' spills, and operators' spill files.
+    fn codec(&self) -> Codec;
 }
 
 /// Conveniences on every [`ShuffleManager`].
@@ -515,6 +518,9 @@ impl ShuffleManager for StoreShuffleManager {
     }
     fn backend_name(&self) -> &'static str {
         self.inner.store.name()
+    }
+    fn codec(&self) -> Codec {
+        self.inner.config.codec
     }
 }
 

@@ -118,6 +118,11 @@ impl MapOutputWriter {
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
+    /// The frame codec this writer encodes with (`shuffle.codec`).
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
     pub fn num_partitions(&self) -> u32 {
         self.num_partitions
     }

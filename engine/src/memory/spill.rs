@@ -72,7 +72,9 @@ impl std::fmt::Debug for BatchSpillWriter {
 
 impl BatchSpillWriter {
     pub async fn create(ctx: &Arc<TaskContext>) -> Result<Self> {
-        let writer = SpillWriter::create(ctx.spill_store(), ctx.manager.metrics()).await?;
+        let writer = SpillWriter::create(ctx.spill_store(), ctx.manager.metrics())
+            .await?
+            .with_codec(ctx.manager.codec());
         Ok(Self {
             writer,
             encoder: BatchEncoder::new(),
