@@ -36,6 +36,19 @@ pub enum EngineError {
     #[error("plan error: {0}")]
     Plan(String),
 
+    /// An input table's column does not have the type the query expects.
+    #[error(
+        "table `{table}` ({file}): column `{column}` is {found}, expected {expected}; \
+         regenerate the table with `shovel gen --sf N --out DIR` or write the column as {expected}"
+    )]
+    Schema {
+        table: String,
+        column: String,
+        file: String,
+        expected: String,
+        found: String,
+    },
+
     /// Reading shuffle output failed because a map output is missing or corrupt.
     /// The scheduler re-runs the map task(s) that produced it.
     #[error("fetch failed for shuffle {shuffle_id}{}: {source}", map_suffix(*.map_id))]

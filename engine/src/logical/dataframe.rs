@@ -257,15 +257,28 @@ impl DataFrame {
     /// UNION ALL (columns matched by position; types must agree).
     pub fn union_all(&self, other: &DataFrame) -> Result<Self> {
         let (a, b) = (self.schema(), other.schema());
-        if a.fields().len() != b.fields().len()
-            || a.fields()
-                .iter()
-                .zip(b.fields())
-                .any(|(x, y)| x.data_type() != y.data_type())
+        if a.fields().len() != b.fields().len() {
+            return Err(EngineError::plan(format!(
+                "union inputs have {} and {} columns; they must have the same number",
+                a.fields().len(),
+                b.fields().len()
+            )));
+        }
+        if let Some((i, (x, y))) = a
+            .fields()
+            .iter()
+            .zip(b.fields())
+            .enumerate()
+            .find(|(_, (x, y))| x.data_type() != y.data_type())
         {
-            return Err(EngineError::plan(
-                "union inputs must have the same column types",
-            ));
+            return Err(EngineError::plan(format!(
+                "union inputs must have the same column types: column {i} is `{}` {} on the \
+                 left and `{}` {} on the right",
+                x.name(),
+                x.data_type(),
+                y.name(),
+                y.data_type()
+            )));
         }
         let fields: Vec<Field> = a
             .fields()

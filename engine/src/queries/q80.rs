@@ -18,10 +18,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::expr::{coalesce, col, concat, lit, lit_decimal, sum, Expr, ScalarValue};
 use crate::logical::DataFrame;
 use crate::physical::join::JoinType;
+use crate::physical::scan::list_parquet_files;
 use crate::session::Session;
 
 struct Channel {
@@ -118,6 +119,35 @@ pub fn table_path(data_dir: &Path, table: &str) -> PathBuf {
     }
 }
 
+/// Reads `cols` of `table` and checks their types against the TPC-DS schema
+/// the generator writes, so a column of the wrong type is reported naming
+/// the table, file and column, not deep in the plan.
+fn read_table(session: &Session, data_dir: &Path, table: &str, cols: &[&str]) -> Result<DataFrame> {
+    let path = table_path(data_dir, table);
+    let df = session.read_parquet(&path, Some(cols))?;
+    let expected = crate::tpcds::table_schema(table)
+        .map_err(|e| EngineError::plan(format!("schema of table `{table}`: {e}")))?;
+    for field in df.schema().fields() {
+        let Ok(want) = expected.field_with_name(field.name()) else {
+            continue;
+        };
+        if want.data_type() != field.data_type() {
+            let file = list_parquet_files(&path)
+                .ok()
+                .and_then(|f| f.into_iter().next())
+                .unwrap_or(path.clone());
+            return Err(EngineError::Schema {
+                table: table.to_string(),
+                column: field.name().clone(),
+                file: file.display().to_string(),
+                expected: want.data_type().to_string(),
+                found: field.data_type().to_string(),
+            });
+        }
+    }
+    Ok(df)
+}
+
 /// Options of [`q80`].
 #[derive(Debug, Clone)]
 pub struct Q80Options {
@@ -146,8 +176,7 @@ pub fn q80(session: &Session, data_dir: &Path, opts: &Q80Options) -> Result<Data
     let start = Expr::Literal(ScalarValue::Date32(opts.date));
     let end = Expr::Literal(ScalarValue::Date32(opts.date + 30));
     let mut union: Option<DataFrame> = None;
-    let read =
-        |table: &str, cols: &[&str]| session.read_parquet(table_path(data_dir, table), Some(cols));
+    let read = |table: &str, cols: &[&str]| read_table(session, data_dir, table, cols);
     // Shared dimensions: one DataFrame each, so the planner broadcasts each once.
     let dates = read("date_dim", &["d_date_sk", "d_date"])?
         .filter(col("d_date").between(start, end))?

@@ -269,6 +269,12 @@ fn open_generator(
     })
 }
 
+/// The Arrow schema the generator writes for `table` (what q80 expects to
+/// read back); building a generator generates nothing until it is polled.
+pub fn table_schema(table: &str) -> Result<arrow::datatypes::SchemaRef> {
+    Ok(open_generator(table, 1.0, 1)?.schema())
+}
+
 /// Stream one table from its generator into `<out>/<table>.parquet`.
 fn write_table(
     sf: f64,

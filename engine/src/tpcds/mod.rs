@@ -34,7 +34,8 @@ use std::path::PathBuf;
 
 pub use self::csv::q80_csv;
 pub use self::datagen::{
-    ensure_data, generate, generate_with, GenOptions, GenProgress, GenSummary, TableSummary,
+    ensure_data, generate, generate_with, table_schema, GenOptions, GenProgress, GenSummary,
+    TableSummary,
 };
 pub use self::date::SqlDate;
 pub use self::reference::{q80_reference, Q80Row, Q80_DEFAULT_DATE, Q80_SCALE, Q80_WINDOW_DAYS};
