@@ -29,7 +29,12 @@ impl Inner {
             String::new()
         };
         let code = f.code.as_deref().unwrap_or("");
-        let message = if bare_404 {
+        let message = if f.kind == Kind::NotS3 {
+            format!(
+                "{endpoint} does not answer like S3 ({detail}, for {what}): check s3.endpoint \
+                 (--s3-endpoint); it must be the URL of an S3 API, not of a web page or console"
+            )
+        } else if bare_404 {
             format!(
                 "{what}: {endpoint} answered HTTP 404 without an S3 error body; is s3.endpoint \
                  an S3 service, and is s3.path_style right for it?"

@@ -40,13 +40,17 @@
 //! | `credentials` | resolving the AWS credential chain once, with the fixes on failure |
 //! | `diagnose` | turning a failed request into one error naming object, endpoint and fix |
 //! | `requests` | the S3 requests and the [`ShuffleStore`](shuffle_core::store::ShuffleStore) impl over them |
+//! | `probe` | the start-up check ([`S3Store::probe`]) |
 //! | `sink` | the streaming multipart [`ObjectSink`](shuffle_core::store::ObjectSink) |
 
 mod client;
 mod credentials;
 mod diagnose;
+mod probe;
 mod requests;
 mod sink;
+
+pub use probe::{PROBE_ATTEMPT_TIMEOUT, PROBE_BUDGET, PROBE_OBJECT, PROBE_REQUEST_DEADLINE};
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -67,6 +71,7 @@ enum Op {
     Put,
     Get,
     Head,
+    HeadBucket,
     List,
     Delete,
     CreateMultipart,
@@ -81,6 +86,7 @@ impl Op {
             Op::Put => "PutObject",
             Op::Get => "GetObject",
             Op::Head => "HeadObject",
+            Op::HeadBucket => "HeadBucket",
             Op::List => "ListObjectsV2",
             Op::Delete => "DeleteObjects",
             Op::CreateMultipart => "CreateMultipartUpload",
@@ -97,7 +103,7 @@ impl Op {
                 "s3:PutObject"
             }
             Op::Get | Op::Head => "s3:GetObject",
-            Op::List => "s3:ListBucket",
+            Op::List | Op::HeadBucket => "s3:ListBucket",
             Op::Delete => "s3:DeleteObject",
             Op::AbortMultipart => "s3:AbortMultipartUpload",
         }
@@ -107,7 +113,7 @@ impl Op {
         match self {
             Op::Put => &m.put,
             Op::Get => &m.get,
-            Op::Head => &m.head,
+            Op::Head | Op::HeadBucket => &m.head,
             Op::List => &m.list,
             Op::Delete => &m.delete,
             Op::CreateMultipart => &m.multipart_create,
