@@ -193,6 +193,24 @@ async fn every_request_path_gives_up_at_once_on_a_web_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_nobody_listens_on_fails_within_the_limit() {
+    // A port that was free a moment ago: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let (message, took) = build_err(config_for(&endpoint, "web-bucket"), "app-down").await;
+    eprintln!("{message} ({took:?})");
+    assert!(took < PROBE_LIMIT, "took {took:?}");
+    assert!(message.contains(&endpoint), "{message}");
+    assert!(message.contains("no response"), "{message}");
+    assert!(message.contains("s3.endpoint"), "{message}");
+    one_line(&message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_can_be_turned_off() {
     let web = plain_http("501 Not Implemented").await;
     let mut cfg = config_for(&web.endpoint, "web-bucket");

@@ -153,6 +153,14 @@ impl Inner {
         if e.last.kind == Kind::NotS3 {
             return Err(self.error(Op::HeadBucket, bucket, "", e));
         }
+        if e.last.no_response {
+            return Err(backend(format!(
+                "no response from S3 endpoint {endpoint} for HeadBucket `{bucket}` after {} \
+                 attempts in {:.1?} ({}): check s3.endpoint (--s3-endpoint), s3.region, network \
+                 access, and that the store is running",
+                e.attempts, e.elapsed, e.last.detail
+            )));
+        }
         let code = e.last.code.as_deref().unwrap_or("");
         if e.last.status == Some(404) || matches!(code, "NoSuchBucket" | "NotFound") {
             return Err(backend(format!(
