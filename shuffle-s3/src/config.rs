@@ -216,6 +216,9 @@ pub struct S3Config {
     /// none is set) when the store is built; unused with static keys.
     pub credentials_timeout: Duration,
     pub retry: RetryConfig,
+    /// Check the store answers like S3 and the buckets can be written
+    /// before any work (see [`S3Store::probe`](crate::S3Store::probe)).
+    pub probe: bool,
 }
 
 impl fmt::Debug for S3Config {
@@ -243,6 +246,7 @@ impl fmt::Debug for S3Config {
             .field("request_timeout", &self.request_timeout)
             .field("credentials_timeout", &self.credentials_timeout)
             .field("retry", &self.retry)
+            .field("probe", &self.probe)
             .finish()
     }
 }
@@ -310,6 +314,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "s3.retry.initial_backoff", aliases: &[], default: "100ms", doc: "Backoff cap of the first retry (doubles per retry, full jitter)." },
     KeyDoc { key: "s3.retry.max_backoff", aliases: &[], default: "10s", doc: "Largest backoff cap." },
     KeyDoc { key: "s3.retry.total_deadline", aliases: &["s3.retry.deadline"], default: "120s", doc: "Time budget of one request across attempts and backoffs." },
+    KeyDoc { key: "s3.probe", aliases: &["s3.check"], default: "true", doc: "Before any work, check every bucket exists and answers like S3, and that a small object can be written, read and deleted under the job's prefix; fails within 15s with one line naming the endpoint or bucket and the fix." },
 ];
 
 /// The canonical name of `key` (itself or an alias; `-` and `_` alike), if known.
@@ -363,6 +368,7 @@ pub struct S3ConfigBuilder {
     request_timeout: Option<Duration>,
     credentials_timeout: Option<Duration>,
     retry: RetryConfig,
+    probe: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -461,6 +467,12 @@ impl S3ConfigBuilder {
         self
     }
     /// Limit of resolving the AWS credential chain when the store is built.
+    /// Turns the start-up check (`s3.probe`) on or off.
+    pub fn probe(mut self, on: bool) -> Self {
+        self.probe = Some(on);
+        self
+    }
+
     pub fn credentials_timeout(mut self, d: Duration) -> Self {
         self.credentials_timeout = Some(d);
         self
@@ -533,6 +545,7 @@ impl S3ConfigBuilder {
             }
             "s3.endpoint" => self.endpoint = Some(non_empty(key, v, "http(s)://host[:port]")?),
             "s3.path_style" => self.force_path_style = Some(parse_bool(key, v)?),
+            "s3.probe" => self.probe = Some(parse_bool(key, v)?),
             "s3.access_key_id" => self.access_key_id = Some(non_empty(key, v, "an access key id")?),
             "s3.secret_access_key" => {
                 self.secret_access_key = Some(Secret::new(non_empty(key, v, "a secret key")?))
@@ -729,6 +742,7 @@ impl S3ConfigBuilder {
             request_timeout,
             credentials_timeout,
             retry: self.retry,
+            probe: self.probe.unwrap_or(true),
         })
     }
 }

@@ -15,6 +15,11 @@
 //!   503 SlowDown, 500 InternalError, its connection closed without a
 //!   response, or a delayed response;
 //! - [`EmbeddedS3::fail_all`]: every request gets 500 InternalError;
+//! - [`EmbeddedS3::set_read_only`]: every write (PUT, multipart, copy,
+//!   delete) gets 403 AccessDenied, as for read-only credentials;
+//! - [`EmbeddedS3::set_latency`]: every request waits a fixed time before it
+//!   is handled (a `tokio::time::sleep`, never blocking), which models the
+//!   round trip to a remote store; 0 (the default) adds nothing;
 //! - [`ServerStats`]: requests by type, injected faults, and for every
 //!   PutObject / CreateMultipartUpload the `x-amz-server-side-encryption`
 //!   header it carried.
@@ -24,13 +29,17 @@
 //! serialized, which makes s3s-fs's check-then-write atomic (the first
 //! writer wins, as on S3), and requests to a missing bucket get
 //! `404 NoSuchBucket` (s3s-fs would create its directory on PUT).
+//!
+//! Accepted sockets get `TCP_NODELAY`. [`serve`] runs the server as the
+//! body of a standalone process (e.g. a `shovel s3-server` subcommand): it
+//! prints nothing and hands back the endpoint, buckets and static keys.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,6 +59,28 @@ use fast_fs::EmbeddedFs;
 
 mod fast_fs;
 use crate::retry::RetryConfig;
+
+/// Where [`EmbeddedS3::start`] listens: loopback, a free port.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Runs the embedded server as the body of a standalone process: serves
+/// `dir` (created if missing; objects persist there) on `bind` (port 0
+/// picks a free one) with `latency` added to every request, and creates
+/// the bucket [`DEFAULT_BUCKET`]. Prints nothing: the caller shows
+/// [`EmbeddedS3::endpoint`], [`EmbeddedS3::buckets`] and the static keys
+/// ([`EmbeddedS3::access_key`], [`EmbeddedS3::secret_key`], or
+/// [`EmbeddedS3::config_pairs`]) and keeps the value alive for as long as
+/// it should serve. Must run inside a tokio runtime.
+pub async fn serve(
+    dir: impl AsRef<Path>,
+    bind: SocketAddr,
+    latency: Duration,
+) -> Result<EmbeddedS3> {
+    let server = EmbeddedS3::start_inner(dir.as_ref().to_path_buf(), None, bind).await?;
+    server.set_latency(latency);
+    Ok(server)
+}
 
 /// The bucket [`EmbeddedS3::start`] creates.
 pub const DEFAULT_BUCKET: &str = "shovel";
@@ -199,6 +230,9 @@ enum Fault {
 struct Faults {
     config: Mutex<(FaultConfig, StdRng)>,
     fail_all: AtomicBool,
+    read_only: AtomicBool,
+    /// Added latency per request, in nanoseconds.
+    latency_nanos: AtomicU64,
     stats: Mutex<ServerStats>,
     /// Serializes conditional writes so If-None-Match is atomic.
     conditional: tokio::sync::Mutex<()>,
@@ -324,6 +358,10 @@ impl FaultService {
                 });
             }
         }
+        let latency = self.faults.latency_nanos.load(Ordering::Relaxed);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_nanos(latency)).await;
+        }
         if self.faults.fail_all.load(Ordering::Relaxed) {
             lock(&self.faults.stats).faults_injected += 1;
             drain(req.into_body()).await;
@@ -373,6 +411,27 @@ impl FaultService {
                     "The specified bucket does not exist",
                 ));
             }
+        }
+        if self.faults.read_only.load(Ordering::Relaxed)
+            && matches!(
+                op,
+                S3Op::PutObject
+                    | S3Op::CopyObject
+                    | S3Op::DeleteObject
+                    | S3Op::DeleteObjects
+                    | S3Op::CreateMultipartUpload
+                    | S3Op::UploadPart
+                    | S3Op::CompleteMultipartUpload
+                    | S3Op::CreateBucket
+                    | S3Op::DeleteBucket
+            )
+        {
+            drain(req.into_body()).await;
+            return Ok(error_response(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Access Denied (read-only server)",
+            ));
         }
         let conditional = matches!(op, S3Op::PutObject | S3Op::CompleteMultipartUpload)
             && req.headers().contains_key(hyper::header::IF_NONE_MATCH);
@@ -439,7 +498,7 @@ impl EmbeddedS3 {
     /// Serves `dir` (created if missing) on `127.0.0.1:0` and creates the
     /// bucket [`DEFAULT_BUCKET`]. Must run inside a tokio runtime.
     pub async fn start(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::start_inner(dir.as_ref().to_path_buf(), None).await
+        Self::start_inner(dir.as_ref().to_path_buf(), None, LOOPBACK).await
     }
 
     /// Like [`EmbeddedS3::start`] in a temporary directory removed on drop.
@@ -449,10 +508,14 @@ impl EmbeddedS3 {
             .tempdir()
             .map_err(|e| io_err(&std::env::temp_dir(), e))?;
         let dir = temp.path().to_path_buf();
-        Self::start_inner(dir, Some(temp)).await
+        Self::start_inner(dir, Some(temp), LOOPBACK).await
     }
 
-    async fn start_inner(dir: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Self> {
+    async fn start_inner(
+        dir: PathBuf,
+        temp: Option<tempfile::TempDir>,
+        bind: SocketAddr,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let fs = s3s_fs::FileSystem::new(&dir).map_err(|e| Error::Backend {
             store: "s3",
@@ -475,16 +538,18 @@ impl EmbeddedS3 {
         let faults = Arc::new(Faults {
             config: Mutex::new((FaultConfig::none(), StdRng::seed_from_u64(0))),
             fail_all: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
+            latency_nanos: AtomicU64::new(0),
             stats: Mutex::new(ServerStats::default()),
             conditional: tokio::sync::Mutex::new(()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Backend {
-                store: "s3",
-                message: format!("embedded S3 server cannot listen on 127.0.0.1: {e}"),
-                source: Some(Box::new(e)),
-            })?;
+        let listener = TcpListener::bind(bind).await.map_err(|e| Error::Backend {
+            store: "s3",
+            message: format!(
+                "embedded S3 server cannot listen on {bind}: {e}; pick a free port or address"
+            ),
+            source: Some(Box::new(e)),
+        })?;
         let addr = listener.local_addr().map_err(|e| Error::Backend {
             store: "s3",
             message: format!("embedded S3 server has no local address: {e}"),
@@ -495,9 +560,15 @@ impl EmbeddedS3 {
             faults: Arc::clone(&faults),
             root: Arc::new(root.clone()),
         };
-        let server = tokio::spawn(serve(listener, service));
+        let server = tokio::spawn(accept_loop(listener, service));
+        // A wildcard bind is reached through loopback on this machine.
+        let reachable = if addr.ip().is_unspecified() {
+            SocketAddr::new(LOOPBACK.ip(), addr.port())
+        } else {
+            addr
+        };
         let this = Self {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("http://{reachable}"),
             access_key,
             secret_key,
             bucket: DEFAULT_BUCKET.to_string(),
@@ -579,6 +650,42 @@ impl EmbeddedS3 {
         *lock(&self.faults.config) = (config, rng);
     }
 
+    /// Makes every write (PUT, multipart, copy, delete, bucket create or
+    /// delete) fail with 403 AccessDenied (`true`), as for read-only
+    /// credentials, or not. Reads and lists still work.
+    pub fn set_read_only(&self, on: bool) {
+        self.faults.read_only.store(on, Ordering::Relaxed);
+    }
+
+    /// Adds `latency` before every request is handled (0 = none, the
+    /// default). The wait is a `tokio::time::sleep`, so concurrent
+    /// requests each wait it in parallel, as round trips to a remote
+    /// store do.
+    pub fn set_latency(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.faults.latency_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The latency added per request.
+    pub fn latency(&self) -> Duration {
+        Duration::from_nanos(self.faults.latency_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The buckets served (directories of the root), sorted.
+    pub fn buckets(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Stops random faults.
     pub fn clear_faults(&self) {
         self.set_faults(FaultConfig::none());
@@ -621,7 +728,7 @@ impl Drop for EmbeddedS3 {
     }
 }
 
-async fn serve(listener: TcpListener, service: FaultService) {
+async fn accept_loop(listener: TcpListener, service: FaultService) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {

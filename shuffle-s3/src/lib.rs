@@ -30,7 +30,9 @@
 //! ## Modules
 //! - [`config`]: [`S3Config`], typed builder and `key=value`/env parsing.
 //! - [`store`]: [`S3Store`], the `ShuffleStore` (streaming multipart sink,
-//!   conditional put, ranged get, paginated list, batched delete).
+//!   conditional put, ranged get, paginated list, batched delete) and the
+//!   start-up check [`S3Store::probe`] that [`S3ShuffleBuilder::build`]
+//!   runs unless `s3.probe=false`.
 //! - [`retry`]: [`RetryConfig`] and the single, counted retry loop.
 //! - `embedded` (feature `embedded`, default): [`EmbeddedS3`], an
 //!   s3s + s3s-fs server on loopback with fault injection, for tests,
@@ -140,6 +142,12 @@ impl S3ShuffleBuilder {
         self
     }
 
+    /// Builds the store and the manager. Unless `s3.probe=false`, the store
+    /// is first checked with [`S3Store::probe`] (every bucket exists and
+    /// answers like S3; a small object under the app prefix can be written,
+    /// read and deleted), so a wrong endpoint, a missing bucket, rejected
+    /// credentials or a read-only bucket fail here, within 15 s, with one
+    /// line naming the endpoint or bucket and the fix.
     pub async fn build(self) -> Result<S3Shuffle> {
         #[cfg(feature = "embedded")]
         let (s3_config, embedded) = match self.s3 {
@@ -170,6 +178,9 @@ impl S3ShuffleBuilder {
         let store = S3Store::new(s3_config, Arc::clone(&metrics)).await?;
         let spill_to_s3 = self.spill_to_s3.unwrap_or(self.shuffle.spill_to_s3);
         let app_id = self.shuffle.app_id.clone();
+        if store.config().probe {
+            store.probe(&app_id).await?;
+        }
         let mut builder = StoreShuffleManager::builder(Arc::new(store.clone()), self.shuffle)
             .metrics(Arc::clone(&metrics));
         if let Some(pool) = self.pool {

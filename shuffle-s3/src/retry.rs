@@ -12,8 +12,18 @@
 //! - `RequestTimeout` and connection-level failures: refused or reset
 //!   connections, connect/attempt timeouts, truncated responses and bodies.
 //!
-//! Everything else (other 4xx: AccessDenied, NoSuchBucket, bad credentials,
-//! ...) fails at once with an error naming bucket, key and the likely fix.
+//! What is never retried:
+//! - answers that are not S3's ([`Kind::NotS3`]): a response without an S3
+//!   error code whose body is an HTML page or anything else that is not
+//!   XML, or whose `Content-Type` is HTML (a web server, a proxy's error
+//!   page, a wrong port), on every request type, including a success
+//!   status whose body cannot be parsed. The error names the endpoint and
+//!   says it does not answer like S3: retrying a web server 360 times (as
+//!   a 501 once was) only hides the wrong `s3.endpoint`;
+//! - 501 Not Implemented (the request will not start working);
+//! - other 4xx (AccessDenied, NoSuchBucket, bad credentials, ...), which
+//!   fail at once with an error naming bucket, key and the likely fix.
+//!
 //! Retrying stops at `max_attempts` or when the next attempt could not start
 //! before `total_deadline`; an attempt in flight is cut off at the deadline.
 
@@ -116,6 +126,9 @@ pub(crate) enum Kind {
     InvalidRange,
     /// The multipart upload is gone (aborted, or completed by an earlier attempt).
     NoSuchUpload,
+    /// The response is not an S3 answer (HTML page, non-XML body): never
+    /// retried, reported as a wrong endpoint.
+    NotS3,
     /// Anything else: not retried.
     Fatal,
 }
@@ -185,6 +198,7 @@ pub(crate) fn classify(status: Option<u16>, code: Option<&str>) -> Kind {
     }
     match status {
         Some(429) | Some(503) => Kind::Throttle,
+        Some(501) => Kind::Fatal,
         Some(s) if s >= 500 => Kind::Transient,
         Some(412) => Kind::Precondition,
         Some(416) => Kind::InvalidRange,
@@ -193,6 +207,38 @@ pub(crate) fn classify(status: Option<u16>, code: Option<&str>) -> Kind {
         Some(409) if code.is_none() => Kind::Precondition,
         _ => Kind::Fatal,
     }
+}
+
+/// Why `raw` is not an S3 answer, e.g. `HTTP 501, text/html body`, or
+/// `None` when it may be one. Only called for responses without a parsed
+/// S3 error code: S3 sends errors as XML (`<?xml ...><Error>`) and HEAD
+/// errors without a body, never HTML.
+pub(crate) fn not_s3(raw: &HttpResponse) -> Option<String> {
+    let status = raw.status().as_u16();
+    let content_type = raw
+        .headers()
+        .get("content-type")
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let body = raw.body().bytes().unwrap_or(&[]);
+    let text = body.trim_ascii_start();
+    let xml = text.starts_with(b"<?xml") || text.starts_with(b"<Error");
+    let html = content_type.contains("html")
+        || (!xml && {
+            let head = String::from_utf8_lossy(&text[..text.len().min(64)]).to_ascii_lowercase();
+            head.starts_with("<!doctype") || head.starts_with("<html")
+        });
+    if !html && (text.is_empty() || xml) {
+        return None;
+    }
+    let kind = if html {
+        "an HTML".to_string()
+    } else if content_type.is_empty() {
+        "a non-XML".to_string()
+    } else {
+        format!("a non-XML {content_type}")
+    };
+    Some(format!("HTTP {status} with {kind} body"))
 }
 
 impl Failure {
@@ -251,6 +297,16 @@ where
 {
     fn from(err: SdkError<E, HttpResponse>) -> Self {
         let (kind, status, code, no_response, detail) = match &err {
+            SdkError::ServiceError(se)
+                if se.err().code().is_none() && not_s3(se.raw()).is_some() =>
+            {
+                let why = not_s3(se.raw()).unwrap_or_default();
+                (Kind::NotS3, status_of(se.raw()), None, false, why)
+            }
+            SdkError::ResponseError(re) if not_s3(re.raw()).is_some() => {
+                let why = not_s3(re.raw()).unwrap_or_default();
+                (Kind::NotS3, status_of(re.raw()), None, false, why)
+            }
             SdkError::ServiceError(se) => {
                 let status = status_of(se.raw());
                 let code = se.err().code().map(str::to_string);
@@ -442,6 +498,34 @@ mod tests {
             classify(Some(416), Some("InvalidRange")),
             Kind::InvalidRange
         );
+    }
+
+    fn response(status: u16, content_type: Option<&str>, body: &'static str) -> HttpResponse {
+        let mut r = HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+            aws_sdk_s3::primitives::SdkBody::from(body),
+        );
+        if let Some(c) = content_type {
+            r.headers_mut().insert("content-type", c.to_string());
+        }
+        r
+    }
+
+    #[test]
+    fn web_pages_are_not_s3_answers() {
+        let html = "<!DOCTYPE html><html><body>It works</body></html>";
+        let xml = "<?xml version=\"1.0\"?><Error><Code>X</Code></Error>";
+        let why = not_s3(&response(501, Some("text/html"), html)).unwrap();
+        assert_eq!(why, "HTTP 501 with an HTML body");
+        assert!(not_s3(&response(500, None, html)).is_some());
+        assert!(not_s3(&response(405, Some("text/plain"), "nope")).is_some());
+        assert!(not_s3(&response(200, Some("text/html"), "")).is_some());
+        // S3's own answers: XML error bodies, and HEAD errors without a body.
+        assert_eq!(not_s3(&response(503, Some("application/xml"), xml)), None);
+        assert_eq!(not_s3(&response(500, None, xml)), None);
+        assert_eq!(not_s3(&response(403, None, "")), None);
+        // 501 Not Implemented will not start working on a retry.
+        assert_eq!(classify(Some(501), None), Kind::Fatal);
     }
 
     #[test]

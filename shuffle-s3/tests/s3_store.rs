@@ -800,6 +800,9 @@ async fn manager_from_shuffle_config_pairs() {
     let config = ShuffleConfig::from_pairs(pairs).unwrap();
     let manager = shuffle_s3::s3_manager(config).await.unwrap();
     assert!(manager.supports_reliable_storage());
+    // Building probed the store (one PUT of its own); count from here.
+    assert_eq!(server.stats().count(S3Op::PutObject), 1);
+    server.reset_stats();
     let key = ObjectKey::new(1, "x");
     manager
         .store()

@@ -1,0 +1,249 @@
+//! The streaming multipart sink behind [`ShuffleStore::create`](shuffle_core::store::ShuffleStore::create).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::CompletedPart;
+use bytes::{Bytes, BytesMut};
+use shuffle_core::store::ObjectSink;
+use shuffle_core::{Error, Result};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{Inner, Op};
+
+/// An upload in progress.
+struct Multipart {
+    upload_id: String,
+    next_part: i32,
+    tasks: JoinSet<Result<CompletedPart>>,
+    permits: Arc<Semaphore>,
+    parts: Vec<CompletedPart>,
+}
+
+/// Streaming writer: buffers up to the multipart threshold (then one
+/// PutObject at `finish`); beyond it, uploads parts in the background with
+/// at most `max_parts_in_flight` in flight, so memory stays within about
+/// `threshold + max_parts_in_flight * part_size`.
+pub(super) struct S3Sink {
+    inner: Arc<Inner>,
+    bucket: String,
+    key: String,
+    buf: BytesMut,
+    total: u64,
+    upload: Option<Multipart>,
+    closed: bool,
+}
+
+impl S3Sink {
+    /// A sink that writes `s3://bucket/key` once finished.
+    pub(super) fn new(inner: Arc<Inner>, bucket: String, key: String) -> Self {
+        Self {
+            inner,
+            bucket,
+            key,
+            buf: BytesMut::new(),
+            total: 0,
+            upload: None,
+            closed: false,
+        }
+    }
+
+    fn object(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// Starts the multipart upload.
+    async fn start_upload(&mut self) -> Result<()> {
+        let upload_id = self.inner.create_multipart(&self.bucket, &self.key).await?;
+        self.upload = Some(Multipart {
+            upload_id,
+            next_part: 1,
+            tasks: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(self.inner.config.max_parts_in_flight)),
+            parts: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Uploads `data` as the next part once a slot is free.
+    async fn spawn_part(&mut self, data: Bytes) -> Result<()> {
+        let object = self.object();
+        let Some(mp) = self.upload.as_mut() else {
+            return Err(Error::Protocol(format!("no multipart upload for {object}")));
+        };
+        let permit = Arc::clone(&mp.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Protocol(format!("upload slots of {object} closed")))?;
+        // Surface failures of finished parts early.
+        while let Some(res) = mp.tasks.try_join_next() {
+            mp.parts.push(joined(res, &object)?);
+        }
+        let part_number = mp.next_part;
+        mp.next_part += 1;
+        let inner = Arc::clone(&self.inner);
+        let bucket = self.bucket.clone();
+        let key = self.key.clone();
+        let upload_id = mp.upload_id.clone();
+        mp.tasks.spawn(async move {
+            let _permit = permit;
+            inner
+                .upload_part(&bucket, &key, &upload_id, part_number, data)
+                .await
+        });
+        Ok(())
+    }
+
+    async fn write_inner(&mut self, data: Bytes) -> Result<()> {
+        let cfg = &self.inner.config;
+        self.total += data.len() as u64;
+        if self.total > cfg.max_object_size() {
+            return Err(Error::Backend {
+                store: "s3",
+                message: format!(
+                    "{} would exceed {} bytes, the most 10,000 parts of s3.part_size={} can hold; \
+                     raise s3.part_size",
+                    self.object(),
+                    cfg.max_object_size(),
+                    cfg.part_size
+                ),
+                source: None,
+            });
+        }
+        self.buf.extend_from_slice(&data);
+        if self.upload.is_none() && self.buf.len() as u64 > cfg.multipart_threshold {
+            self.start_upload().await?;
+        }
+        if self.upload.is_some() {
+            let part_size = self.inner.config.part_size as usize;
+            while self.buf.len() >= part_size {
+                let part = self.buf.split_to(part_size).freeze();
+                self.spawn_part(part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_inner(&mut self) -> Result<u64> {
+        if self.upload.is_none() {
+            let data = std::mem::take(&mut self.buf).freeze();
+            self.inner
+                .put_object(&self.bucket, &self.key, data, false)
+                .await
+                .map_err(|e| self.inner.error(Op::Put, &self.bucket, &self.key, e))?;
+            return Ok(self.total);
+        }
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf).freeze();
+            self.spawn_part(last).await?;
+        }
+        let object = self.object();
+        let Some(mp) = self.upload.as_mut() else {
+            return Err(Error::Protocol(format!("no multipart upload for {object}")));
+        };
+        while let Some(res) = mp.tasks.join_next().await {
+            mp.parts.push(joined(res, &object)?);
+        }
+        let mut parts = std::mem::take(&mut mp.parts);
+        parts.sort_by_key(|p| p.part_number());
+        let upload_id = mp.upload_id.clone();
+        self.inner
+            .complete_multipart(&self.bucket, &self.key, &upload_id, parts, self.total)
+            .await?;
+        self.upload = None;
+        Ok(self.total)
+    }
+
+    /// Stops part uploads and aborts the multipart upload, if any.
+    async fn abort_inner(&mut self) -> Result<()> {
+        self.buf = BytesMut::new();
+        if let Some(mut mp) = self.upload.take() {
+            mp.tasks.abort_all();
+            while mp.tasks.join_next().await.is_some() {}
+            self.inner
+                .abort_multipart(&self.bucket, &self.key, &mp.upload_id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Aborts after a failure; the original error wins.
+    async fn fail(&mut self, err: Error) -> Error {
+        self.closed = true;
+        if let Err(abort_err) = self.abort_inner().await {
+            tracing::warn!(object = %self.object(), error = %abort_err, "could not abort multipart upload after a failure");
+        }
+        err
+    }
+}
+
+fn joined(
+    res: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
+    object: &str,
+) -> Result<CompletedPart> {
+    match res {
+        Ok(r) => r,
+        Err(e) => Err(Error::Backend {
+            store: "s3",
+            message: format!("a part upload of {object} did not finish: {e}"),
+            source: Some(Box::new(e)),
+        }),
+    }
+}
+
+#[async_trait]
+impl ObjectSink for S3Sink {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.closed {
+            return Err(Error::Protocol(format!(
+                "write to {} after it failed or was closed",
+                self.object()
+            )));
+        }
+        match self.write_inner(data).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e).await),
+        }
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        if self.closed {
+            return Err(Error::Protocol(format!(
+                "finish of {} after it failed or was closed",
+                self.object()
+            )));
+        }
+        self.closed = true;
+        match self.finish_inner().await {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.fail(e).await),
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.closed = true;
+        self.abort_inner().await
+    }
+}
+
+impl Drop for S3Sink {
+    fn drop(&mut self) {
+        let Some(mut mp) = self.upload.take() else {
+            return;
+        };
+        mp.tasks.abort_all();
+        // Best effort: an abandoned upload must not linger (and cost storage).
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            let bucket = std::mem::take(&mut self.bucket);
+            let key = std::mem::take(&mut self.key);
+            handle.spawn(async move {
+                while mp.tasks.join_next().await.is_some() {}
+                if let Err(e) = inner.abort_multipart(&bucket, &key, &mp.upload_id).await {
+                    tracing::warn!(bucket, key, error = %e, "could not abort an abandoned multipart upload");
+                }
+            });
+        }
+    }
+}
