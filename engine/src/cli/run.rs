@@ -411,23 +411,19 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
     let mut report = RunReport::new(job, data_dir);
     let total = Instant::now();
     let mut timings = Timings::default();
-    let fail = |error: CliError,
-                mut report: RunReport,
-                mut timings: Timings,
-                t: Instant|
-     -> Result<Q80Outcome, Q80Failure> {
+    let fail = |error: CliError, mut report: RunReport, mut timings: Timings, t: Instant| {
         timings.setup_ms = ms(t);
         timings.total_ms = ms(total);
         report.timings = timings;
         report.fail(&error);
-        Err(Q80Failure { error, report })
+        Q80Failure { error, report }
     };
 
     let t = Instant::now();
     let signals = if job.interruptible {
         match StopSignals::install() {
             Ok(s) => Some(s),
-            Err(error) => return fail(error, report, timings, t),
+            Err(error) => return Err(fail(error, report, timings, t)),
         }
     } else {
         None
@@ -451,7 +447,7 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
             if let Some(a) = announcer {
                 a.abort();
             }
-            return fail(error, report, timings, t);
+            return Err(fail(error, report, timings, t));
         }
     };
     timings.setup_ms = ms(t);
