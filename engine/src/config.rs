@@ -18,6 +18,7 @@
 //! | `engine.batch_size` | 8192 | target rows per batch |
 //! | `task.max_attempts` | 4 | attempts per task before the job fails |
 //! | `scan.partitions` | = parallelism | partitions of in-memory and Parquet scans |
+//! | `shuffle.keep` | `false` | leave every job's committed map outputs (data and index objects) in the store instead of removing them when the job ends; `shovel gc` removes them later (`--keep-shuffle`) |
 
 use crate::error::{EngineError, Result};
 
@@ -44,6 +45,8 @@ pub struct EngineConfig {
     pub broadcast_threshold: usize,
     pub batch_size: usize,
     pub max_task_attempts: u32,
+    /// Keep committed map outputs when a job ends (`shuffle.keep`).
+    pub keep_shuffle: bool,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             broadcast_threshold: 10 << 20,
             batch_size: 8192,
             max_task_attempts: 4,
+            keep_shuffle: false,
         }
     }
 }
@@ -105,6 +109,7 @@ impl EngineConfig {
                 }
                 self.s3_bucket = Some(value.to_string());
             }
+            "shuffle.keep" => self.keep_shuffle = parse_bool(key, value)?,
             "shuffle.partitions" | "spark.sql.shuffle.partitions" => {
                 self.shuffle_partitions = parse_positive(key, value)?
             }
@@ -213,6 +218,7 @@ fn is_key(k: &str) -> bool {
         "shuffle.spill_to_s3",
         "shuffle.s3.bucket",
         "shuffle.partitions",
+        "shuffle.keep",
         "engine.parallelism",
         "scan.partitions",
         "memory.budget",
@@ -315,5 +321,10 @@ mod tests {
         let e = c.set("shuffle.partitions", "zero").unwrap_err().to_string();
         assert!(e.contains("shuffle.partitions"));
         assert!(c.set("nope", "1").unwrap_err().to_string().contains("nope"));
+        assert!(!c.keep_shuffle);
+        c.set("shuffle.keep", "true").unwrap();
+        assert!(c.keep_shuffle);
+        let e = c.set("shuffle.keep", "maybe").unwrap_err().to_string();
+        assert!(e.contains("shuffle.keep"), "{e}");
     }
 }

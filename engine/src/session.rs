@@ -18,7 +18,7 @@ use crate::physical::planner::{JobPlan, PhysicalPlanner};
 use crate::physical::scan::list_parquet_files;
 use crate::scheduler::executors::{ExecutorLoss, Executors};
 use crate::scheduler::tracker::MapOutputTracker;
-use crate::scheduler::{run_job, Hooks, JobContext, StageHook, TaskHook};
+use crate::scheduler::{run_job, Hooks, JobContext, KeptShuffle, StageHook, TaskHook};
 
 struct SessionState {
     config: Arc<EngineConfig>,
@@ -29,6 +29,7 @@ struct SessionState {
     last_summary: Mutex<Option<JobSummary>>,
     executors: Arc<Executors>,
     hooks: Mutex<Hooks>,
+    kept: Arc<Mutex<Vec<KeptShuffle>>>,
 }
 
 /// Entry point: holds the config and the shuffle manager every exchange uses.
@@ -67,6 +68,7 @@ impl Session {
                 next_job_id: AtomicU64::new(0),
                 last_summary: Mutex::new(None),
                 hooks: Mutex::new(Hooks::default()),
+                kept: Arc::new(Mutex::new(Vec::new())),
             }),
         }
     }
@@ -83,6 +85,19 @@ impl Session {
     pub fn last_job_summary(&self) -> Option<JobSummary> {
         self.state
             .last_summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The shuffles this session's jobs left in storage because
+    /// `shuffle.keep` ([`EngineConfig::keep_shuffle`]) is set, oldest first:
+    /// every committed map output of every job that ended (finished, failed
+    /// or cancelled). Empty when the setting is off (jobs remove their
+    /// shuffles when they end).
+    pub fn kept_shuffles(&self) -> Vec<KeptShuffle> {
+        self.state
+            .kept
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -271,6 +286,7 @@ impl Session {
             tracker: Arc::clone(&self.state.tracker),
             executors: Arc::clone(&self.state.executors),
             hooks,
+            kept: Arc::clone(&self.state.kept),
         };
         let (batches, summary) = run_job(ctx, job, job_id).await?;
         *self

@@ -29,11 +29,55 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
+/// What `--keep-shuffle` left in place.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// The app id under which the objects are kept.
+    pub app_id: String,
+    /// Where they are: the local directories, `s3://bucket/prefix`, or the
+    /// embedded S3 server's directory.
+    pub location: String,
+    /// `(shuffle id, committed map outputs, stored data bytes)` of every
+    /// shuffle of the job; each output is a data object (unless all its
+    /// partitions are empty) and an index object.
+    pub shuffles: Vec<(u32, u64, u64)>,
+    /// Spill objects removed (spills are never kept).
+    pub spill_objects_removed: u64,
+    /// Removing the spills failed (the message).
+    pub spill_error: Option<String>,
+}
+
+impl Kept {
+    /// Committed map outputs kept, over every shuffle.
+    pub fn map_outputs(&self) -> u64 {
+        self.shuffles.iter().map(|s| s.1).sum()
+    }
+
+    /// One line: what was kept and where.
+    pub fn describe(&self) -> String {
+        let ids = self
+            .shuffles
+            .iter()
+            .map(|s| s.0.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let bytes = self.shuffles.iter().map(|s| s.2).sum();
+        format!(
+            "kept {} map outputs (data + index, {}) of {} shuffle(s) [{ids}] of app {} in {}",
+            self.map_outputs(),
+            human_bytes(bytes),
+            self.shuffles.len(),
+            self.app_id,
+            self.location
+        )
+    }
+}
+
 /// What happened to the app's shuffle objects.
 #[derive(Debug, Clone)]
 pub enum Cleanup {
-    /// `--keep-shuffle`.
-    Kept,
+    /// `--keep-shuffle`: map outputs kept, spills removed.
+    Kept(Kept),
     /// Objects removed by `cleanup_app`.
     Removed(u64),
     Failed(String),
@@ -280,8 +324,16 @@ impl RunReport {
             human_bytes(self.memory_budget)
         );
         match &self.cleanup {
-            Some(Cleanup::Kept) => {
-                let _ = writeln!(o, "   cleanup     kept (--keep-shuffle)");
+            Some(Cleanup::Kept(k)) => {
+                let spills = match &k.spill_error {
+                    Some(e) => format!("removing spills FAILED: {e}"),
+                    None => format!("removed {} spill objects", k.spill_objects_removed),
+                };
+                let _ = writeln!(
+                    o,
+                    "   cleanup     {} (--keep-shuffle); {spills}",
+                    k.describe()
+                );
             }
             Some(Cleanup::Removed(n)) => {
                 let _ = writeln!(o, "   cleanup     removed {n} leftover objects");
@@ -424,8 +476,25 @@ impl RunReport {
 
         let mut cl = Json::new();
         match &self.cleanup {
-            Some(Cleanup::Kept) => {
+            Some(Cleanup::Kept(k)) => {
                 cl.bool("kept", true);
+                cl.str("app_id", &k.app_id);
+                cl.str("location", &k.location);
+                cl.num("map_outputs_kept", k.map_outputs());
+                cl.array(
+                    "shuffles_kept",
+                    k.shuffles.iter().map(|(id, n, b)| {
+                        let mut j = Json::new();
+                        j.num("shuffle_id", u64::from(*id));
+                        j.num("map_outputs", *n);
+                        j.num("data_bytes", *b);
+                        j.end()
+                    }),
+                );
+                cl.num("spill_objects_removed", k.spill_objects_removed);
+                if let Some(e) = &k.spill_error {
+                    cl.str("error", e);
+                }
             }
             Some(Cleanup::Removed(n)) => {
                 cl.bool("kept", false);

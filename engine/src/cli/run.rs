@@ -4,10 +4,28 @@
 //!
 //! [`run_q80`] is shared by the `shovel` binary, the golden tests and the
 //! q80 benchmark, so all three measure and check the same code path.
+//!
+//! # Stopping: Ctrl-C, SIGTERM, SIGHUP
+//!
+//! An interruptible run ([`Q80Job::interruptible`], the binary) installs
+//! handlers for all three before its backend is set up
+//! ([`StopSignals::install`]: a small thread of its own, so they stay
+//! installed from then until the process exits, whatever the run's runtime
+//! does). What a signal does depends on when it comes:
+//!
+//! | when | first signal | second signal |
+//! | --- | --- | --- |
+//! | before `run_q80` installs the handlers (data generation) | the default action: the process dies of it (shells report 128+n); a half-generated data set is a temp dir the next run removes | |
+//! | backend setup | setup is dropped (its temp dirs and embedded server go with it; nothing is written to the store yet), exit 128+n | quits at once |
+//! | planning / running the job | running tasks are stopped (`Session::cancel`), the job's shuffle and spill objects removed (with `--keep-shuffle`: spills removed, committed map outputs kept), temp dirs removed (unless kept), exit 128+n | quits at once: whatever was not yet removed stays for `shovel gc` |
+//! | cleanup | cleanup finishes, exit 128+n (no answer is printed, even if the job had finished) | quits at once, as above |
+//! | after `run_q80` returns (writing the answer and report) | quits at once with 128+n: nothing of the run is left to clean | |
+//!
+//! Exit codes: SIGINT 130, SIGTERM 143, SIGHUP 129 ([`StopSignal::exit_code`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -23,7 +41,7 @@ use crate::tpcds::{q80_csv, Q80Row, SqlDate, Q80_DEFAULT_DATE, Q80_SCALE};
 
 use super::args::one_line;
 use super::progress::Bar;
-use super::report::{peak_rss_bytes, RunReport, Timings};
+use super::report::{peak_rss_bytes, Cleanup, Kept, RunReport, Timings};
 use super::CliError;
 
 /// Everything about one q80 run except where the data is.
@@ -36,7 +54,10 @@ pub struct Q80Job {
     pub local_dirs: Vec<PathBuf>,
     pub s3_endpoint: Option<String>,
     pub date: SqlDate,
-    /// Leave shuffle and spill objects (and temp dirs) in place.
+    /// Keep the committed map outputs (data and index objects) of every
+    /// shuffle, and the directory they are in when it is a temp dir (the
+    /// default local dir, the embedded S3 server's); spills are still
+    /// removed. Same as `shuffle.keep` in [`Q80Job::config`].
     pub keep_shuffle: bool,
     /// Draw the stage progress bar (only ever on a terminal).
     pub progress: bool,
@@ -47,7 +68,8 @@ pub struct Q80Job {
     pub s3_fault_rate: Option<f64>,
     /// Fault injection: lose an executor mid-job (`--lose-executor`).
     pub lose_executor: Option<ExecutorLossPlan>,
-    /// Stop on Ctrl-C: cancel the job, clean up, exit 130 (the binary).
+    /// Stop on Ctrl-C, SIGTERM or SIGHUP: cancel the job, clean up, fail
+    /// with exit code 130 / 143 / 129 (the binary; see the module doc).
     pub interruptible: bool,
 }
 
@@ -112,8 +134,29 @@ pub struct Q80Failure {
 struct Backend {
     managed: ManagedShuffle,
     embedded: Option<shuffle_s3::EmbeddedS3>,
-    temp_dirs: Vec<tempfile::TempDir>,
+    /// The default local dir (no `--local-dir`, no `local.dirs`).
+    local_temp: Option<tempfile::TempDir>,
+    /// The embedded S3 server's directory.
+    s3_temp: Option<tempfile::TempDir>,
     description: String,
+    /// Where committed map outputs live, for `--keep-shuffle`'s note: the
+    /// local directories, `s3://bucket/prefix`, or the embedded server's
+    /// directory.
+    outputs_at: String,
+}
+
+/// The value of shuffle key `key` in `pairs` (last wins), else its
+/// environment variable.
+fn shuffle_key_value(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| {
+            shuffle_core::config::canonical_key(k) == Some(key)
+                || shuffle_s3::config::canonical_key(k) == Some(key)
+        })
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var(shuffle_s3::config::env_var_for(key)).ok())
 }
 
 /// True when an S3 bucket or endpoint is configured by keys or environment.
@@ -177,8 +220,11 @@ async fn check_endpoint(url: &str) -> Result<(), CliError> {
 
 async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError> {
     let mut config = job.config.clone();
+    config.keep_shuffle |= job.keep_shuffle;
+    let keep = config.keep_shuffle;
     let mut pairs = job.shuffle_pairs.clone();
-    let mut temp_dirs = Vec::new();
+    let mut local_temp = None;
+    let mut s3_temp = None;
     let has_local_dirs = pairs
         .iter()
         .any(|(k, _)| shuffle_core::config::canonical_key(k) == Some("local.dirs"));
@@ -206,8 +252,10 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
             })?;
         local_desc = tmp.path().display().to_string();
         pairs.push(("local.dirs".into(), local_desc.clone()));
-        temp_dirs.push(tmp);
+        local_temp = Some(tmp);
     }
+    let local_at = shuffle_key_value(&pairs, "local.dirs").unwrap_or_else(|| local_desc.clone());
+    let mut outputs_at = local_at;
     let mut embedded = None;
     let description = match config.backend {
         ShuffleBackend::Local => format!("local disk ({local_desc})"),
@@ -238,6 +286,11 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                         .s3_endpoint
                         .clone()
                         .unwrap_or_else(|| "AWS S3 (credentials from the AWS chain)".into());
+                    outputs_at = config
+                        .s3_bucket
+                        .clone()
+                        .or_else(|| shuffle_key_value(&pairs, "s3.bucket"))
+                        .unwrap_or_else(|| where_.clone());
                     format!("S3 {where_} via {via}")
                 }
                 (false, false) => {
@@ -258,7 +311,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                              embedded S3 server at {} over {}{}",
                             server.endpoint,
                             tmp.path().display(),
-                            if job.keep_shuffle {
+                            if keep {
                                 " (kept)"
                             } else {
                                 " (removed at exit)"
@@ -282,7 +335,11 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                         server.endpoint,
                         tmp.path().display()
                     );
-                    temp_dirs.push(tmp);
+                    outputs_at = format!(
+                        "{} (the embedded S3 server's directory)",
+                        tmp.path().display()
+                    );
+                    s3_temp = Some(tmp);
                     embedded = Some(server);
                     d
                 }
@@ -297,8 +354,10 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
         Backend {
             managed,
             embedded,
-            temp_dirs,
+            local_temp,
+            s3_temp,
             description,
+            outputs_at,
         },
         config,
     ))
@@ -346,21 +405,49 @@ pub fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<Q80Row>, CliError>
 }
 
 /// Runs q80 over `data_dir`. Cleans up the app's shuffle objects afterwards
-/// (unless `keep_shuffle`), whether the job succeeded or not.
+/// (unless `keep_shuffle`: then spills only), whether the job succeeded,
+/// failed or was stopped by a signal (see the module doc).
 pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Failure> {
     let mut report = RunReport::new(job, data_dir);
     let total = Instant::now();
     let mut timings = Timings::default();
+    let fail = |error: CliError, mut report: RunReport, mut timings: Timings, t: Instant| {
+        timings.setup_ms = ms(t);
+        timings.total_ms = ms(total);
+        report.timings = timings;
+        report.fail(&error);
+        Q80Failure { error, report }
+    };
 
     let t = Instant::now();
-    let (backend, config) = match setup_backend(job).await {
+    let signals = if job.interruptible {
+        match StopSignals::install() {
+            Ok(s) => Some(s),
+            Err(error) => return Err(fail(error, report, timings, t)),
+        }
+    } else {
+        None
+    };
+    let run_guard = signals.map(StopSignals::arm);
+    let keep = job.keep_shuffle || job.config.keep_shuffle;
+    let announcer = signals.map(|s| tokio::spawn(announce_stop(s, keep)));
+    let setup = async {
+        match signals {
+            Some(s) => tokio::select! {
+                biased;
+                sig = s.wait() => Err(interrupted(sig, "during setup; nothing was written")),
+                r = setup_backend(job) => r,
+            },
+            None => setup_backend(job).await,
+        }
+    };
+    let (backend, config) = match setup.await {
         Ok(b) => b,
         Err(error) => {
-            timings.setup_ms = ms(t);
-            timings.total_ms = ms(total);
-            report.timings = timings;
-            report.fail(&error);
-            return Err(Q80Failure { error, report });
+            if let Some(a) = announcer {
+                a.abort();
+            }
+            return Err(fail(error, report, timings, t));
         }
     };
     timings.setup_ms = ms(t);
@@ -370,21 +457,79 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
     report.spill_location = manager.spill_store().location().to_string();
     let before = manager.metrics().snapshot();
 
-    let result = execute(job, &config, &manager, data_dir, &mut timings, &mut report).await;
+    let session = Session::new(config.clone(), Arc::clone(&manager));
+    let canceller = signals.map(|s| {
+        let session = session.clone();
+        tokio::spawn(async move {
+            s.wait().await;
+            session.cancel();
+        })
+    });
+    let mut result = execute(job, &session, &manager, data_dir, &mut timings, &mut report).await;
+    if let Some(c) = canceller {
+        c.abort();
+    }
 
     let t = Instant::now();
-    if job.keep_shuffle {
-        report.cleanup = Some(super::report::Cleanup::Kept);
-        let mut kept = Vec::new();
-        for d in backend.temp_dirs {
-            kept.push(d.keep().display().to_string());
+    let Backend {
+        managed,
+        embedded,
+        mut local_temp,
+        mut s3_temp,
+        outputs_at,
+        ..
+    } = backend;
+    if config.keep_shuffle {
+        let shuffles = session
+            .kept_shuffles()
+            .iter()
+            .map(|k| (k.shuffle_id, k.outputs.len() as u64, k.bytes()))
+            .collect();
+        let (spill_objects_removed, spill_error) = match manager.spill_store().cleanup().await {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(one_line(&e.to_string()))),
+        };
+        // The outputs stay where they are: a temp dir holding them is kept.
+        // (With S3 the local temp dir held only spills: it goes.)
+        if config.backend == ShuffleBackend::Local {
+            if let Some(d) = local_temp.take() {
+                let _ = d.keep();
+            }
         }
-        if job.announce && !kept.is_empty() {
-            eprintln!("note: --keep-shuffle: kept {}", kept.join(", "));
+        if let Some(d) = s3_temp.take() {
+            let _ = d.keep();
         }
+        let kept = Kept {
+            app_id: manager.app_id().to_string(),
+            location: outputs_at.clone(),
+            shuffles,
+            spill_objects_removed,
+            spill_error,
+        };
+        if job.announce {
+            let target = outputs_at
+                .split(" (")
+                .next()
+                .unwrap_or(&outputs_at)
+                .replace(',', " ");
+            eprintln!(
+                "note: --keep-shuffle: {}; spills removed. `shovel gc --older-than <age> {target}` \
+                 removes them later",
+                kept.describe()
+            );
+            if let Some(e) = &kept.spill_error {
+                eprintln!(
+                    "warning: removing the spill objects of app {} failed: {e}",
+                    kept.app_id
+                );
+            }
+        }
+        report.cleanup = Some(Cleanup::Kept(kept));
+        // TODO(merge): release_app — stop the job marker heartbeat here,
+        // keeping the outputs (`manager.release_app()`).
     } else {
         match manager.cleanup_app().await {
-            Ok(n) => report.cleanup = Some(super::report::Cleanup::Removed(n)),
+            Ok(n) => report.cleanup = Some(Cleanup::Removed(n)),
             Err(e) => {
                 let msg = one_line(&e.to_string());
                 if job.announce {
@@ -393,19 +538,41 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
                         manager.app_id()
                     );
                 }
-                report.cleanup = Some(super::report::Cleanup::Failed(msg));
+                report.cleanup = Some(Cleanup::Failed(msg));
             }
         }
     }
-    timings.cleanup_ms = ms(t);
     let after = manager.metrics().snapshot();
     report.metrics = after.delta(&before);
+    drop(session);
+    drop(manager);
+    drop(managed);
+    drop(embedded);
+    // Not kept: the temp dirs go now (the embedded server has stopped).
+    drop(local_temp);
+    drop(s3_temp);
+    timings.cleanup_ms = ms(t);
     report.peak_rss_bytes = peak_rss_bytes();
     timings.total_ms = ms(total);
     report.timings = timings;
-    drop(manager);
-    drop(backend.managed);
-    drop(backend.embedded);
+
+    // From here on a signal quits at once: nothing of the run is left to
+    // clean. One that came before (even during cleanup) fails the run.
+    if let Some(a) = announcer {
+        a.abort();
+    }
+    if let Some(sig) = run_guard.and_then(RunGuard::finish) {
+        if result.is_ok() {
+            result = Err(interrupted(
+                sig,
+                "after the job finished; its answer is not printed",
+            ));
+        } else if let Err(e) = &mut result {
+            if e.code != sig.exit_code() {
+                *e = interrupted(sig, "");
+            }
+        }
+    }
 
     match result {
         Ok((csv, rows)) => {
@@ -419,16 +586,47 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
     }
 }
 
+/// The error of a run stopped by `sig`.
+fn interrupted(sig: StopSignal, detail: &str) -> CliError {
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    CliError {
+        message: format!(
+            "interrupted by {}: the job was cancelled and its tasks stopped{detail}",
+            sig.describe()
+        ),
+        code: sig.exit_code(),
+    }
+}
+
+/// Prints what happens next when the first stop signal comes.
+async fn announce_stop(signals: &'static StopSignals, keep: bool) {
+    let sig = signals.wait().await;
+    let what = if keep {
+        "removing this run's spill objects (its committed map outputs are kept)"
+    } else {
+        "removing this run's shuffle and spill objects"
+    };
+    eprintln!(
+        "\nshovel: {}: stopping tasks, then {what} ({} again to quit at once)",
+        sig.describe(),
+        sig.again()
+    );
+}
+
 async fn execute(
     job: &Q80Job,
-    config: &EngineConfig,
+    session: &Session,
     manager: &Arc<dyn ShuffleManager>,
     data_dir: &Path,
     timings: &mut Timings,
     report: &mut RunReport,
 ) -> Result<(String, Vec<Q80Row>), CliError> {
     let t = Instant::now();
-    let session = Session::new(config.clone(), Arc::clone(manager));
+    let config = session.config();
     let opts = Q80Options {
         date: job.date.to_date32(),
         limit: None,
@@ -440,7 +638,7 @@ async fn execute(
             one_line(&e.to_string())
         ))
     };
-    let df = q80(&session, data_dir, &opts).map_err(plan_err)?;
+    let df = q80(session, data_dir, &opts).map_err(plan_err)?;
     let stages = session
         .plan_job(df.logical_plan())
         .map_err(plan_err)?
@@ -486,23 +684,17 @@ async fn execute(
         })));
     }
     if let Some(plan) = job.lose_executor {
-        install_executor_loss(&session, manager, plan, &victim_stages, job.announce);
+        install_executor_loss(session, manager, plan, &victim_stages, job.announce);
     }
-    let watcher = job.interruptible.then(|| watch_interrupt(session.clone()));
     bar.set(0, "stages done");
     let result = df.collect_with_summary().await;
-    if let Some(w) = watcher {
-        w.abort();
-    }
     session.set_stage_hook(None);
     session.set_task_hook(None);
     if session.executors().is_cancelled() {
         bar.finish();
         timings.execute_ms = ms(t);
-        return Err(CliError {
-            message: "interrupted: the job was cancelled and its tasks stopped".into(),
-            code: 130,
-        });
+        let sig = StopSignals::received().unwrap_or(StopSignal::Interrupt);
+        return Err(interrupted(sig, ""));
     }
     bar.finish();
     timings.execute_ms = ms(t);
@@ -522,50 +714,216 @@ async fn execute(
     Ok((csv, rows))
 }
 
-/// On the first Ctrl-C, cancels the session's job (its caller then removes
-/// the run's shuffle and spill objects); on the second, exits at once.
+/// A signal that stops a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`kill`, `timeout`, systemd, Kubernetes, batch schedulers).
+    Terminate,
+    /// SIGHUP (the terminal went away).
+    Hangup,
+}
+
+impl StopSignal {
+    /// `SIGINT`, `SIGTERM`, `SIGHUP`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+            Self::Hangup => "SIGHUP",
+        }
+    }
+
+    /// The exit code of a run it stopped: 128 + the signal number, as a
+    /// shell reports a process the signal killed (130, 143, 129).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Interrupt => 130,
+            Self::Terminate => 143,
+            Self::Hangup => 129,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Interrupt => "Ctrl-C (SIGINT)",
+            Self::Terminate => "SIGTERM",
+            Self::Hangup => "SIGHUP",
+        }
+    }
+
+    fn again(self) -> &'static str {
+        match self {
+            Self::Interrupt => "Ctrl-C",
+            Self::Terminate => "SIGTERM",
+            Self::Hangup => "SIGHUP",
+        }
+    }
+}
+
+/// The process's handlers for [`StopSignal`]s, installed once by
+/// [`StopSignals::install`] and kept until the process exits.
 ///
-/// On Unix the SIGINT handler is installed before this returns, so an
-/// interrupt that comes right after the job starts is not lost.
-fn watch_interrupt(session: Session) -> tokio::task::JoinHandle<()> {
-    let mut sigint = Interrupts::install();
-    tokio::spawn(async move {
-        if !sigint.next().await {
+/// The handlers run on a thread of their own (with a one-thread tokio
+/// runtime), so they work before, during and after any run's runtime. While
+/// a run is armed ([`StopSignals::arm`]) the first signal is recorded and
+/// wakes [`StopSignals::wait`]; any other signal (a second one, or one when
+/// no run is armed) exits the process at once with its code.
+#[derive(Debug)]
+pub struct StopSignals {
+    first: tokio::sync::watch::Sender<Option<StopSignal>>,
+}
+
+/// Set while a run is armed: the first signal is for it to handle.
+static ARMED: AtomicBool = AtomicBool::new(false);
+static SIGNALS: OnceLock<Result<StopSignals, String>> = OnceLock::new();
+
+impl StopSignals {
+    /// Installs the handlers (once per process; later calls return the same
+    /// handlers). Returns once they are installed, so no signal that comes
+    /// after is lost.
+    pub fn install() -> Result<&'static StopSignals, CliError> {
+        SIGNALS
+            .get_or_init(|| {
+                let (tx, _) = tokio::sync::watch::channel(None);
+                let thread_tx = tx.clone();
+                let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("shovel-signals".into())
+                    .spawn(move || signal_thread(thread_tx, ready_tx))
+                    .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+                match ready_rx.recv() {
+                    Ok(Ok(())) => Ok(StopSignals { first: tx }),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("the signal thread ended before installing handlers".into()),
+                }
+            })
+            .as_ref()
+            .map_err(|e| CliError::runtime(format!("installing signal handlers: {e}")))
+    }
+
+    /// The first signal received while a run was armed, if any.
+    pub fn received() -> Option<StopSignal> {
+        SIGNALS
+            .get()
+            .and_then(|s| s.as_ref().ok())
+            .and_then(|s| *s.first.borrow())
+    }
+
+    /// Waits for the first signal of the armed run.
+    pub async fn wait(&self) -> StopSignal {
+        let mut rx = self.first.subscribe();
+        loop {
+            if let Some(s) = *rx.borrow_and_update() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Arms the handlers for a run: until the guard is finished or dropped,
+    /// the first signal is the run's to handle.
+    pub fn arm(&'static self) -> RunGuard {
+        ARMED.store(true, Ordering::SeqCst);
+        RunGuard { signals: self }
+    }
+}
+
+/// A run armed for [`StopSignals`]; disarms when finished or dropped.
+#[derive(Debug)]
+pub struct RunGuard {
+    signals: &'static StopSignals,
+}
+
+impl RunGuard {
+    /// Disarms (from now on a signal exits at once) and returns the signal
+    /// that came while armed, if any.
+    pub fn finish(self) -> Option<StopSignal> {
+        ARMED.store(false, Ordering::SeqCst);
+        *self.signals.first.borrow()
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the signal thread does with `sig`.
+fn on_signal(sig: StopSignal, first: &tokio::sync::watch::Sender<Option<StopSignal>>) {
+    let earlier = *first.borrow();
+    if earlier.is_none() && ARMED.load(Ordering::SeqCst) {
+        first.send_replace(Some(sig));
+        return;
+    }
+    if earlier.is_some() {
+        eprintln!(
+            "\nshovel: {}: quitting at once; objects not removed yet stay until `shovel gc`",
+            sig.describe()
+        );
+    }
+    std::process::exit(i32::from(sig.exit_code()));
+}
+
+fn signal_thread(
+    first: tokio::sync::watch::Sender<Option<StopSignal>>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start its runtime: {e}")));
             return;
         }
-        eprintln!(
-            "\nshovel: interrupted: stopping tasks, then removing this run's shuffle and spill \
-             objects (Ctrl-C again to quit at once)"
-        );
-        session.cancel();
-        if sigint.next().await {
-            std::process::exit(130);
-        }
-    })
-}
-
-/// Ctrl-C notifications (SIGINT on Unix, listened to from creation).
-struct Interrupts {
-    #[cfg(unix)]
-    sigint: Option<tokio::signal::unix::Signal>,
-}
-
-impl Interrupts {
-    fn install() -> Self {
-        Self {
-            #[cfg(unix)]
-            sigint: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
-        }
-    }
-
-    /// Waits for the next interrupt; false if none can come.
-    async fn next(&mut self) -> bool {
+    };
+    rt.block_on(async move {
         #[cfg(unix)]
-        if let Some(s) = self.sigint.as_mut() {
-            return s.recv().await.is_some();
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let kinds = [
+                SignalKind::interrupt(),
+                SignalKind::terminate(),
+                SignalKind::hangup(),
+            ];
+            let mut streams = Vec::new();
+            for k in kinds {
+                match signal(k) {
+                    Ok(s) => streams.push(s),
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+            let _ = ready.send(Ok(()));
+            let [int, term, hup] = &mut streams[..] else {
+                return;
+            };
+            loop {
+                let sig = tokio::select! {
+                    Some(()) = int.recv() => StopSignal::Interrupt,
+                    Some(()) = term.recv() => StopSignal::Terminate,
+                    Some(()) = hup.recv() => StopSignal::Hangup,
+                    else => return,
+                };
+                on_signal(sig, &first);
+            }
         }
-        tokio::signal::ctrl_c().await.is_ok()
-    }
+        #[cfg(not(unix))]
+        {
+            let _ = ready.send(Ok(()));
+            while tokio::signal::ctrl_c().await.is_ok() {
+                on_signal(StopSignal::Interrupt, &first);
+            }
+        }
+    });
 }
 
 /// `--lose-executor`: once the executor has committed map outputs in

@@ -29,6 +29,12 @@
 //! survive the loss of the executor that wrote them, so only data actually
 //! reported lost or corrupt is recomputed; other read errors just retry the
 //! reading task.
+//!
+//! When a job ends (finished, failed or cancelled) its shuffles are removed
+//! from storage, unless `shuffle.keep` ([`EngineConfig::keep_shuffle`]) is
+//! set: then every committed map output (data and index objects) stays, and
+//! the job records what it left as [`KeptShuffle`]s in
+//! [`JobContext::kept`] (the session's [`crate::Session::kept_shuffles`]).
 
 pub mod executors;
 pub mod tracker;
@@ -76,6 +82,25 @@ pub struct TaskEvent {
     pub partition: usize,
     pub attempt: u32,
     pub executor: usize,
+}
+
+/// A shuffle a job left in storage because `shuffle.keep` is set: the
+/// committed map outputs the scheduler knew of when the job ended.
+#[derive(Debug, Clone)]
+pub struct KeptShuffle {
+    pub job_id: u64,
+    pub stage_id: usize,
+    pub shuffle_id: u32,
+    /// One status per committed map output (each a data object, unless all
+    /// its partitions are empty, and an index object).
+    pub outputs: Vec<MapStatus>,
+}
+
+impl KeptShuffle {
+    /// Stored bytes of the kept data objects.
+    pub fn bytes(&self) -> u64 {
+        self.outputs.iter().map(MapStatus::total_bytes).sum()
+    }
 }
 
 /// Shuffles removed concurrently when a job ends.
@@ -131,6 +156,8 @@ pub struct JobContext {
     pub tracker: Arc<MapOutputTracker>,
     pub executors: Arc<Executors>,
     pub hooks: Hooks,
+    /// Where a job with `shuffle.keep` set records the shuffles it left.
+    pub kept: Arc<Mutex<Vec<KeptShuffle>>>,
 }
 
 /// Runs a job to completion.
@@ -145,6 +172,7 @@ pub async fn run_job(
         tracker,
         executors,
         hooks,
+        kept,
     } = ctx;
     let started = Instant::now();
     let before = manager.metrics().snapshot();
@@ -183,21 +211,35 @@ pub async fn run_job(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
-    // Remove the job's shuffles a few at a time: on S3 each is a LIST per
-    // hash prefix plus batched deletes, so one by one is mostly waiting.
-    let removals = job.stages.iter().map(|s| {
-        job.tracker.remove_shuffle(s.shuffle_id);
-        let manager = &manager;
-        async move {
-            if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
-                tracing::warn!("removing shuffle {}: {e}", s.shuffle_id);
-            }
+    if job.config.keep_shuffle {
+        // Leave the committed outputs in storage and say which they are.
+        let mut left = kept.lock().unwrap_or_else(|p| p.into_inner());
+        for s in &job.stages {
+            left.push(KeptShuffle {
+                job_id,
+                stage_id: s.stage_id,
+                shuffle_id: s.shuffle_id,
+                outputs: job.tracker.committed(s.shuffle_id),
+            });
+            job.tracker.remove_shuffle(s.shuffle_id);
         }
-    });
-    futures::stream::iter(removals)
-        .buffer_unordered(SHUFFLE_REMOVALS_IN_FLIGHT)
-        .collect::<Vec<()>>()
-        .await;
+    } else {
+        // Remove the job's shuffles a few at a time: on S3 each is a LIST per
+        // hash prefix plus batched deletes, so one by one is mostly waiting.
+        let removals = job.stages.iter().map(|s| {
+            job.tracker.remove_shuffle(s.shuffle_id);
+            let manager = &manager;
+            async move {
+                if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
+                    tracing::warn!("removing shuffle {}: {e}", s.shuffle_id);
+                }
+            }
+        });
+        futures::stream::iter(removals)
+            .buffer_unordered(SHUFFLE_REMOVALS_IN_FLIGHT)
+            .collect::<Vec<()>>()
+            .await;
+    }
     let batches = result?;
     let after = manager.metrics().snapshot();
     let delta = after.delta(&before);

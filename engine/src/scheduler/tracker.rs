@@ -206,6 +206,15 @@ impl MapOutputTracker {
             .collect()
     }
 
+    /// The committed statuses of a shuffle's maps that have one (in map
+    /// order), skipping maps with none; empty for an unknown shuffle.
+    pub fn committed(&self, shuffle_id: u32) -> Vec<MapStatus> {
+        self.lock()
+            .get(&shuffle_id)
+            .map(|e| e.maps.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Drops a shuffle's entries.
     pub fn remove_shuffle(&self, shuffle_id: u32) {
         self.lock().remove(&shuffle_id);

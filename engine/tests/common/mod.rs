@@ -2,6 +2,7 @@
 //! backend, random tables, and row-multiset comparison.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -41,6 +42,53 @@ pub struct TestSession {
     pub session: Session,
     _dir: tempfile::TempDir,
     _s3: Option<shuffle_s3::EmbeddedS3>,
+}
+
+impl TestSession {
+    /// The local directory of shuffle files (local backend) and spills.
+    pub fn local_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The embedded S3 server's directory (S3 backend): where its objects live.
+    pub fn s3_dir(&self) -> Option<&Path> {
+        self._s3.as_ref().map(|s| s.root())
+    }
+}
+
+/// Every file (not directory) under `dir`, recursively; symlinks are not
+/// followed. Empty when `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) => out.push(p),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Files under `dir` whose name ends with `suffix` and whose path contains
+/// `shuffle-<id>/`.
+pub fn shuffle_files(dir: &Path, shuffle_id: u32, suffix: &str) -> Vec<PathBuf> {
+    let marker = format!("shuffle-{shuffle_id}");
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.components().any(|c| c.as_os_str() == marker.as_str())
+                && p.to_string_lossy().ends_with(suffix)
+        })
+        .collect()
 }
 
 pub async fn session(backend: Backend, config: EngineConfig) -> TestSession {
