@@ -358,9 +358,7 @@ pub async fn abort_leaves_nothing(b: &dyn Backend) {
     let objects: Vec<String> = objects_under(&mgr, &mgr.layout().app_prefix())
         .await
         .into_iter()
-        .filter(|p| {
-            crate::Layout::parse(p).map(|o| o.kind) != Some(crate::ObjectKind::JobMarker)
-        })
+        .filter(|p| crate::Layout::parse(p).map(|o| o.kind) != Some(crate::ObjectKind::JobMarker))
         .collect();
     assert!(objects.is_empty(), "left behind: {objects:?}");
     assert_eq!(mgr.memory_pool().used(), 0, "reservations released");
