@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::format::Codec;
 use crate::{Error, Result};
@@ -43,6 +44,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "fetch.max_bytes_in_flight", aliases: &["spark.reducer.maxSizeInFlight"], default: "48MiB", doc: "Bytes a reader fetches ahead of its consumer." },
     KeyDoc { key: "fetch.max_requests_in_flight", aliases: &["spark.reducer.maxReqsInFlight"], default: "8", doc: "Concurrent read requests per reader." },
     KeyDoc { key: "fetch.chunk_bytes", aliases: &[], default: "8MiB", doc: "Largest single ranged read; larger map-output ranges are split." },
+    KeyDoc { key: "job.heartbeat", aliases: &[], default: "30s", doc: "How often a running job refreshes its marker `<app_id>/_shovel_job.json`; `gc --older-than` should be well above it." },
 ];
 
 /// Shovel's shuffle configuration.
@@ -58,6 +60,8 @@ pub struct ShuffleConfig {
     pub fetch_max_bytes_in_flight: u64,
     pub fetch_max_requests_in_flight: usize,
     pub fetch_chunk_bytes: u64,
+    /// How often the job marker is refreshed (`job.heartbeat`).
+    pub job_heartbeat: Duration,
     /// Keys for the backend (`s3.*`), unparsed.
     pub backend_options: BTreeMap<String, String>,
 }
@@ -75,6 +79,7 @@ impl Default for ShuffleConfig {
             fetch_max_bytes_in_flight: 48 << 20,
             fetch_max_requests_in_flight: 8,
             fetch_chunk_bytes: 8 << 20,
+            job_heartbeat: Duration::from_secs(30),
             backend_options: BTreeMap::new(),
         }
     }
@@ -169,9 +174,7 @@ impl ShuffleConfig {
                 }
             }
             "shuffle.app_id" => {
-                if v.is_empty() || v.contains('/') || v.contains("..") {
-                    return Err(Error::config(key, "must be non-empty without `/` or `..`"));
-                }
+                crate::Layout::validate_app_id(v)?;
                 self.app_id = v.to_string();
             }
             "shuffle.codec" => {
@@ -202,6 +205,12 @@ impl ShuffleConfig {
                     .map_err(|_| Error::config(key, format!("`{v}` is not a positive integer")))?
             }
             "fetch.chunk_bytes" => self.fetch_chunk_bytes = parse_size(key, v)?,
+            "job.heartbeat" => {
+                self.job_heartbeat = crate::gc::parse_duration(key, v)?;
+                if self.job_heartbeat.is_zero() {
+                    return Err(Error::config(key, "must be at least 1s, like 30s"));
+                }
+            }
             _ => return Err(Error::config(key, "key is documented but not handled")),
         }
         Ok(())
@@ -335,6 +344,14 @@ mod tests {
         assert!(e.to_string().contains("use `local` or `s3`"), "{e}");
         let e = ShuffleConfig::from_args(["novalue"]).expect_err("no =");
         assert!(e.to_string().contains("key=value"), "{e}");
+        for bad in ["a/b", "..", ".hidden", "spill", "x y", "", "é"] {
+            let e = ShuffleConfig::from_args([format!("shuffle.app_id={bad}")]).expect_err(bad);
+            assert!(e.to_string().contains("shuffle.app_id"), "{bad}: {e}");
+        }
+        let ok = ShuffleConfig::from_args(["shuffle.app_id=My_job-4.2"]).expect("valid id");
+        assert_eq!(ok.app_id, "My_job-4.2");
+        let e = ShuffleConfig::from_args(["job.heartbeat=0s"]).expect_err("zero heartbeat");
+        assert!(e.to_string().contains("job.heartbeat"), "{e}");
     }
 
     #[test]
@@ -350,6 +367,7 @@ mod tests {
             ("fetch.max_bytes_in_flight", "1m"),
             ("fetch.max_requests_in_flight", "2"),
             ("fetch.chunk_bytes", "1m"),
+            ("job.heartbeat", "10s"),
         ];
         assert_eq!(samples.len(), KEYS.len());
         let mut cfg = ShuffleConfig::default();

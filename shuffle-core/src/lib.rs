@@ -33,6 +33,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod gc;
+pub mod job;
 pub mod manager;
 pub mod memory;
 pub mod metrics;
@@ -49,8 +50,8 @@ pub use config::{BackendKind, ShuffleConfig};
 pub use error::{Error, Result};
 pub use format::Codec;
 pub use manager::{
-    Layout, MapStatus, ShuffleHandle, ShuffleManager, ShuffleManagerExt, StoreShuffleManager,
-    StoreShuffleManagerBuilder,
+    Layout, MapStatus, ObjectKind, ShovelObject, ShuffleHandle, ShuffleManager, ShuffleManagerExt,
+    StoreShuffleManager, StoreShuffleManagerBuilder,
 };
 pub use memory::{MemoryPool, MemoryReservation};
 pub use metrics::{MetricsSnapshot, ShuffleMetrics};

@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use crate::buffer::MapOutputBuffer;
 use crate::config::ShuffleConfig;
 use crate::format::{Codec, IndexFile};
+use crate::job::{Heartbeat, JobMarker};
 use crate::memory::MemoryPool;
 use crate::metrics::ShuffleMetrics;
 use crate::reader::{ReaderOptions, ShuffleReader};
@@ -156,6 +157,209 @@ impl Layout {
     }
 }
 
+/// The name of the job marker object under `<app_id>/` (see [`crate::job`]).
+pub const JOB_MARKER: &str = "_shovel_job.json";
+
+/// The object a start-up probe of a store writes and deletes under
+/// `<app_id>/` (S3's `s3.probe`); one left by a probe that was cut off is
+/// a temporary file to `gc`.
+pub const PROBE_OBJECT: &str = "_shovel_probe";
+
+/// The top-level directory of spill objects (`spill/<app_id>/...`); never an app id.
+pub const SPILL_DIR: &str = "spill";
+
+/// What kind of object Shovel wrote under a key (see [`Layout::parse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// `<app>/shuffle-<s>/map-<m>-<attempt>.data`
+    Data {
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+    },
+    /// `<app>/shuffle-<s>/map-<m>.index`
+    Index { shuffle_id: u32, map_id: u32 },
+    /// `spill/<app>/spill-<suffix>.bin`
+    Spill,
+    /// `<app>/_shovel_job.json`, the job marker.
+    JobMarker,
+    /// A local file sink's temporary file for one of the above
+    /// (`<stem>.tmp-<suffix>`), left behind when a process is killed mid-write.
+    Temp,
+}
+
+/// A key Shovel wrote: whose job it belongs to and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShovelObject {
+    pub app_id: String,
+    pub kind: ObjectKind,
+}
+
+impl Layout {
+    /// Checks that `app_id` is usable as the first segment of every key:
+    /// 1 to 128 characters of `[A-Za-z0-9._-]`, not starting with `.`, and
+    /// not `spill` (the spill directory). This keeps [`Layout::parse`]
+    /// unambiguous.
+    pub fn validate_app_id(app_id: &str) -> Result<()> {
+        let bad = |why: &str| {
+            Err(Error::config(
+                "shuffle.app_id",
+                format!("`{app_id}` {why}; use 1 to 128 characters of A-Z a-z 0-9 . _ - such as my-job-42"),
+            ))
+        };
+        if app_id.is_empty() || app_id.len() > 128 {
+            return bad("has the wrong length");
+        }
+        if let Some(c) = app_id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return bad(&format!("contains `{c}`"));
+        }
+        if app_id.starts_with('.') {
+            return bad("starts with `.`");
+        }
+        if app_id == SPILL_DIR {
+            return bad("is reserved for spill files");
+        }
+        Ok(())
+    }
+
+    /// The job marker's key on root `shard` (see [`ShuffleStore::root_shards`]).
+    pub fn marker_key(&self, shard: u64) -> ObjectKey {
+        ObjectKey::new(shard, format!("{}/{JOB_MARKER}", self.app_id))
+    }
+
+    /// The prefix of this app's spill objects in an object store.
+    pub fn spill_prefix(&self) -> String {
+        format!("{SPILL_DIR}/{}/", self.app_id)
+    }
+
+    /// Parses a key path relative to a store root into what Shovel wrote
+    /// there, or `None` for anything Shovel never writes. This is the whole
+    /// grammar; `gc` deletes nothing it does not recognise:
+    ///
+    /// ```text
+    /// <app>/shuffle-<u32>/map-<u32>-<u32>.data
+    /// <app>/shuffle-<u32>/map-<u32>.index
+    /// <app>/_shovel_job.json
+    /// spill/<app>/spill-<suffix>.bin
+    /// any of the file names above with its extension replaced by
+    ///     .tmp-<suffix>                     (a local sink's temporary file)
+    /// <app>    = a valid app id (see validate_app_id)
+    /// <suffix> = [0-9a-f-]+                 (see fs::unique_suffix)
+    /// ```
+    pub fn parse(path: &str) -> Option<ShovelObject> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let (app, kind) = match parts.as_slice() {
+            [SPILL_DIR, app, file] => {
+                let kind = match split_temp(file) {
+                    Some(stem) => is_spill_stem(stem).then_some(ObjectKind::Temp),
+                    None => file
+                        .strip_suffix(".bin")
+                        .filter(|s| is_spill_stem(s))
+                        .map(|_| ObjectKind::Spill),
+                }?;
+                (*app, kind)
+            }
+            [app, file] => {
+                let kind = match split_temp(file) {
+                    Some(stem) => (stem == marker_stem()).then_some(ObjectKind::Temp),
+                    None if *file == JOB_MARKER => Some(ObjectKind::JobMarker),
+                    None => (*file == PROBE_OBJECT).then_some(ObjectKind::Temp),
+                }?;
+                (*app, kind)
+            }
+            [app, dir, file] => {
+                let shuffle_id = parse_u32(dir.strip_prefix("shuffle-")?)?;
+                let kind = match split_temp(file) {
+                    Some(stem) => parse_map_stem(stem).map(|_| ObjectKind::Temp),
+                    None => {
+                        if let Some(stem) = file.strip_suffix(".data") {
+                            match parse_map_stem(stem)? {
+                                (map_id, Some(attempt)) => Some(ObjectKind::Data {
+                                    shuffle_id,
+                                    map_id,
+                                    attempt,
+                                }),
+                                (_, None) => None,
+                            }
+                        } else if let Some(stem) = file.strip_suffix(".index") {
+                            match parse_map_stem(stem)? {
+                                (map_id, None) => Some(ObjectKind::Index { shuffle_id, map_id }),
+                                (_, Some(_)) => None,
+                            }
+                        } else {
+                            None
+                        }
+                    }
+                }?;
+                (*app, kind)
+            }
+            _ => return None,
+        };
+        Self::validate_app_id(app).ok()?;
+        Some(ShovelObject {
+            app_id: app.to_string(),
+            kind,
+        })
+    }
+
+    /// True when `dir` (a relative directory path, no trailing `/`) is one
+    /// Shovel creates: `<app>`, `<app>/shuffle-<u32>`, `spill`, `spill/<app>`.
+    pub fn is_shovel_dir(dir: &str) -> bool {
+        let parts: Vec<&str> = dir.split('/').collect();
+        match parts.as_slice() {
+            [SPILL_DIR] => true,
+            [SPILL_DIR, app] | [app] => Self::validate_app_id(app).is_ok(),
+            [app, sub] => {
+                Self::validate_app_id(app).is_ok()
+                    && sub.strip_prefix("shuffle-").and_then(parse_u32).is_some()
+            }
+            _ => false,
+        }
+    }
+}
+
+fn marker_stem() -> &'static str {
+    JOB_MARKER.strip_suffix(".json").unwrap_or(JOB_MARKER)
+}
+
+/// A canonical decimal `u32` (no sign, no leading zeros).
+fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn is_suffix(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'))
+}
+
+fn is_spill_stem(stem: &str) -> bool {
+    stem.strip_prefix("spill-").is_some_and(is_suffix)
+}
+
+/// `<stem>.tmp-<suffix>` gives `stem`.
+fn split_temp(file: &str) -> Option<&str> {
+    let (stem, ext) = file.rsplit_once('.')?;
+    ext.strip_prefix("tmp-").filter(|s| is_suffix(s))?;
+    Some(stem)
+}
+
+/// `map-<m>` or `map-<m>-<attempt>`.
+fn parse_map_stem(stem: &str) -> Option<(u32, Option<u32>)> {
+    let rest = stem.strip_prefix("map-")?;
+    match rest.split_once('-') {
+        Some((m, a)) => Some((parse_u32(m)?, Some(parse_u32(a)?))),
+        None => Some((parse_u32(rest)?, None)),
+    }
+}
+
 /// The shuffle contract (Spark's `ShuffleDataIO`, engine-agnostic: bytes in, bytes out).
 ///
 /// # Contract
@@ -168,6 +372,12 @@ impl Layout {
 ///   checksums, with bounded memory; failures are [`Error::FetchFailed`]
 ///   naming the map.
 /// - `remove_shuffle` deletes every object of the shuffle.
+/// - `start_app` writes the job marker (`<app_id>/_shovel_job.json`, see
+///   [`crate::job`]) on every root and keeps refreshing it; it is idempotent
+///   and `register_shuffle` calls it, so every job that writes has a marker.
+///   `cleanup_app` and `release_app` stop the refresh and delete the marker;
+///   dropping the manager stops the refresh (the marker then ages and `gc`
+///   treats the job as dead once it is older than `--older-than`).
 /// - `supports_reliable_storage` is true when committed outputs survive the
 ///   loss of the process that wrote them.
 #[async_trait]
@@ -198,8 +408,17 @@ pub trait ShuffleManager: Send + Sync + Debug {
         -> Result<()>;
     /// Deletes every object of a shuffle.
     async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()>;
-    /// Deletes every object of this manager's app (shuffles and spills).
+    /// Writes the job marker and starts refreshing it every `job.heartbeat`
+    /// (idempotent; also called by `register_shuffle`).
+    async fn start_app(&self) -> Result<()>;
+    /// Deletes every object of this manager's app (shuffles, spills and the
+    /// job marker); returns how many shuffle and spill objects it deleted.
     async fn cleanup_app(&self) -> Result<u64>;
+    /// Ends the job but keeps its committed map outputs (`--keep-shuffle`):
+    /// stops refreshing and deletes the job marker, deletes spill files, and
+    /// returns where the outputs are (one location per root). `gc` removes
+    /// the outputs once they are older than its `--older-than`.
+    async fn release_app(&self) -> Result<Vec<String>>;
     /// True when committed outputs outlive their writer's process.
     fn supports_reliable_storage(&self) -> bool;
     fn metrics(&self) -> &Arc<ShuffleMetrics>;
@@ -254,6 +473,8 @@ struct Inner {
     spill: Arc<dyn SpillStore>,
     shuffles: Mutex<HashMap<u32, ShuffleHandle>>,
     statuses: moka::future::Cache<(u32, u32), MapStatus>,
+    /// The job marker and its refresh task, once `start_app` ran.
+    job: tokio::sync::Mutex<Option<Heartbeat>>,
 }
 
 /// Builds a [`StoreShuffleManager`].
@@ -308,6 +529,7 @@ impl StoreShuffleManagerBuilder {
                     .max_capacity(100_000)
                     .support_invalidation_closures()
                     .build(),
+                job: tokio::sync::Mutex::new(None),
                 config,
             }),
         }
@@ -340,6 +562,15 @@ impl StoreShuffleManager {
         &self.inner.layout
     }
 
+    /// Stops the marker refresh and deletes the marker, if `start_app` ran.
+    async fn stop_job_marker(&self) -> Result<()> {
+        let heartbeat = self.inner.job.lock().await.take();
+        match heartbeat {
+            Some(h) => h.stop().await,
+            None => Ok(()),
+        }
+    }
+
     fn handle(&self, shuffle_id: u32) -> Result<ShuffleHandle> {
         let shuffles = self
             .inner
@@ -363,6 +594,7 @@ impl ShuffleManager for StoreShuffleManager {
                 handle.shuffle_id
             )));
         }
+        self.start_app().await?;
         let mut shuffles = self
             .inner
             .shuffles
@@ -490,7 +722,33 @@ impl ShuffleManager for StoreShuffleManager {
         Ok(())
     }
 
+    async fn start_app(&self) -> Result<()> {
+        let mut job = self.inner.job.lock().await;
+        if job.is_some() {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let keys = store
+            .root_shards()
+            .into_iter()
+            .map(|shard| self.inner.layout.marker_key(shard))
+            .collect();
+        let marker = JobMarker::for_this_process(self.app_id(), self.inner.config.job_heartbeat);
+        *job = Some(Heartbeat::start(Arc::clone(store), keys, marker).await?);
+        Ok(())
+    }
+
+    async fn release_app(&self) -> Result<Vec<String>> {
+        self.stop_job_marker().await?;
+        self.inner.spill.cleanup().await?;
+        Ok(self
+            .inner
+            .store
+            .describe_prefix(&self.inner.layout.app_prefix()))
+    }
+
     async fn cleanup_app(&self) -> Result<u64> {
+        self.stop_job_marker().await?;
         self.inner.statuses.invalidate_all();
         let shuffle = self
             .inner
@@ -547,5 +805,117 @@ fn clone_error(e: &Error) -> Error {
             message: other.to_string(),
             source: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod grammar_tests {
+    use super::*;
+
+    fn kind(path: &str) -> Option<ObjectKind> {
+        Layout::parse(path).map(|o| {
+            assert_eq!(o.app_id, "app-1-2", "{path}");
+            o.kind
+        })
+    }
+
+    #[test]
+    fn parses_every_name_shovel_writes() {
+        let layout = Layout::new("app-1-2");
+        let data = layout.data_key(3, 7, 1);
+        let index = layout.index_key(3, 7);
+        assert_eq!(
+            kind(&data.path),
+            Some(ObjectKind::Data {
+                shuffle_id: 3,
+                map_id: 7,
+                attempt: 1
+            })
+        );
+        assert_eq!(
+            kind(&index.path),
+            Some(ObjectKind::Index {
+                shuffle_id: 3,
+                map_id: 7
+            })
+        );
+        assert_eq!(
+            kind(&layout.marker_key(0).path),
+            Some(ObjectKind::JobMarker)
+        );
+        let suffix = crate::fs::unique_suffix();
+        let spill = format!("{}spill-{suffix}.bin", layout.spill_prefix());
+        assert_eq!(kind(&spill), Some(ObjectKind::Spill));
+        // Temporary names exactly as FileSink makes them.
+        for fin in [&data.path, &index.path, &layout.marker_key(0).path, &spill] {
+            let tmp = std::path::Path::new(fin)
+                .with_extension(format!("tmp-{}", crate::fs::unique_suffix()));
+            let tmp = tmp.to_string_lossy();
+            assert_eq!(kind(&tmp), Some(ObjectKind::Temp), "{tmp}");
+        }
+        // What an interrupted start-up probe leaves.
+        assert_eq!(
+            kind(&format!("{}{PROBE_OBJECT}", layout.app_prefix())),
+            Some(ObjectKind::Temp)
+        );
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for path in [
+            ".git/HEAD",
+            "report.parquet",
+            ".hidden",
+            "app-1-2/shuffle-3/notes.txt",
+            "app-1-2/shuffle-3/map-1-0.data.bak",
+            "app-1-2/shuffle-3/map-1.data",
+            "app-1-2/shuffle-3/map-1-0.index",
+            "app-1-2/shuffle-03/map-1-0.data",
+            "app-1-2/shuffle-x/map-1-0.data",
+            "app-1-2/shuffle-3/map--1-0.data",
+            "app-1-2/shuffle-3/map-1-0.tmp-xyz",
+            "app-1-2/shuffle-3/sub/map-1-0.data",
+            "app-1-2/map-1-0.data",
+            "app-1-2/_shovel_job.json.bak",
+            "app-1-2/other.json",
+            ".app/_shovel_job.json",
+            "spill/_shovel_job.json",
+            "spill/shuffle-1/map-1-0.data",
+            "spill/app-1-2/spill-1.txt",
+            "spill/app-1-2/notspill-1.bin",
+            "spill/app-1-2/spill-XYZ.bin",
+            "spill/.x/spill-1.bin",
+            "spill/app-1-2/deeper/spill-1.bin",
+            "a b/_shovel_job.json",
+            "/app-1-2/_shovel_job.json",
+            "",
+        ] {
+            assert_eq!(Layout::parse(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn shovel_dirs() {
+        for d in ["app-1", "app-1/shuffle-0", "spill", "spill/app-1"] {
+            assert!(Layout::is_shovel_dir(d), "{d}");
+        }
+        for d in [
+            ".git",
+            "app-1/shuffle-x",
+            "app-1/other",
+            "spill/.x",
+            "a/b/c",
+            "",
+        ] {
+            assert!(!Layout::is_shovel_dir(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn app_ids() {
+        assert!(Layout::validate_app_id("app-1700000000-42").is_ok());
+        for bad in ["", ".x", "spill", "a/b", "a b", "ü", &"x".repeat(129)] {
+            assert!(Layout::validate_app_id(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -29,6 +29,16 @@
 //! - Keys are relative paths (`/`-separated) plus a shard hint; the store maps
 //!   them to directories, buckets or S3 prefixes and must cover every shard in
 //!   `list` and `delete_prefix`.
+//! - [`ShuffleStore::root_shards`] names one shard per root (directory or
+//!   bucket), distinct roots for distinct shards, so writing a key with each
+//!   puts a copy on every root (the job marker relies on it: `gc` may be
+//!   pointed at any one root).
+//! - `list` reports regular files or objects only: a local store neither
+//!   reports symlinks nor descends into symlinked directories, so nothing
+//!   outside the root is ever listed (and hence never deleted by `gc`).
+//! - [`ShuffleStore::remove_empty_dirs`] removes only empty, real directories
+//!   (never a symlink, never a directory with anything in it); stores without
+//!   directories keep the default no-op.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -127,6 +137,34 @@ pub trait ShuffleStore: Send + Sync + Debug + 'static {
 
     /// Lists every object whose path starts with `prefix`, across all shards.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// One shard per root (local directory or bucket); see the Contract.
+    /// The default is a single root.
+    fn root_shards(&self) -> Vec<u64> {
+        vec![0]
+    }
+
+    /// Where objects under `prefix` live, one human-readable location per
+    /// root (for messages such as "outputs kept at ...").
+    fn describe_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .root_shards()
+            .into_iter()
+            .map(|shard| self.describe(&ObjectKey::new(shard, prefix)))
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Removes each of `dirs` (relative paths, deepest first) on every root
+    /// where it is an empty real directory; anything else (missing, not
+    /// empty, a symlink, a file) is left alone. Returns how many directories
+    /// were removed. Object stores have no directories: the default does
+    /// nothing.
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<u64> {
+        let _ = dirs;
+        Ok(0)
+    }
 
     /// Deletes every object whose path starts with `prefix`, across all
     /// shards; returns how many were deleted.

@@ -354,7 +354,12 @@ pub async fn abort_leaves_nothing(b: &dyn Backend) {
     }
     assert!(bw.spill_count() > 0, "a 2 KiB budget must spill");
     bw.abort().await.expect("abort");
-    let objects = objects_under(&mgr, &mgr.layout().app_prefix()).await;
+    // Nothing but the running job's marker.
+    let objects: Vec<String> = objects_under(&mgr, &mgr.layout().app_prefix())
+        .await
+        .into_iter()
+        .filter(|p| crate::Layout::parse(p).map(|o| o.kind) != Some(crate::ObjectKind::JobMarker))
+        .collect();
     assert!(objects.is_empty(), "left behind: {objects:?}");
     assert_eq!(mgr.memory_pool().used(), 0, "reservations released");
 }
@@ -743,6 +748,78 @@ pub async fn cleanup_removes_spills(b: &dyn Backend) {
     );
 }
 
+/// The job marker: written on every root by `start_app` (idempotent) and
+/// lazily by `register_shuffle`, recognised by the key grammar, refreshed
+/// every `job.heartbeat`, gone after `release_app` (which keeps the map
+/// outputs and says where they are) and after `cleanup_app`.
+pub async fn job_marker_lifecycle(b: &dyn Backend) {
+    let mut config = fresh_config("marker");
+    config.job_heartbeat = std::time::Duration::from_secs(1);
+    let mgr = b.manager(config).await;
+    let marker_path = mgr.layout().marker_key(0).path;
+    let markers = || async { mgr.store().list(&marker_path).await.expect("list markers") };
+    assert!(
+        markers().await.is_empty(),
+        "no marker before the job starts"
+    );
+    mgr.start_app().await.expect("start");
+    mgr.start_app().await.expect("start again");
+    let first = markers().await;
+    assert_eq!(
+        first.len(),
+        mgr.store().root_shards().len(),
+        "one marker per root: {first:?}"
+    );
+    for m in &first {
+        assert_eq!(
+            crate::Layout::parse(&m.key.path).map(|o| o.kind),
+            Some(crate::ObjectKind::JobMarker)
+        );
+        let body = mgr.store().get(&m.key).await.expect("read marker");
+        let marker = crate::job::JobMarker::decode(&body).expect("marker content");
+        assert_eq!(marker.app_id, mgr.app_id());
+        assert_eq!(marker.pid, std::process::id());
+    }
+    // Refreshed: its modification time moves on (1 s resolution).
+    let t0 = first
+        .iter()
+        .map(|m| m.modified_unix_secs)
+        .min()
+        .unwrap_or(0);
+    let mut refreshed = false;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = markers().await;
+        if now.len() == first.len() && now.iter().all(|m| m.modified_unix_secs > t0) {
+            refreshed = true;
+            break;
+        }
+    }
+    assert!(refreshed, "marker never refreshed: {:?}", markers().await);
+
+    setup(&mgr, 30, 1, 2).await;
+    let e = random_blocks(30, 1, 2);
+    let statuses = write_all(&mgr, 30, 1, 2, &e).await;
+    let locations = mgr.release_app().await.expect("release");
+    assert!(markers().await.is_empty(), "release_app deletes the marker");
+    assert!(
+        !locations.is_empty() && locations.iter().all(|l| l.contains(mgr.app_id())),
+        "{locations:?}"
+    );
+    assert_eq!(
+        read_range(&mgr, 30, &statuses, 0..2).await.expect("kept"),
+        e,
+        "release_app keeps the map outputs"
+    );
+    // A later shuffle starts the job (and its marker) again.
+    setup(&mgr, 31, 1, 1).await;
+    assert_eq!(markers().await.len(), first.len());
+    mgr.cleanup_app().await.expect("cleanup");
+    assert!(objects_under(&mgr, &mgr.layout().app_prefix())
+        .await
+        .is_empty());
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a backend.
 /// `$backend` is an expression of a type implementing [`Backend`].
 #[macro_export]
@@ -754,7 +831,7 @@ macro_rules! conformance_tests {
             remove_leaves_nothing, concurrent_writers, spilling_is_byte_identical,
             byte_stream_round_trip, flipped_byte_is_checksum_mismatch,
             truncated_object_is_reported, status_from_storage_and_small_fetches,
-            invalidated_output_can_be_replaced, cleanup_removes_spills);
+            invalidated_output_can_be_replaced, cleanup_removes_spills, job_marker_lifecycle);
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
         $(

@@ -6,7 +6,13 @@
 //! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>-<attempt>.data
 //! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>.index
 //! <root[i]>/spill/<app_id>/spill-<pid>-<n>-<nanos>.bin (local spill store)
+//! <root[i]>/<app_id>/_shovel_job.json                   (job marker, on every root)
 //! ```
+//!
+//! `list` reports regular files only: symlinks are skipped and symlinked
+//! directories never entered, so `gc` cannot reach outside the roots.
+//! `remove_empty_dirs` removes a directory only when it and every directory
+//! on its way from the root are real directories and it is empty.
 //!
 //! - **Atomic publish**: every object is written under a temporary name and
 //!   renamed into place; `put_if_absent` hard-links the finished temporary
@@ -101,6 +107,24 @@ pub fn local_manager(config: ShuffleConfig) -> Result<StoreShuffleManager> {
         .build())
 }
 
+/// Removes `root/rel` if every component of it is a real directory (no
+/// symlink on the way) and it is empty; true when it was removed.
+fn remove_empty_dir(root: &Path, rel: &str) -> bool {
+    let mut path = root.to_path_buf();
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return false;
+        }
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    // remove_dir refuses directories that are not empty.
+    std::fs::remove_dir(&path).is_ok()
+}
+
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -109,11 +133,13 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> std::io::Res
     };
     for entry in entries {
         let entry = entry?;
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
+        // `file_type` does not follow symlinks: a symlink is neither listed
+        // nor descended into, so nothing outside the root is ever reached.
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             walk(&entry.path(), out)?;
-        } else {
-            out.push((entry.path(), meta));
+        } else if kind.is_file() {
+            out.push((entry.path(), entry.metadata()?));
         }
     }
     Ok(())
@@ -229,6 +255,25 @@ impl ShuffleStore for LocalStore {
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
+        })
+        .await
+    }
+
+    fn root_shards(&self) -> Vec<u64> {
+        (0..self.roots.len() as u64).collect()
+    }
+
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<u64> {
+        let roots: Vec<PathBuf> = self.roots.iter().map(|r| r.dir.clone()).collect();
+        let dirs = dirs.to_vec();
+        fs::blocking(move || {
+            let mut n = 0;
+            for root in &roots {
+                for d in &dirs {
+                    n += u64::from(remove_empty_dir(root, d));
+                }
+            }
+            Ok(n)
         })
         .await
     }

@@ -106,18 +106,21 @@ async fn gc_removes_old_objects_and_keeps_new_ones() {
             .await
             .expect("put");
     }
+    use shuffle_core::gc::{collect_garbage, GcOptions, JobState};
+    let gc = |secs| GcOptions {
+        older_than: std::time::Duration::from_secs(secs),
+        dry_run: false,
+    };
     // Nothing is older than an hour: all kept.
-    let report =
-        shuffle_core::gc::collect_garbage(&store, "", std::time::Duration::from_secs(3600))
-            .await
-            .expect("gc");
-    assert_eq!((report.objects, report.kept), (0, 3));
+    let report = collect_garbage(&store, "", &gc(3600)).await.expect("gc");
+    assert_eq!((report.removed(), report.kept()), ((0, 0), (3, 60)));
     // Everything is at least 0 s old: all removed, reported per app.
-    let report = shuffle_core::gc::collect_garbage(&store, "", std::time::Duration::ZERO)
-        .await
-        .expect("gc");
-    assert_eq!((report.objects, report.bytes), (3, 60));
-    assert_eq!(report.by_app.get("app-b"), Some(&(1, 20)));
-    assert_eq!(report.by_app.get("spill/app-a"), Some(&(1, 30)));
+    let report = collect_garbage(&store, "", &gc(0)).await.expect("gc");
+    assert_eq!(report.removed(), (3, 60));
+    let row = |app| report.job(app).map(|j| (j.objects, j.bytes, j.state));
+    assert_eq!(row("app-b"), Some((1, 20, JobState::Removed)));
+    assert_eq!(row("app-a"), Some((2, 40, JobState::Removed)));
     assert!(store.list("").await.expect("list").is_empty());
+    // The directories the jobs' files were in went too.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("read root").count(), 0);
 }

@@ -97,6 +97,43 @@ impl Layout {
         }
     }
 
+    /// One shard per bucket (its hash prefix 0), for keys every bucket holds.
+    pub(crate) fn bucket_shards(&self) -> Vec<u64> {
+        (0..self.buckets.len())
+            .map(|bucket| {
+                self.canonical_shard(Cell {
+                    bucket,
+                    hash_prefix: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Where keys under `prefix` live, one line per bucket:
+    /// `s3://bucket/<prefix>/{0000..000f}/<key prefix>`.
+    pub(crate) fn describe_prefix(&self, prefix: &str) -> Vec<String> {
+        let hp = if self.hash_prefixes == 1 {
+            "0000".to_string()
+        } else {
+            format!("{{0000..{:04x}}}", self.hash_prefixes - 1)
+        };
+        self.buckets
+            .iter()
+            .map(|b| {
+                let base = if b.prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", b.prefix)
+                };
+                format!(
+                    "s3://{}/{base}{hp}/{}",
+                    b.bucket,
+                    prefix.trim_start_matches('/')
+                )
+            })
+            .collect()
+    }
+
     /// `(bucket, S3 key)` of an object.
     pub(crate) fn locate(&self, key: &ObjectKey) -> (&str, String) {
         let cell = self.cell(key.shard);

@@ -1,27 +1,37 @@
 //! `shovel gc`: remove what killed jobs left behind.
 //!
 //! ```text
-//! shovel gc --older-than 24h s3://bucket/prefix [--s3-endpoint URL] [--conf s3.key=value ...]
-//! shovel gc --older-than 24h /local/shuffle/dir
+//! shovel gc --older-than 24h [--dry-run] s3://bucket/prefix [--s3-endpoint URL] [--conf s3.key=value ...]
+//! shovel gc --older-than 24h [--dry-run] /local/shuffle/dir
 //! ```
 //!
 //! Jobs delete their own shuffle and spill objects when they end, failed or
-//! not; a killed job cannot. `gc` lists every object under the target (all
-//! buckets and hash prefixes), deletes those last modified more than
-//! `--older-than` ago, and reports what it removed per app id.
+//! not; a killed job cannot. `gc` lists the target (all buckets and hash
+//! prefixes) and deletes only objects that fit Shovel's key grammar, job by
+//! job: a job goes whole when its marker and its newest object are older than
+//! `--older-than`, and is kept otherwise. Everything else is left alone,
+//! however old. See `shuffle_core::gc` for the exact rules.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shuffle_core::gc::{collect_garbage, parse_duration, GcReport};
-use shuffle_core::{ShuffleMetrics, ShuffleStore};
+use shuffle_core::gc::{collect_garbage, heartbeat_warning, parse_duration, GcOptions, GcReport};
+use shuffle_core::{ShuffleConfig, ShuffleMetrics, ShuffleStore};
 
 use super::CliError;
 
 /// `shovel gc --help`.
 pub const GC_USAGE: &str = "\
-shovel gc: delete shuffle and spill objects older than a cutoff (left by killed jobs)
+shovel gc: delete the shuffle and spill objects of jobs that were killed
+
+Only Shovel's own objects are ever deleted:
+    <app>/shuffle-N/map-M-A.data, <app>/shuffle-N/map-M.index, <app>/_shovel_job.json,
+    spill/<app>/spill-*.bin, and their *.tmp-* temporary files
+Any other file or object (user files, hidden files, symlinks) is left alone, however old.
+A job goes whole, or not at all: it is kept while its job marker (refreshed by a
+running job every job.heartbeat, 30s by default) or its newest object is younger
+than --older-than.
 
 USAGE:
     shovel gc --older-than DURATION TARGET [OPTIONS]
@@ -31,7 +41,8 @@ TARGET:
     DIR                      a local shuffle directory (--local-dir)
 
 OPTIONS:
-    --older-than DURATION    e.g. 90s, 30m, 24h, 7d (required; 0 removes everything)
+    --older-than DURATION    e.g. 90s, 30m, 24h, 7d (required; 0 removes every job, running ones too)
+    --dry-run                print what would be removed; delete nothing
     --s3-endpoint URL        an S3-compatible store (MinIO, Garage, Ceph, R2)
     --conf s3.KEY=VALUE      any S3 key (region, credentials, path style, ...)
 ";
@@ -41,6 +52,8 @@ OPTIONS:
 pub struct GcArgs {
     pub target: String,
     pub older_than: Duration,
+    /// Report only; delete nothing.
+    pub dry_run: bool,
     pub endpoint: Option<String>,
     pub conf: Vec<(String, String)>,
 }
@@ -50,6 +63,7 @@ pub fn parse(args: &[String]) -> Result<Option<GcArgs>, CliError> {
     let mut target = None;
     let mut older_than = None;
     let mut endpoint = None;
+    let mut dry_run = false;
     let mut conf = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -75,6 +89,7 @@ pub fn parse(args: &[String]) -> Result<Option<GcArgs>, CliError> {
                 );
             }
             "--s3-endpoint" => endpoint = Some(value(flag)?),
+            "--dry-run" if inline.is_none() => dry_run = true,
             "--conf" => {
                 let v = value(flag)?;
                 let (k, val) = v
@@ -104,6 +119,7 @@ pub fn parse(args: &[String]) -> Result<Option<GcArgs>, CliError> {
     Ok(Some(GcArgs {
         target,
         older_than,
+        dry_run,
         endpoint,
         conf,
     }))
@@ -120,6 +136,10 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))?;
+    // Warn before anything is deleted.
+    if let Some(w) = heartbeat_warning(args.older_than, ShuffleConfig::default().job_heartbeat) {
+        eprintln!("{w}");
+    }
     let report = runtime.block_on(collect(&args))?;
     print_report(&args, &report);
     Ok(())
@@ -160,21 +180,53 @@ async fn collect(args: &GcArgs) -> Result<GcReport, CliError> {
                 .map_err(|e| CliError::usage(e.to_string()))?,
         )
     };
-    collect_garbage(&*store, "", args.older_than)
+    let options = GcOptions {
+        older_than: args.older_than,
+        dry_run: args.dry_run,
+    };
+    collect_garbage(&*store, "", &options)
         .await
         .map_err(|e| CliError::runtime(e.to_string()))
 }
 
 fn print_report(args: &GcArgs, r: &GcReport) {
-    println!(
-        "gc {}: removed {} objects ({} bytes) older than {}s; kept {} newer",
-        args.target,
-        r.objects,
-        r.bytes,
-        args.older_than.as_secs(),
-        r.kept
-    );
-    for (app, (n, bytes)) in &r.by_app {
-        println!("  {app}: {n} objects, {bytes} bytes");
+    // Jobs may run with a longer heartbeat than the default warned about.
+    let default = ShuffleConfig::default().job_heartbeat;
+    if let Some(hb) = r.max_heartbeat().filter(|hb| *hb > default) {
+        if let Some(w) = heartbeat_warning(args.older_than, hb) {
+            eprintln!("{w}");
+        }
     }
+    let (n, bytes) = r.removed();
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!(
+        "gc {}{}: {verb} {n} objects ({bytes} bytes) of {} job(s) older than {}s",
+        args.target,
+        if r.dry_run {
+            " (dry run: nothing deleted)"
+        } else {
+            ""
+        },
+        r.jobs.iter().filter(|j| j.state.removes()).count(),
+        args.older_than.as_secs(),
+    );
+    for j in &r.jobs {
+        let who = match &j.marker {
+            Some(m) => format!(", pid {} on {}", m.pid, m.host),
+            None => String::new(),
+        };
+        println!(
+            "  {}: {}, {} objects, {} bytes{who}",
+            j.app_id, j.state, j.objects, j.bytes
+        );
+    }
+    let (kept, kept_bytes) = r.kept();
+    println!("kept {kept} objects ({kept_bytes} bytes) of live or recent jobs");
+    if r.dirs_removed > 0 {
+        println!("removed {} empty Shovel directories", r.dirs_removed);
+    }
+    println!(
+        "left alone {} unrecognised objects ({} bytes): not written by Shovel",
+        r.unrecognised_objects, r.unrecognised_bytes
+    );
 }

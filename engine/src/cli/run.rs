@@ -525,8 +525,17 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
             }
         }
         report.cleanup = Some(Cleanup::Kept(kept));
-        // TODO(merge): release_app — stop the job marker heartbeat here,
-        // keeping the outputs (`manager.release_app()`).
+        // Stop the job marker's heartbeat and remove the marker, keeping the
+        // outputs: `shovel gc` then judges them by their age.
+        if let Err(e) = manager.release_app().await {
+            if job.announce {
+                eprintln!(
+                    "warning: removing the job marker of app {} failed: {}",
+                    manager.app_id(),
+                    one_line(&e.to_string())
+                );
+            }
+        }
     } else {
         match manager.cleanup_app().await {
             Ok(n) => report.cleanup = Some(Cleanup::Removed(n)),

@@ -50,7 +50,7 @@ const PROBE_ATTEMPTS: u32 = 10;
 pub const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The name of the probe object under the app prefix.
-pub const PROBE_OBJECT: &str = "_shovel_probe";
+pub use shuffle_core::manager::PROBE_OBJECT;
 
 fn backend(message: String) -> Error {
     Error::Backend {

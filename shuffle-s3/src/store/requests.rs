@@ -495,6 +495,15 @@ impl ShuffleStore for S3Store {
         }
     }
 
+    /// One shard per bucket (the job marker goes into every bucket).
+    fn root_shards(&self) -> Vec<u64> {
+        self.inner.layout.bucket_shards()
+    }
+
+    fn describe_prefix(&self, prefix: &str) -> Vec<String> {
+        self.inner.layout.describe_prefix(prefix)
+    }
+
     async fn delete(&self, keys: &[ObjectKey]) -> Result<()> {
         let mut by_bucket: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for key in keys {
