@@ -61,32 +61,10 @@ pub async fn collect_garbage(
     Ok(report)
 }
 
-/// Parses a duration like `90s`, `30m`, `12h`, `7d` (a bare number is seconds).
+/// Parses a duration like `90s`, `30m`, `12h`, `7d`; see [`crate::parse`]
+/// (a bare number other than `0` needs a unit).
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration> {
-    let v = value.trim();
-    let bad = || {
-        Error::config(
-            key,
-            format!("`{value}` is not a duration; use a whole number with s, m, h or d, like 24h"),
-        )
-    };
-    if v.starts_with('-') {
-        return Err(Error::config(
-            key,
-            format!("`{value}` is negative; durations must be 0 or more"),
-        ));
-    }
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+    crate::parse::parse_duration(key, value)
 }
 
 #[cfg(test)]
@@ -96,7 +74,7 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(
-            parse_duration("k", "90").expect("secs"),
+            parse_duration("k", "90s").expect("secs"),
             Duration::from_secs(90)
         );
         assert_eq!(
