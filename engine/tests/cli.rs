@@ -213,7 +213,7 @@ fn assert_usage_error(args: &[&str], needles: &[&str]) {
 fn conflicting_and_repeated_flags_are_usage_errors_naming_both() {
     for (args, needles) in [
         (
-            &["q80", "--s3-bucket", "s3://b/p"][..],
+            &["q80", "--s3-bucket", "s3://bkt/p"][..],
             &["--s3-bucket", "--shuffle local"][..],
         ),
         (
@@ -247,7 +247,7 @@ fn conflicting_and_repeated_flags_are_usage_errors_naming_both() {
                 "--s3-fault-rate",
                 "0.1",
                 "--s3-bucket",
-                "s3://b/p",
+                "s3://bkt/p",
             ],
             &["--s3-fault-rate", "--s3-bucket"],
         ),

@@ -1015,11 +1015,11 @@ mod tests {
     fn conflicting_flags_name_both() {
         for (cmd, needles) in [
             (
-                "q80 --s3-bucket s3://b/p",
+                "q80 --s3-bucket s3://bkt/p",
                 &["--s3-bucket", "--shuffle local"][..],
             ),
             (
-                "q80 --shuffle local --s3-bucket s3://b/p",
+                "q80 --shuffle local --s3-bucket s3://bkt/p",
                 &["--s3-bucket", "--shuffle local"],
             ),
             (
@@ -1043,7 +1043,7 @@ mod tests {
                 &["s3.endpoint", "--shuffle local"],
             ),
             (
-                "q80 --shuffle s3 --s3-fault-rate 0.1 --s3-bucket s3://b/p",
+                "q80 --shuffle s3 --s3-fault-rate 0.1 --s3-bucket s3://bkt/p",
                 &["--s3-fault-rate", "--s3-bucket"],
             ),
             (
@@ -1077,8 +1077,8 @@ mod tests {
                 &["--shuffle local", "shuffle.backend=s3"],
             ),
             (
-                "q80 --shuffle s3 --s3-bucket s3://a/p --conf s3.bucket=s3://b/q",
-                &["--s3-bucket s3://a/p", "s3.bucket=s3://b/q"],
+                "q80 --shuffle s3 --s3-bucket s3://bka/p --conf s3.bucket=s3://bkb/q",
+                &["--s3-bucket s3://bka/p", "s3.bucket=s3://bkb/q"],
             ),
         ] {
             refused(cmd, needles);
@@ -1089,7 +1089,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.job.config.memory_budget, 1 << 30);
         // The conf alone chooses S3, so S3 flags are fine.
-        let a = q80("q80 --conf shuffle.backend=s3 --s3-bucket s3://b/p").unwrap();
+        let a = q80("q80 --conf shuffle.backend=s3 --s3-bucket s3://bkt/p").unwrap();
         assert_eq!(a.job.config.backend, ShuffleBackend::S3);
     }
 
@@ -1168,14 +1168,14 @@ mod tests {
     #[test]
     fn gc_and_completions() {
         let Command::Gc(g) = parse(&args(
-            "gc --older-than 24h --dry-run --conf s3.region=x s3://b/p",
+            "gc --older-than 24h --dry-run --conf s3.region=x s3://bkt/p",
         ))
         .unwrap() else {
             panic!("gc")
         };
         assert_eq!(g.older_than, std::time::Duration::from_secs(86_400));
         assert!(g.dry_run);
-        assert_eq!(g.target, "s3://b/p");
+        assert_eq!(g.target, "s3://bkt/p");
         assert_eq!(g.conf, vec![("s3.region".to_string(), "x".to_string())]);
         assert!(matches!(
             parse(&args("completions bash")).unwrap(),
