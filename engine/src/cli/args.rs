@@ -37,8 +37,9 @@ use super::CliError;
 /// task slot plus a map-output buffer's lz4 frames, so every operator can
 /// make progress and spill the rest. Below it the pool cannot hold one
 /// batch per operator and overruns its budget instead of spilling (`--memory
-/// 1` was accepted and ignored). Library budgets (`EngineConfig`,
-/// `memory.limit`) have no floor: tests use tiny ones to force spilling.
+/// 1` was accepted and ignored). The floor applies to `--memory`; library
+/// budgets (`EngineConfig`, `memory.limit`) and `--conf memory.budget` have
+/// none: tests use tiny ones to force spilling.
 pub const MEMORY_FLOOR: usize = 8 << 20;
 
 const EXAMPLES: &str = "\
@@ -624,7 +625,10 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
         // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
         parse_bucket("s3 bucket", b)?;
     }
-    if config.memory_budget < MEMORY_FLOOR {
+    // The floor guards the flag users type; `--conf memory.budget` stays the
+    // unchecked expert key (like the library's budget) that tests use to
+    // force spilling at small scale factors.
+    if given(m, "memory") && config.memory_budget < MEMORY_FLOOR {
         let by = memory_by.unwrap_or_else(|| "--memory".to_string());
         return Err(CliError::usage(format!(
             "{by} is below the floor of {}: the engine needs room for a few 8192-row batches \
@@ -1115,10 +1119,9 @@ mod tests {
     fn memory_floor() {
         refused("q80 --memory 1MiB", &["--memory 1MiB", "floor of 8MiB"]);
         refused("q80 --memory 0", &["--memory 0", "8MiB"]);
-        refused(
-            "q80 --conf memory.budget=256KiB",
-            &["--conf memory.budget=256KiB", "8MiB"],
-        );
+        // `--conf memory.budget` is the unchecked expert key.
+        let a = q80("q80 --conf memory.budget=256KiB").unwrap();
+        assert_eq!(a.job.config.memory_budget, 256 << 10);
         let a = q80("q80 --memory 8MiB").unwrap();
         assert_eq!(a.job.config.memory_budget, MEMORY_FLOOR);
         assert_eq!(MEMORY_FLOOR, 8 << 20);
