@@ -664,7 +664,7 @@ fn kv_key_is(kv: &str, what: &str) -> bool {
 /// `8MiB`, `2GiB`, `1536B`: the largest binary unit that divides `n`.
 fn human_size(n: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }
