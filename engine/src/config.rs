@@ -3,7 +3,8 @@
 //! Keys are dotted (`shuffle.backend=s3`); Glue-compatible spellings are
 //! accepted too (`--write-shuffle-files-to-s3`, `--write-shuffle-spills-to-s3`,
 //! `--conf spark.shuffle.glue.s3ShuffleBucket=s3://bucket/prefix`).
-//! Sizes take `512MiB`, `2GiB`, `64k`, `0`. Every error names the key.
+//! Sizes (`512MiB`, `2GiB`, `1.5g`, `64k`, `0`) and booleans are read by
+//! [`shuffle_core::parse`], like every other crate's. Every error names the key.
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
@@ -22,12 +23,9 @@
 
 use crate::error::{EngineError, Result};
 
-/// Which shuffle backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShuffleBackend {
-    Local,
-    S3,
-}
+/// Which shuffle backend to use: shuffle-core's [`BackendKind`], under the
+/// engine's historical name (one enum for every crate).
+pub use shuffle_core::config::BackendKind as ShuffleBackend;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -79,16 +77,9 @@ impl EngineConfig {
         let value = value.trim();
         match key {
             "shuffle.backend" => {
-                self.backend = match value.to_ascii_lowercase().as_str() {
-                    "local" => ShuffleBackend::Local,
-                    "s3" => ShuffleBackend::S3,
-                    other => {
-                        return Err(EngineError::config(
-                            key,
-                            format!("expected `local` or `s3`, got `{other}`"),
-                        ))
-                    }
-                }
+                self.backend = value
+                    .parse()
+                    .map_err(|e: String| EngineError::config(key, e))?
             }
             "shuffle.spill_to_s3" | "write-shuffle-spills-to-s3" => {
                 self.spill_to_s3 = parse_bool(key, value)?
@@ -235,13 +226,14 @@ fn is_key(k: &str) -> bool {
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(EngineError::config(
-            key,
-            format!("expected true or false, got `{v}`"),
-        )),
+    shuffle_core::parse::parse_bool(key, v).map_err(core_config_error)
+}
+
+/// A core config error as the engine's, keeping the key and reason.
+fn core_config_error(e: shuffle_core::Error) -> EngineError {
+    match e {
+        shuffle_core::Error::Config { key, reason } => EngineError::Config { key, reason },
+        other => EngineError::config("config", other.to_string()),
     }
 }
 
@@ -255,33 +247,12 @@ fn parse_positive(key: &str, v: &str) -> Result<usize> {
     }
 }
 
-/// Parses `512MiB`, `2GiB`, `64k`, `10MB`, `0`, `1024` (bytes).
+/// A size in bytes (`512MiB`, `2GiB`, `1.5g`, `64k`, `0`, `1024`), read by
+/// [`shuffle_core::parse::parse_size`].
 pub fn parse_size(key: &str, v: &str) -> Result<usize> {
-    let s = v.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let bad = || {
-        EngineError::config(
-            key,
-            format!("expected a size like `512MiB`, `2GiB` or `0`, got `{v}`"),
-        )
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(bad()),
-    };
-    let bytes = n * mult;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > usize::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as usize)
+    let n = shuffle_core::parse::parse_size(key, v).map_err(core_config_error)?;
+    usize::try_from(n)
+        .map_err(|_| EngineError::config(key, format!("`{v}` is too large for this machine")))
 }
 
 #[cfg(test)]
@@ -294,6 +265,8 @@ mod tests {
         assert_eq!(parse_size("k", "2GiB").ok(), Some(2 << 30));
         assert_eq!(parse_size("k", "0").ok(), Some(0));
         assert_eq!(parse_size("k", "64k").ok(), Some(64 << 10));
+        assert_eq!(parse_size("k", "1.5k").ok(), Some(1536));
+        assert!(parse_size("k", "-1").is_err());
         let e = parse_size("memory.budget", "lots").unwrap_err().to_string();
         assert!(e.contains("memory.budget"), "{e}");
     }

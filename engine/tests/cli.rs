@@ -129,6 +129,8 @@ fn q80_end_to_end_with_output_and_report() {
 #[test]
 fn q80_on_embedded_s3_to_stdout() {
     let data = sf001();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("run.json");
     let o = shovel(&[
         "q80",
         "--data",
@@ -136,16 +138,37 @@ fn q80_on_embedded_s3_to_stdout() {
         "--write-shuffle-files-to-s3",
         "--write-shuffle-spills-to-s3",
         "true",
-        "--memory",
-        "256KiB",
+        // Below --memory's floor (8MiB, where SF 0.01 does not spill) through
+        // the unchecked expert key, so the run spills to S3.
+        "--conf",
+        "memory.budget=256KiB",
         "--broadcast-threshold",
         "0",
+        "--report",
+        report.to_str().expect("utf-8 path"),
     ]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), golden("q80_sf0.01.csv"));
     assert!(err.contains("embedded S3 server"), "says so: {err}");
     assert!(err.contains("s3 requests"), "{err}");
+    let json = std::fs::read_to_string(&report).expect("read report");
+    let spilled_to_s3 = json_num(&json, "\"s3_bytes\":");
+    assert!(spilled_to_s3 > 0, "no spill to S3: {json}");
+}
+
+/// The first number after `key` in `json`.
+fn json_num(json: &str, key: &str) -> u64 {
+    let at = json
+        .find(key)
+        .unwrap_or_else(|| panic!("`{key}` missing in {json}"))
+        + key.len();
+    json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("`{key}` is not a number in {json}"))
 }
 
 #[test]
@@ -174,6 +197,150 @@ fn bad_flags_fail_with_one_clear_line() {
     assert_fails(&["q80", "--conf", "no.such.key=1"], &["no.such.key"]);
     assert_fails(&["bogus"], &["bogus", "q80"]);
     assert_fails(&[], &["missing command"]);
+    assert_fails(
+        &["q80", "--shuffel", "s3"],
+        &["--shuffel", "similar argument exists: '--shuffle'"],
+    );
+    assert_fails(&["q80", "--memory"], &["--memory needs a value"]);
+}
+
+/// Usage errors exit with 2.
+fn assert_usage_error(args: &[&str], needles: &[&str]) {
+    assert_fails(args, needles);
+    assert_eq!(shovel(args).status.code(), Some(2), "{args:?}");
+}
+
+#[test]
+fn conflicting_and_repeated_flags_are_usage_errors_naming_both() {
+    for (args, needles) in [
+        (
+            &["q80", "--s3-bucket", "s3://bkt/p"][..],
+            &["--s3-bucket", "--shuffle local"][..],
+        ),
+        (
+            &[
+                "q80",
+                "--shuffle",
+                "local",
+                "--s3-endpoint",
+                "http://127.0.0.1:9",
+            ],
+            &["--s3-endpoint", "--shuffle local"],
+        ),
+        (
+            &[
+                "q80",
+                "--write-shuffle-files-to-s3",
+                "false",
+                "--spill-to-s3",
+            ],
+            &["--spill-to-s3", "--write-shuffle-files-to-s3 false"],
+        ),
+        (
+            &["q80", "--s3-fault-rate", "0.1"],
+            &["--s3-fault-rate", "--shuffle local"],
+        ),
+        (
+            &[
+                "q80",
+                "--shuffle",
+                "s3",
+                "--s3-fault-rate",
+                "0.1",
+                "--s3-bucket",
+                "s3://bkt/p",
+            ],
+            &["--s3-fault-rate", "--s3-bucket"],
+        ),
+        (&["q80", "--data", "/x", "--sf", "1"], &["--data", "--sf"]),
+        (
+            &["q80", "--data", "/x", "--cache-dir", "/y"],
+            &["--data", "--cache-dir"],
+        ),
+        (
+            &["q80", "--memory", "1GiB", "--conf", "memory.budget=2GiB"],
+            &["--memory 1GiB", "memory.budget=2GiB"],
+        ),
+        (
+            &["q80", "--sf", "1", "--sf", "2"],
+            &["--sf", "multiple times"],
+        ),
+        (&["q80", "--memory", "1MiB"], &["--memory 1MiB", "8MiB"]),
+    ] {
+        assert_usage_error(args, needles);
+    }
+}
+
+#[test]
+fn unwritable_output_fails_before_any_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ro = dir.path().join("read-only");
+    std::fs::create_dir(&ro).expect("mkdir");
+    let mut perms = std::fs::metadata(&ro).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+    std::fs::set_permissions(&ro, perms).expect("chmod");
+    // Root writes through permission bits: then use a directory no one can
+    // create files in.
+    let ro = if std::fs::write(ro.join("probe"), b"").is_ok() {
+        PathBuf::from("/sys")
+    } else {
+        ro
+    };
+    let cache = dir.path().join("cache");
+    let out = ro.join("q80.csv");
+    for flag in ["--output", "--report"] {
+        let started = Instant::now();
+        assert_usage_error(
+            &[
+                "q80",
+                "--sf",
+                "0.01",
+                "--cache-dir",
+                cache.to_str().expect("utf-8 path"),
+                flag,
+                out.to_str().expect("utf-8 path"),
+            ],
+            &[flag, out.to_str().expect("utf-8 path"), "cannot write"],
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "not fail-fast");
+        assert!(!cache.exists(), "data was generated before the check");
+        assert!(!out.exists(), "the check left {} behind", out.display());
+    }
+    // A writable path is left as it was: no file created by the check.
+    let ok = dir.path().join("absent.csv");
+    let o = shovel(&[
+        "q80",
+        "--data",
+        "/nonexistent/d",
+        "--output",
+        ok.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    assert!(!ok.exists(), "the check left {} behind", ok.display());
+}
+
+#[test]
+fn help_lists_every_command_and_completions_print_a_script() {
+    let o = shovel(&["help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    for c in ["q80", "gen", "gc", "completions"] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(c)),
+            "{c}: {out}"
+        );
+    }
+    let o = shovel(&["q80", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[default: 2GiB]"));
+    let o = shovel(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        script.contains("complete") && script.contains("shovel"),
+        "{script}"
+    );
+    assert!(script.contains("--s3-bucket"), "{script}");
 }
 
 #[test]

@@ -93,8 +93,7 @@ fn a_column_of_the_wrong_type_is_named_with_its_table_and_file() {
         Arc::new(manager) as Arc<dyn ShuffleManager>,
     );
     let err = q80(&session, dir.path(), &Q80Options::default())
-        .err()
-        .expect("q80 over a float64 price column must fail at planning");
+        .expect_err("q80 over a float64 price column must fail at planning");
     assert!(matches!(err, EngineError::Schema { .. }), "{err:?}");
     let msg = err.to_string();
     let file = dir.path().join("store_sales.parquet");

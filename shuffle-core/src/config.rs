@@ -15,12 +15,48 @@ use std::time::Duration;
 use crate::format::Codec;
 use crate::{Error, Result};
 
-/// Which backend stores shuffle data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which backend stores shuffle data: the one backend enum of every crate
+/// (the engine's `ShuffleBackend` is this type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum BackendKind {
     #[default]
     Local,
     S3,
+}
+
+impl BackendKind {
+    /// Every backend, in the order help texts list them.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Local, BackendKind::S3];
+
+    /// The canonical spelling (`local`, `s3`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::S3 => "s3",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    /// `local` (or `disk`) and `s3`, any case.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" | "disk" => Ok(BackendKind::Local),
+            "s3" => Ok(BackendKind::S3),
+            _ => Err(format!(
+                "`{}` is not a backend; use `local` or `s3`",
+                s.trim()
+            )),
+        }
+    }
 }
 
 /// One documented key.
@@ -162,16 +198,7 @@ impl ShuffleConfig {
         let v = value.trim();
         match key {
             "shuffle.backend" => {
-                self.backend = match v.to_ascii_lowercase().as_str() {
-                    "local" | "disk" => BackendKind::Local,
-                    "s3" => BackendKind::S3,
-                    _ => {
-                        return Err(Error::config(
-                            key,
-                            format!("`{v}` is not a backend; use `local` or `s3`"),
-                        ))
-                    }
-                }
+                self.backend = v.parse().map_err(|e: String| Error::config(key, e))?
             }
             "shuffle.app_id" => {
                 crate::Layout::validate_app_id(v)?;
@@ -206,7 +233,7 @@ impl ShuffleConfig {
             }
             "fetch.chunk_bytes" => self.fetch_chunk_bytes = parse_size(key, v)?,
             "job.heartbeat" => {
-                self.job_heartbeat = crate::gc::parse_duration(key, v)?;
+                self.job_heartbeat = parse_duration(key, v)?;
                 if self.job_heartbeat.is_zero() {
                     return Err(Error::config(key, "must be at least 1s, like 30s"));
                 }
@@ -237,47 +264,7 @@ impl ShuffleConfig {
     }
 }
 
-/// Parses a size: a whole number of bytes with an optional unit
-/// (`k`, `KB`, `KiB`, `m`, `MiB`, `g`, `GiB`, `t`, `TiB`; powers of 1024).
-pub fn parse_size(key: &str, value: &str) -> Result<u64> {
-    let v = value.trim();
-    let bad = || {
-        Error::config(
-            key,
-            format!("`{value}` is not a size; use a whole number with an optional unit, like 512MiB or 2GiB"),
-        )
-    };
-    if v.starts_with('-') {
-        return Err(Error::config(
-            key,
-            format!("`{value}` is negative; sizes must be 0 or more"),
-        ));
-    }
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(bad)
-}
-
-/// Parses a boolean (`true/false`, `1/0`, `yes/no`, `on/off`).
-pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" | "" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::config(
-            key,
-            format!("`{value}` is not a boolean; use true or false"),
-        )),
-    }
-}
+pub use crate::parse::{parse_bool, parse_duration, parse_size};
 
 /// The key table as Markdown, for the README.
 pub fn markdown_table() -> String {

@@ -40,7 +40,7 @@ use std::time::Duration;
 use crate::job::{now_unix_secs, JobMarker};
 use crate::manager::{Layout, ObjectKind, SPILL_DIR};
 use crate::store::{ObjectKey, ObjectMeta, ShuffleStore};
-use crate::{Error, Result};
+use crate::Result;
 
 /// How [`collect_garbage`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,61 +255,4 @@ pub async fn collect_garbage(
         report.dirs_removed = store.remove_empty_dirs(&dirs).await?;
     }
     Ok(report)
-}
-
-/// Parses a duration like `90s`, `30m`, `12h`, `7d` (a bare number is seconds).
-pub fn parse_duration(key: &str, value: &str) -> Result<Duration> {
-    let v = value.trim();
-    let bad = || {
-        Error::config(
-            key,
-            format!("`{value}` is not a duration; use a whole number with s, m, h or d, like 24h"),
-        )
-    };
-    if v.starts_with('-') {
-        return Err(Error::config(
-            key,
-            format!("`{value}` is negative; durations must be 0 or more"),
-        ));
-    }
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("k", "90").expect("secs"),
-            Duration::from_secs(90)
-        );
-        assert_eq!(
-            parse_duration("k", "2h").expect("hours"),
-            Duration::from_secs(7200)
-        );
-        assert_eq!(
-            parse_duration("k", "7d").expect("days"),
-            Duration::from_secs(604_800)
-        );
-        assert!(parse_duration("k", "-1h")
-            .expect_err("negative")
-            .to_string()
-            .contains("negative"));
-        assert!(parse_duration("k", "soon")
-            .expect_err("bad")
-            .to_string()
-            .contains("not a duration"));
-    }
 }

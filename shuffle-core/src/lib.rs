@@ -23,7 +23,8 @@
 //!   the small trait a backend implements (see [`store`]).
 //! - [`format`] specifies the bytes on storage; [`memory`] the budget;
 //!   [`spill`] where overflow goes; [`metrics`] and [`config`] what is
-//!   counted and configured.
+//!   counted and configured; [`parse`] reads sizes, durations and booleans
+//!   for every crate.
 //! - [`testing`] (feature `testing`) is the conformance suite every backend
 //!   runs: the suite is the specification.
 
@@ -37,6 +38,7 @@ pub mod job;
 pub mod manager;
 pub mod memory;
 pub mod metrics;
+pub mod parse;
 pub mod reader;
 pub mod spill;
 pub mod store;

@@ -13,12 +13,11 @@
 //! - Credentials: `s3.access_key_id` + `s3.secret_access_key` (+
 //!   `s3.session_token`) for static keys, else the standard AWS chain,
 //!   resolved once when the store is built, within `s3.credentials_timeout`.
-//! - Booleans are `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; an empty
-//!   value (`--conf s3.path_style=`) means `true`, as for every boolean key
-//!   (shuffle-core's [`parse_bool`](shuffle_core::config::parse_bool)): a
-//!   key given without a value switches the setting on.
-//! - Sizes take a binary unit (`8m`, `16MiB`, `1g`: powers of 1024 as in
-//!   Spark); durations need a unit (`250ms`, `5s`, `2m`, `1h`).
+//! - Values are read by [`shuffle_core::parse`], like every other key's:
+//!   booleans are `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off` (an empty
+//!   value, `--conf s3.path_style=`, is an error naming the key); sizes take
+//!   a binary unit (`8m`, `16MiB`, `1.5g`: powers of 1024 as in Spark);
+//!   durations need a unit (`250ms`, `5s`, `2m`, `1h`; `0` alone is allowed).
 //! - The environment variable of a key is `SHOVEL_` + the canonical key
 //!   upper-cased with `.`/`-` as `_`: `s3.retry.max_attempts` is
 //!   `SHOVEL_S3_RETRY_MAX_ATTEMPTS`. Explicit pairs win over the environment.
@@ -789,40 +788,9 @@ fn validate_endpoint(e: &str) -> Result<()> {
     Ok(())
 }
 
-/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; empty means `true`
-/// (shuffle-core's rule, so every boolean key reads the same).
-pub fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    shuffle_core::config::parse_bool(key, v)
-}
-
-/// A byte size with an optional binary unit: `8388608`, `8m`, `8MiB`, `1g`.
-pub fn parse_size(key: &str, v: &str) -> Result<u64> {
-    shuffle_core::config::parse_size(key, v)
-}
-
-/// A duration with a unit: `250ms`, `5s`, `2m`, `1h` (`0` alone is allowed).
-pub fn parse_duration(key: &str, v: &str) -> Result<Duration> {
-    let bad = || {
-        Error::config(
-            key,
-            format!("`{v}` is not a duration; use a number with a unit, e.g. 200ms, 5s, 2m"),
-        )
-    };
-    let s = v.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    match unit.trim().to_ascii_lowercase().as_str() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "sec" | "secs" => Ok(Duration::from_secs(n)),
-        "m" | "min" | "mins" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
-        "h" => n.checked_mul(3600).map(Duration::from_secs).ok_or_else(bad),
-        _ => Err(bad()),
-    }
-}
+/// Sizes, durations and booleans are read by shuffle-core's one parser
+/// module, so `s3.*` keys accept exactly what every other key accepts.
+pub use shuffle_core::parse::{parse_bool, parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {
@@ -901,14 +869,22 @@ mod tests {
     }
 
     #[test]
-    fn empty_boolean_is_true_and_credentials_timeout_parses() {
+    fn empty_boolean_is_an_error_and_credentials_timeout_parses() {
+        assert_eq!(
+            err_key(S3Config::from_pairs([
+                ("s3.bucket", "s3://bkt1"),
+                ("s3.path_style", ""),
+            ])),
+            "s3.path_style",
+            "an empty boolean is an error naming the key, as in every crate"
+        );
         let c = S3Config::from_pairs([
             ("s3.bucket", "s3://bkt1"),
-            ("s3.path_style", ""),
+            ("s3.path_style", "on"),
             ("s3.credentials.timeout", "2s"),
         ])
         .unwrap();
-        assert!(c.force_path_style, "empty means true, as in shuffle-core");
+        assert!(c.force_path_style);
         assert_eq!(c.credentials_timeout, Duration::from_secs(2));
         let c = S3Config::from_pairs([("s3.bucket", "s3://bkt1")]).unwrap();
         assert!(!c.force_path_style);
@@ -944,6 +920,7 @@ mod tests {
         assert_eq!(parse_size("k", "5m").unwrap(), 5 * MIB);
         assert_eq!(parse_size("k", "1GiB").unwrap(), 1 << 30);
         assert!(parse_size("k", "5 parsecs").is_err());
+        assert_eq!(parse_size("k", "1.5m").unwrap(), 3 * MIB / 2);
         assert_eq!(
             parse_duration("k", "250ms").unwrap(),
             Duration::from_millis(250)

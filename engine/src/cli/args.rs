@@ -1,99 +1,216 @@
-//! A small hand-written argument parser for `shovel`.
+//! The `shovel` command line, on clap (derive).
 //!
-//! Accepts `--flag value` and `--flag=value`. Every error is one line naming
-//! the offending flag or value and the fix; usage errors exit with code 2.
+//! clap does the tokenising (`--flag value`, `--flag=value`, `-o`, `-q`,
+//! repeated flags, `help`, `--version`, completions); this module adds what
+//! clap cannot know:
+//!
+//! - **One-line errors.** Every error is one line naming the offending flag
+//!   or value and the fix, printed as `shovel: error: ...` with exit code 2;
+//!   clap's multi-line errors are folded into that line ([`render_clap_error`]),
+//!   keeping its tips (`tip: a similar argument exists: '--shuffle'`).
+//! - **Values** are read by the same functions as every config key
+//!   ([`shuffle_core::parse`]), wrapped so the message names the flag.
+//! - **Honest flags.** A flag the run would ignore or that contradicts
+//!   another is a usage error naming both (`--s3-bucket` with
+//!   `--shuffle local`, `--data` with `--sf`, `--memory 1GiB --conf
+//!   memory.budget=2GiB`, ...); a single-valued flag given twice is refused
+//!   by clap; `--memory` has a floor ([`MEMORY_FLOOR`]).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::config::{EngineConfig, ShuffleBackend};
-use crate::tpcds::{SqlDate, Q80_DEFAULT_DATE};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::config::{EngineConfig, ShuffleBackend};
+use crate::tpcds::SqlDate;
+
+use super::run::{ExecutorLossPlan, Q80Job};
 use super::CliError;
 
-/// Top-level usage text (`shovel --help`).
-pub const USAGE: &str = "\
-shovel: TPC-DS q80 on Shovel's Arrow engine, shuffling through local disk or S3
+/// The smallest `--memory` the command line accepts: 8MiB.
+///
+/// q80's widest operator input is a `store_sales` scan batch of 8192 rows
+/// and 7 columns, about 0.5MiB in Arrow; 8MiB holds a few such batches per
+/// task slot plus a map-output buffer's lz4 frames, so every operator can
+/// make progress and spill the rest. Below it the pool cannot hold one
+/// batch per operator and overruns its budget instead of spilling (`--memory
+/// 1` was accepted and ignored). The floor applies to `--memory`; library
+/// budgets (`EngineConfig`, `memory.limit`) and `--conf memory.budget` have
+/// none: tests use tiny ones to force spilling.
+pub const MEMORY_FLOOR: usize = 8 << 20;
 
-USAGE:
-    shovel q80  [OPTIONS]                 run TPC-DS query 80, CSV on stdout, summary on stderr
-    shovel gen  --sf N --out DIR          write the 12 q80 tables as Parquet
-    shovel gc   --older-than 24h TARGET   delete objects killed jobs left (TARGET: s3://bucket/prefix or a dir)
-    shovel help [q80|gen]                 this text, or a command's options
-    shovel --version
+const EXAMPLES: &str = "\
+Examples:
+  cargo run --release --bin shovel -- q80 --sf 1
+  shovel q80 --sf 1 --shuffle s3 --output q80.csv --report run.json
+  shovel q80 --data ./tpcds-sf1 --shuffle s3 --s3-bucket s3://my-bucket/shovel
+  shovel gc --older-than 24h --dry-run s3://my-bucket/shovel
+  shovel completions bash > /etc/bash_completion.d/shovel";
 
-EXAMPLES:
-    cargo run --release --bin shovel -- q80 --sf 1
-    shovel q80 --sf 1 --shuffle s3 --output q80.csv --report run.json
-    shovel q80 --data ./tpcds-sf1 --shuffle s3 --s3-bucket s3://my-bucket/shovel
-";
+/// `shovel`'s flags, as clap sees them.
+#[derive(Parser, Debug)]
+#[command(
+    name = "shovel",
+    version,
+    about = "TPC-DS q80 on Shovel's Arrow engine, shuffling through local disk or S3",
+    after_help = EXAMPLES,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
+}
 
-/// `shovel q80 --help`.
-pub const Q80_USAGE: &str = "\
-shovel q80: run TPC-DS query 80 (full answer, no LIMIT)
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Run TPC-DS query 80: CSV on stdout, run summary on stderr
+    Q80(Box<Q80Flags>),
+    /// Write the 12 tables q80 reads as Parquet (<DIR>/<table>.parquet)
+    Gen(GenFlags),
+    /// Delete shuffle and spill objects killed jobs left (s3://bucket/prefix or a dir)
+    #[command(long_about = super::gc::GC_ABOUT)]
+    Gc(super::gc::GcArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
 
-USAGE:
-    shovel q80 [OPTIONS]
+/// `shovel q80`'s flags. Arg ids are the field names (`value_source` and
+/// the conflict checks below use them).
+#[derive(Args, Debug)]
+struct Q80Flags {
+    /// Scale factor, generated once and cached
+    #[arg(long, value_name = "N", default_value = "1", allow_negative_numbers = true,
+          value_parser = with("--sf", parse_sf), help_heading = "Data")]
+    sf: f64,
+    /// Cache of generated data [default: $XDG_CACHE_HOME/shovel/tpcds or ~/.cache/shovel/tpcds]
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
+    cache_dir: Option<PathBuf>,
+    /// Read existing Parquet instead (<table>.parquet or <table>/*.parquet)
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
+    data: Option<PathBuf>,
+    /// Start of the 30-day window
+    #[arg(long, value_name = "YYYY-MM-DD", default_value = "2000-08-23",
+          value_parser = with("--date", parse_date), help_heading = "Data")]
+    date: SqlDate,
 
-DATA:
-    --sf N                    scale factor, generated once and cached [default: 1]
-    --cache-dir DIR           cache of generated data
-                              [default: $XDG_CACHE_HOME/shovel/tpcds or ~/.cache/shovel/tpcds]
-    --data DIR                read existing Parquet instead (<table>.parquet or <table>/*.parquet)
-    --date YYYY-MM-DD         start of the 30-day window [default: 2000-08-23]
+    /// Where shuffle files go
+    #[arg(long, value_name = "BACKEND", default_value = "local", ignore_case = true,
+          value_parser = backend_parser(), help_heading = "Shuffle and spill")]
+    shuffle: ShuffleBackend,
+    /// Spill to the S3 bucket too (needs --shuffle s3)
+    #[arg(long, help_heading = "Shuffle and spill")]
+    spill_to_s3: bool,
+    /// Local shuffle/spill directory, repeatable [default: a temp dir]
+    #[arg(long, value_name = "DIR", help_heading = "Shuffle and spill")]
+    local_dir: Vec<PathBuf>,
+    /// Bucket and prefix for shuffle objects (needs --shuffle s3)
+    #[arg(long, value_name = "s3://B/P", value_parser = with("--s3-bucket", parse_bucket),
+          help_heading = "Shuffle and spill")]
+    s3_bucket: Option<String>,
+    /// S3-compatible endpoint (MinIO, ...); with neither bucket nor endpoint, --shuffle s3
+    /// starts an embedded S3 server on 127.0.0.1
+    #[arg(long, value_name = "URL", value_parser = with("--s3-endpoint", parse_endpoint),
+          help_heading = "Shuffle and spill")]
+    s3_endpoint: Option<String>,
+    /// Do not delete this run's shuffle and spill objects at the end
+    #[arg(long, help_heading = "Shuffle and spill")]
+    keep_shuffle: bool,
 
-SHUFFLE AND SPILL:
-    --shuffle local|s3        where shuffle files go [default: local]
-    --spill-to-s3             spill to the S3 bucket too (needs --shuffle s3)
-    --local-dir DIR           local shuffle/spill directory, repeatable [default: a temp dir]
-    --s3-bucket s3://B/P      bucket and prefix for shuffle objects
-    --s3-endpoint URL         S3-compatible endpoint (MinIO, ...); with neither bucket nor
-                              endpoint, --shuffle s3 starts an embedded S3 server on 127.0.0.1
-    --keep-shuffle            do not delete this run's shuffle and spill objects at the end
+    /// Memory budget, e.g. 512MiB, 2GiB; at least 8MiB
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", allow_negative_numbers = true,
+          value_parser = with("--memory", parse_size_arg), help_heading = "Engine")]
+    memory: usize,
+    /// Concurrent tasks
+    #[arg(long, value_name = "N", default_value = "2", allow_negative_numbers = true,
+          value_parser = with("--parallelism", parse_count), help_heading = "Engine")]
+    parallelism: usize,
+    /// Partitions of every hash shuffle
+    #[arg(long, value_name = "N", default_value = "8", allow_negative_numbers = true,
+          value_parser = with("--partitions", parse_count), help_heading = "Engine")]
+    partitions: usize,
+    /// Broadcast join sides under SIZE; 0 shuffles every join
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", allow_negative_numbers = true,
+          value_parser = with("--broadcast-threshold", parse_size_arg), help_heading = "Engine")]
+    broadcast_threshold: usize,
+    /// Any engine, shuffle or s3.* key, e.g. --conf s3.region=eu-west-1 (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Engine")]
+    conf: Vec<String>,
 
-ENGINE:
-    --memory SIZE             memory budget, e.g. 512MiB, 2GiB [default: 2GiB]
-    --parallelism N           concurrent tasks [default: 2]
-    --partitions N            partitions of every hash shuffle [default: 8]
-    --broadcast-threshold SIZE  broadcast join sides under SIZE; 0 shuffles every join [default: 10MiB]
-    --conf KEY=VALUE          any engine, shuffle or s3.* key, e.g. --conf s3.region=eu-west-1
+    /// Executors tasks are placed on (partition % N)
+    #[arg(long, value_name = "N", default_value = "1", allow_negative_numbers = true,
+          value_parser = with("--executors", parse_count), help_heading = "Fault injection")]
+    executors: usize,
+    /// With the embedded S3 server: fail a fraction R (0..1) of its requests (503 SlowDown,
+    /// 500, connection resets, slow answers) to see retries
+    #[arg(long, value_name = "R", allow_negative_numbers = true,
+          value_parser = with("--s3-fault-rate", parse_fault_rate), help_heading = "Fault injection")]
+    s3_fault_rate: Option<f64>,
+    /// Lose executor E (from 0) when it starts a task after committing map outputs in S
+    /// stages [default S: 2]: its running tasks are killed and, with local shuffle, the
+    /// outputs on its disk deleted
+    #[arg(long, value_name = "E[@S]", value_parser = with("--lose-executor", parse_executor_loss),
+          help_heading = "Fault injection")]
+    lose_executor: Option<ExecutorLossPlan>,
 
-FAULT INJECTION:
-    --executors N             executors tasks are placed on (partition % N) [default: 1]
-    --s3-fault-rate R         with the embedded S3 server: fail a fraction R (0..1) of its requests
-                              (503 SlowDown, 500, connection resets, slow answers) to see retries
-    --lose-executor E[@S]     lose executor E (from 0) when it starts a task after committing
-                              map outputs in S stages [default S: 2]: its running tasks are
-                              killed and, with local shuffle, the outputs on its disk deleted
+    /// Same as --shuffle s3 (false: --shuffle local)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = with("--write-shuffle-files-to-s3", parse_flag_bool),
+          help_heading = "Glue spellings")]
+    write_shuffle_files_to_s3: Option<bool>,
+    /// Same as --spill-to-s3; also --conf spark.shuffle.glue.s3ShuffleBucket=s3://B/P
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = with("--write-shuffle-spills-to-s3", parse_flag_bool),
+          help_heading = "Glue spellings")]
+    write_shuffle_spills_to_s3: Option<bool>,
 
-GLUE SPELLINGS:
-    --write-shuffle-files-to-s3 [true|false]     same as --shuffle s3
-    --write-shuffle-spills-to-s3 [true|false]    same as --spill-to-s3
-    --conf spark.shuffle.glue.s3ShuffleBucket=s3://B/P
+    /// Write the CSV here [default: stdout]
+    #[arg(long, short = 'o', value_name = "FILE.csv", help_heading = "Output")]
+    output: Option<PathBuf>,
+    /// Write the run summary as JSON
+    #[arg(long, value_name = "FILE.json", help_heading = "Output")]
+    report: Option<PathBuf>,
+    /// No progress bars and no summary on stderr
+    #[arg(long, short = 'q', help_heading = "Output")]
+    quiet: bool,
+}
 
-OUTPUT:
-    --output FILE.csv         write the CSV here [default: stdout]
-    --report FILE.json        write the run summary as JSON
-    --quiet, -q               no progress bars and no summary on stderr
-";
-
-/// `shovel gen --help`.
-pub const GEN_USAGE: &str = "\
-shovel gen: write the 12 tables TPC-DS q80 reads as Parquet (<DIR>/<table>.parquet)
-
-USAGE:
-    shovel gen --sf N --out DIR [--threads N] [--quiet]
-";
+/// `shovel gen`'s flags.
+#[derive(Args, Debug)]
+struct GenFlags {
+    /// Scale factor
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = with("--sf", parse_sf))]
+    sf: f64,
+    /// Output directory
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Generator threads [default: all cores]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = with("--threads", parse_count))]
+    threads: Option<usize>,
+    /// No progress bar
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
 
 /// A parsed command line.
 #[derive(Debug)]
 pub enum Command {
-    /// Print this text and exit 0.
-    Help(&'static str),
+    /// Print this text on stdout and exit 0 (`--help`, `help [COMMAND]`).
+    Help(String),
     Version,
     Gen(GenArgs),
     Q80(Box<Q80Args>),
-    /// `shovel gc` (parsed by `cli::gc`).
-    Gc(Vec<String>),
+    /// `shovel gc`.
+    Gc(super::gc::GcArgs),
+    /// `shovel completions SHELL`.
+    Completions(clap_complete::Shell),
 }
 
 /// `shovel gen`.
@@ -124,116 +241,457 @@ pub struct Q80Args {
     pub quiet: bool,
 }
 
+/// The clap command, for help texts and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command(), "shovel", &mut out);
+    out
+}
+
 /// Parses `args` (without the program name).
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    let Some(first) = args.first() else {
-        return Err(CliError::usage(
-            "missing command; run `shovel q80 --sf 1`, or `shovel --help` for all commands",
-        ));
+    match args.first().map(String::as_str) {
+        None => {
+            return Err(CliError::usage(
+                "missing command; run `shovel q80 --sf 1`, or `shovel help` for all commands",
+            ))
+        }
+        Some("version") => return Ok(Command::Version),
+        _ => {}
+    }
+    let argv = std::iter::once(OsString::from("shovel")).chain(args.iter().map(OsString::from));
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => return render_clap_error(e, args),
     };
-    let rest = &args[1..];
-    match first.as_str() {
-        "-h" | "--help" => Ok(Command::Help(USAGE)),
-        "help" => Ok(Command::Help(match rest.first().map(String::as_str) {
-            Some("q80") => Q80_USAGE,
-            Some("gen") => GEN_USAGE,
-            Some("gc") => super::gc::GC_USAGE,
-            _ => USAGE,
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| match render_clap_error(e, args) {
+        Err(e) => e,
+        Ok(_) => CliError::usage("cannot read the command line; see `shovel help`"),
+    })?;
+    match cli.command {
+        Sub::Q80(f) => {
+            let m = matches
+                .subcommand_matches("q80")
+                .ok_or_else(|| CliError::usage("cannot read q80's flags; see `shovel help q80`"))?;
+            Ok(Command::Q80(Box::new(build_q80(*f, m)?)))
+        }
+        Sub::Gen(g) => Ok(Command::Gen(GenArgs {
+            sf: g.sf,
+            out: g.out,
+            threads: g.threads,
+            quiet: g.quiet,
         })),
-        "-V" | "--version" | "version" => Ok(Command::Version),
-        "gen" => parse_gen(rest),
-        "gc" => Ok(Command::Gc(rest.to_vec())),
-        "q80" => parse_q80(rest),
-        other if other.starts_with('-') => Err(CliError::usage(format!(
-            "`{other}` before a command; put options after the command, e.g. `shovel q80 {other} ...`"
-        ))),
-        other => Err(CliError::usage(format!(
-            "unknown command `{other}`; commands are `q80` and `gen` (see `shovel --help`)"
-        ))),
+        Sub::Gc(g) => Ok(Command::Gc(g)),
+        Sub::Completions { shell } => Ok(Command::Completions(shell)),
     }
 }
 
-/// Splits `--flag=value` and fetches the value of `--flag value`.
-struct Cursor<'a> {
-    args: &'a [String],
-    i: usize,
-    cmd: &'static str,
-}
-
-impl<'a> Cursor<'a> {
-    /// The next flag and its inline `=value`, if any.
-    fn next_flag(&mut self) -> Option<(&'a str, Option<&'a str>)> {
-        let a = self.args.get(self.i)?;
-        self.i += 1;
-        if a.starts_with("--") {
-            if let Some((f, v)) = a.split_once('=') {
-                return Some((f, Some(v)));
+/// Folds a clap error into one line (or the help/version it carries).
+fn render_clap_error(e: clap::Error, args: &[String]) -> Result<Command, CliError> {
+    let sub = args
+        .first()
+        .map(String::as_str)
+        .filter(|s| matches!(*s, "q80" | "gen" | "gc" | "completions"));
+    let see = match sub {
+        Some(s) => format!("run `shovel {s} --help` for the list"),
+        None => "run `shovel help` for the commands".to_string(),
+    };
+    let arg = || match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) => a.split_whitespace().next().unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return Ok(Command::Help(e.render().to_string()))
+        }
+        ErrorKind::DisplayVersion => return Ok(Command::Version),
+        // Our value parsers' messages already name the flag and the fix.
+        ErrorKind::ValueValidation => {
+            if let Some(src) = std::error::Error::source(&e) {
+                return Err(CliError::usage(one_line(&src.to_string())));
             }
         }
-        Some((a.as_str(), None))
-    }
-
-    fn value(&mut self, flag: &str, inline: Option<&'a str>) -> Result<&'a str, CliError> {
-        if let Some(v) = inline {
-            return Ok(v);
-        }
-        match self.args.get(self.i) {
-            // A value may start with `-` only if it is not a flag (`--memory -1`
-            // must reach the size check, which explains the problem better).
-            Some(v) if !v.starts_with("--") => {
-                self.i += 1;
-                Ok(v)
-            }
-            _ => Err(CliError::usage(format!(
-                "{flag} needs a value; see `shovel {} --help`",
-                self.cmd
-            ))),
-        }
-    }
-
-    /// `true`/`false` following a Glue flag, or `true` when absent.
-    fn optional_bool(&mut self, flag: &str, inline: Option<&'a str>) -> Result<bool, CliError> {
-        let v = match inline {
-            Some(v) => v,
-            None => match self.args.get(self.i).map(String::as_str) {
-                Some(v @ ("true" | "false")) => {
-                    self.i += 1;
-                    v
+        ErrorKind::InvalidValue => {
+            if let Some(ContextValue::String(v)) = e.get(ContextKind::InvalidValue) {
+                if v.is_empty() {
+                    let cmd = sub.unwrap_or("q80");
+                    return Err(CliError::usage(format!(
+                        "{} needs a value; see `shovel {cmd} --help`",
+                        arg()
+                    )));
                 }
-                _ => return Ok(true),
-            },
-        };
-        match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(CliError::usage(format!(
-                "invalid {flag} `{v}`: expected true or false"
-            ))),
+            }
         }
+        _ => {}
     }
-
-    fn no_value(&self, flag: &str, inline: Option<&str>) -> Result<(), CliError> {
-        match inline {
-            Some(v) => Err(CliError::usage(format!(
-                "{flag} takes no value (got `{v}`); write just {flag}"
-            ))),
-            None => Ok(()),
+    // clap's text without its usage block and "For more information" line.
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    let mut in_usage = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("Usage:") {
+            in_usage = true;
+            continue;
         }
+        if t.is_empty() {
+            in_usage = false;
+            continue;
+        }
+        if in_usage || t.starts_with("For more information") {
+            continue;
+        }
+        parts.push(t.strip_prefix("error: ").unwrap_or(t).to_string());
     }
+    let mut msg = parts.join("; ");
+    match e.kind() {
+        ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand => {
+            msg.push_str("; commands are q80, gen, gc, completions and help (see `shovel help`)")
+        }
+        ErrorKind::ArgumentConflict if msg.contains("multiple times") => {
+            msg.push_str(&format!("; give {} once", arg()))
+        }
+        _ => msg.push_str(&format!("; {see}")),
+    }
+    Err(CliError::usage(msg))
+}
 
-    fn unknown(&self, flag: &str) -> CliError {
-        if flag.starts_with('-') {
-            CliError::usage(format!(
-                "unknown option `{flag}` for `shovel {}`; run `shovel {} --help` for the list",
-                self.cmd, self.cmd
-            ))
+/// Wraps a `parse_*(flag, value)` function as a clap value parser whose
+/// error is our one-line message.
+pub(super) fn with<T: 'static>(
+    flag: &'static str,
+    f: fn(&str, &str) -> Result<T, CliError>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |v: &str| f(flag, v).map_err(|e| e.message)
+}
+
+fn backend_parser() -> impl TypedValueParser<Value = ShuffleBackend> {
+    PossibleValuesParser::new(ShuffleBackend::ALL.map(|b| b.as_str()))
+        .map(|s| s.parse::<ShuffleBackend>().unwrap_or_default())
+}
+
+/// The boolean of a Glue flag (`--write-shuffle-files-to-s3 false`).
+fn parse_flag_bool(flag: &str, v: &str) -> Result<bool, CliError> {
+    shuffle_core::parse::parse_bool(flag, v)
+        .map_err(|e| CliError::usage(format!("invalid {flag} `{v}`: {}", reason(&e, v))))
+}
+
+/// The reason of a [`shuffle_core::Error::Config`], without the value it
+/// quotes first (the CLI's message quotes it already).
+fn reason(e: &shuffle_core::Error, v: &str) -> String {
+    let r = match e {
+        shuffle_core::Error::Config { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    let quoted = format!("`{v}`");
+    match r.strip_prefix(&quoted) {
+        Some(rest) => rest
+            .trim_start_matches(':')
+            .trim_start()
+            .trim_start_matches("is ")
+            .to_string(),
+        None => r,
+    }
+}
+
+fn given(m: &ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// `--flag value` as the user wrote it, for messages.
+fn spelled(m: &ArgMatches, id: &str, flag: &str) -> String {
+    match m.get_raw(id).and_then(|mut v| v.next()) {
+        Some(v) => format!("{flag} {}", v.to_string_lossy()),
+        None => flag.to_string(),
+    }
+}
+
+fn both(a: &str, b: &str, fix: &str) -> CliError {
+    CliError::usage(format!("{a} contradicts {b}; {fix}"))
+}
+
+fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
+    let mut config = EngineConfig::default();
+    let mut job = Q80Job::default();
+
+    // The backend, and which flag chose it (for messages).
+    let mut backend_by: Option<String> = None;
+    if given(m, "shuffle") {
+        config.backend = f.shuffle;
+        backend_by = Some(format!("--shuffle {}", f.shuffle));
+    }
+    if let Some(on) = f.write_shuffle_files_to_s3 {
+        let b = if on {
+            ShuffleBackend::S3
         } else {
-            CliError::usage(format!(
-                "unexpected argument `{flag}`: `shovel {}` takes only options (run `shovel {} --help`)",
-                self.cmd, self.cmd
-            ))
+            ShuffleBackend::Local
+        };
+        let by = format!("--write-shuffle-files-to-s3 {on}");
+        if let Some(prev) = &backend_by {
+            if config.backend != b {
+                return Err(both(&by, prev, "give one of them"));
+            }
+        }
+        config.backend = b;
+        backend_by = Some(by);
+    }
+    let mut spill_by: Option<String> = None;
+    if f.spill_to_s3 {
+        config.spill_to_s3 = true;
+        spill_by = Some("--spill-to-s3".into());
+    }
+    if let Some(on) = f.write_shuffle_spills_to_s3 {
+        let by = format!("--write-shuffle-spills-to-s3 {on}");
+        if let Some(prev) = &spill_by {
+            if !on {
+                return Err(both(&by, prev, "give one of them"));
+            }
+        }
+        config.spill_to_s3 = on;
+        spill_by = Some(by);
+    }
+    config.s3_bucket = f.s3_bucket;
+    job.s3_endpoint = f.s3_endpoint;
+    config.memory_budget = f.memory;
+    config.parallelism = f.parallelism;
+    config.shuffle_partitions = f.partitions;
+    config.broadcast_threshold = f.broadcast_threshold;
+    config.executors = f.executors;
+    job.local_dirs = f.local_dir;
+    job.s3_fault_rate = f.s3_fault_rate;
+    job.lose_executor = f.lose_executor;
+    job.keep_shuffle = f.keep_shuffle;
+    job.date = f.date;
+
+    // --conf, refusing one that contradicts a flag on the same line.
+    let mut memory_by = given(m, "memory").then(|| spelled(m, "memory", "--memory"));
+    let mut bucket_by = given(m, "s3_bucket").then(|| spelled(m, "s3_bucket", "--s3-bucket"));
+    let mut endpoint_by =
+        given(m, "s3_endpoint").then(|| spelled(m, "s3_endpoint", "--s3-endpoint"));
+    for kv in &f.conf {
+        let before = config.clone();
+        let pairs_before = job.shuffle_pairs.len();
+        apply_conf(&mut config, &mut job.shuffle_pairs, kv)?;
+        let this = format!("--conf {kv}");
+        let clash = |id: &str, flag: &str| -> Result<(), CliError> {
+            if given(m, id) {
+                return Err(both(&this, &spelled(m, id, flag), "give the setting once"));
+            }
+            Ok(())
+        };
+        if config.backend != before.backend {
+            if let Some(prev) = &backend_by {
+                return Err(both(&this, prev, "give the backend once"));
+            }
+        }
+        if config.backend != before.backend || backend_by.is_none() && kv_key_is(kv, "backend") {
+            backend_by = Some(this.clone());
+        }
+        if config.spill_to_s3 != before.spill_to_s3 {
+            if let Some(prev) = &spill_by {
+                return Err(both(&this, prev, "give the setting once"));
+            }
+            spill_by = Some(this.clone());
+        }
+        if config.s3_bucket != before.s3_bucket {
+            if let Some(prev) = &bucket_by {
+                return Err(both(&this, prev, "give the bucket once"));
+            }
+            bucket_by = Some(this.clone());
+        }
+        if config.memory_budget != before.memory_budget {
+            if let Some(prev) = &memory_by {
+                return Err(both(&this, prev, "give the memory budget once"));
+            }
+            memory_by = Some(this.clone());
+        }
+        if config.parallelism != before.parallelism {
+            clash("parallelism", "--parallelism")?;
+        }
+        if config.shuffle_partitions != before.shuffle_partitions {
+            clash("partitions", "--partitions")?;
+        }
+        if config.broadcast_threshold != before.broadcast_threshold {
+            clash("broadcast_threshold", "--broadcast-threshold")?;
+        }
+        if config.executors != before.executors {
+            clash("executors", "--executors")?;
+        }
+        for (k, v) in &job.shuffle_pairs[pairs_before..] {
+            match shuffle_s3::config::canonical_key(k)
+                .or_else(|| shuffle_core::config::canonical_key(k))
+            {
+                Some("s3.bucket") => {
+                    if let Some(prev) = &bucket_by {
+                        if config.s3_bucket.as_deref() != Some(v.as_str()) {
+                            return Err(both(&this, prev, "give the bucket once"));
+                        }
+                    }
+                    bucket_by = Some(this.clone());
+                }
+                Some("s3.endpoint") => {
+                    if let Some(prev) = &endpoint_by {
+                        if job.s3_endpoint.as_deref() != Some(v.trim_end_matches('/')) {
+                            return Err(both(&this, prev, "give the endpoint once"));
+                        }
+                    }
+                    endpoint_by = Some(this.clone());
+                }
+                Some("local.dirs") if !job.local_dirs.is_empty() => {
+                    return Err(both(
+                        &this,
+                        "--local-dir",
+                        "give the directories with one of them",
+                    ))
+                }
+                _ => {}
+            }
         }
     }
+
+    // Data.
+    let data = match &f.data {
+        Some(dir) => {
+            if given(m, "sf") {
+                return Err(CliError::usage(format!(
+                    "--data contradicts {}: --data reads existing tables, --sf generates them; \
+                     give one of them",
+                    spelled(m, "sf", "--sf")
+                )));
+            }
+            if given(m, "cache_dir") {
+                return Err(CliError::usage(
+                    "--cache-dir has no effect with --data (it holds generated data, --data \
+                     reads existing tables); drop --cache-dir or --data",
+                ));
+            }
+            DataSource::Dir(dir.clone())
+        }
+        None => DataSource::Generated {
+            sf: f.sf,
+            cache_dir: f
+                .cache_dir
+                .clone()
+                .unwrap_or_else(super::data::default_cache_dir),
+        },
+    };
+
+    // Flags that need S3 shuffle.
+    if config.backend != ShuffleBackend::S3 {
+        let local = backend_by
+            .clone()
+            .unwrap_or_else(|| "--shuffle local (the default)".to_string());
+        let needs_s3 = [
+            spill_by.clone().filter(|_| config.spill_to_s3),
+            bucket_by.clone(),
+            endpoint_by.clone(),
+            f.s3_fault_rate
+                .is_some()
+                .then(|| spelled(m, "s3_fault_rate", "--s3-fault-rate")),
+        ];
+        if let Some(flag) = needs_s3.into_iter().flatten().next() {
+            return Err(CliError::usage(format!(
+                "{flag} needs --shuffle s3, but the run uses {local}, which would ignore it; \
+                 add --shuffle s3 or drop {}",
+                flag.split(['=', ' ']).next().unwrap_or(&flag)
+            )));
+        }
+    }
+    if job.s3_fault_rate.is_some() {
+        if let Some(target) = bucket_by.as_ref().or(endpoint_by.as_ref()) {
+            return Err(CliError::usage(format!(
+                "--s3-fault-rate injects faults into the embedded S3 server only, which {target} \
+                 replaces; drop --s3-fault-rate or {}",
+                target.split(['=', ' ']).next().unwrap_or(target)
+            )));
+        }
+    }
+    if let Some(loss) = &job.lose_executor {
+        if loss.executor >= config.executors {
+            return Err(CliError::usage(format!(
+                "invalid --lose-executor {}: the run has {} executor(s), numbered from 0; \
+                 add --executors {}",
+                loss.executor,
+                config.executors,
+                loss.executor + 1
+            )));
+        }
+    }
+    if let Some(b) = &config.s3_bucket {
+        // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
+        parse_bucket("s3 bucket", b)?;
+    }
+    // The floor guards the flag users type; `--conf memory.budget` stays the
+    // unchecked expert key (like the library's budget) that tests use to
+    // force spilling at small scale factors.
+    if given(m, "memory") && config.memory_budget < MEMORY_FLOOR {
+        let by = memory_by.unwrap_or_else(|| "--memory".to_string());
+        return Err(CliError::usage(format!(
+            "{by} is below the floor of {}: the engine needs room for a few 8192-row batches \
+             and a map-output buffer; use --memory {} or more (smaller budgets spill sooner, \
+             not less)",
+            human_size(MEMORY_FLOOR as u64),
+            human_size(MEMORY_FLOOR as u64)
+        )));
+    }
+    job.config = config;
+    job.progress = !f.quiet;
+    Ok(Q80Args {
+        data,
+        job,
+        output: f.output,
+        report: f.report,
+        quiet: f.quiet,
+    })
+}
+
+/// True when `kv`'s key names the shuffle backend.
+fn kv_key_is(kv: &str, what: &str) -> bool {
+    let k = kv.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
+    match what {
+        "backend" => {
+            shuffle_core::config::canonical_key(k) == Some("shuffle.backend")
+                || k == "write-shuffle-files-to-s3"
+        }
+        _ => false,
+    }
+}
+
+/// `8MiB`, `2GiB`, `1536B`: the largest binary unit that divides `n`.
+fn human_size(n: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+/// A warning when `budget` is above the machine's physical memory
+/// (`MemTotal` of /proc/meminfo; `None` where that cannot be read).
+pub fn memory_warning(budget: usize) -> Option<String> {
+    let total = physical_memory()?;
+    (budget as u64 > total).then(|| {
+        format!(
+            "--memory {} is more than this machine's {} of memory; the run may swap or be \
+             killed before it spills",
+            human_size(budget as u64),
+            human_size(total & !((1 << 20) - 1))
+        )
+    })
+}
+
+/// Physical memory in bytes, from /proc/meminfo.
+fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// A scale factor: a finite number > 0.
@@ -295,19 +753,31 @@ pub fn parse_executor_loss(flag: &str, v: &str) -> Result<super::run::ExecutorLo
     })
 }
 
-/// A size (`512MiB`, `2GiB`, `64k`, `1048576`).
+/// A size (`512MiB`, `2GiB`, `1.5GiB`, `64k`, `1048576`), read by
+/// [`shuffle_core::parse::parse_size`].
 pub fn parse_size_arg(flag: &str, v: &str) -> Result<usize, CliError> {
-    let t = v.trim();
-    if t.starts_with('-') {
-        return Err(CliError::usage(format!(
-            "invalid {flag} `{v}`: a size cannot be negative; use e.g. 512MiB or 2GiB"
-        )));
+    let bad = |r: String| CliError::usage(format!("invalid {flag} `{v}`: {r}"));
+    let n = shuffle_core::parse::parse_size(flag, v).map_err(|e| bad(reason(&e, v)))?;
+    usize::try_from(n).map_err(|_| bad("too large for this machine".into()))
+}
+
+/// A duration (`90s`, `30m`, `24h`, `7d`), read by
+/// [`shuffle_core::parse::parse_duration`].
+pub fn parse_duration_arg(flag: &str, v: &str) -> Result<std::time::Duration, CliError> {
+    shuffle_core::parse::parse_duration(flag, v)
+        .map_err(|e| CliError::usage(format!("invalid {flag} `{v}`: {}", reason(&e, v))))
+}
+
+/// `KEY=VALUE` of a `--conf`.
+pub fn parse_conf_pair(flag: &str, v: &str) -> Result<(String, String), CliError> {
+    match v.split_once('=') {
+        Some((k, val)) if !k.trim().is_empty() => {
+            Ok((k.trim().to_string(), val.trim().to_string()))
+        }
+        _ => Err(CliError::usage(format!(
+            "invalid {flag} `{v}`: expected KEY=VALUE, e.g. {flag} s3.region=eu-west-1"
+        ))),
     }
-    crate::config::parse_size(flag, t).map_err(|_| {
-        CliError::usage(format!(
-            "invalid {flag} `{v}`: expected a size like 512MiB, 2GiB, 64k or a byte count"
-        ))
-    })
 }
 
 /// `s3://bucket[/prefix]`, validated like the S3 backend does.
@@ -339,179 +809,12 @@ pub fn parse_endpoint(flag: &str, v: &str) -> Result<String, CliError> {
     }
 }
 
-fn parse_date(flag: &str, v: &str) -> Result<SqlDate, CliError> {
+pub fn parse_date(flag: &str, v: &str) -> Result<SqlDate, CliError> {
     v.parse::<SqlDate>().map_err(|_| {
         CliError::usage(format!(
             "invalid {flag} `{v}`: expected a calendar date YYYY-MM-DD, like 2000-08-23"
         ))
     })
-}
-
-fn parse_gen(args: &[String]) -> Result<Command, CliError> {
-    let mut c = Cursor {
-        args,
-        i: 0,
-        cmd: "gen",
-    };
-    let (mut sf, mut out, mut threads, mut quiet) = (None, None, None, false);
-    while let Some((flag, inline)) = c.next_flag() {
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help(GEN_USAGE)),
-            "--sf" => sf = Some(parse_sf(flag, c.value(flag, inline)?)?),
-            "--out" => out = Some(PathBuf::from(c.value(flag, inline)?)),
-            "--threads" => threads = Some(parse_count(flag, c.value(flag, inline)?)?),
-            "-q" | "--quiet" => {
-                c.no_value(flag, inline)?;
-                quiet = true
-            }
-            _ => return Err(c.unknown(flag)),
-        }
-    }
-    let sf = sf.ok_or_else(|| CliError::usage("shovel gen needs --sf N (e.g. --sf 1)"))?;
-    let out = out.ok_or_else(|| CliError::usage("shovel gen needs --out DIR"))?;
-    Ok(Command::Gen(GenArgs {
-        sf,
-        out,
-        threads,
-        quiet,
-    }))
-}
-
-fn parse_q80(args: &[String]) -> Result<Command, CliError> {
-    let mut c = Cursor {
-        args,
-        i: 0,
-        cmd: "q80",
-    };
-    let mut config = EngineConfig::default();
-    let mut job = super::run::Q80Job::default();
-    let mut sf: Option<f64> = None;
-    let mut data: Option<PathBuf> = None;
-    let mut cache_dir: Option<PathBuf> = None;
-    let (mut output, mut report, mut quiet) = (None, None, false);
-    let mut date = Q80_DEFAULT_DATE;
-    while let Some((flag, inline)) = c.next_flag() {
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help(Q80_USAGE)),
-            "--sf" => sf = Some(parse_sf(flag, c.value(flag, inline)?)?),
-            "--data" => data = Some(PathBuf::from(c.value(flag, inline)?)),
-            "--cache-dir" => cache_dir = Some(PathBuf::from(c.value(flag, inline)?)),
-            "--date" => date = parse_date(flag, c.value(flag, inline)?)?,
-            "--shuffle" => {
-                let v = c.value(flag, inline)?;
-                config.backend = match v.trim().to_ascii_lowercase().as_str() {
-                    "local" => ShuffleBackend::Local,
-                    "s3" => ShuffleBackend::S3,
-                    _ => {
-                        return Err(CliError::usage(format!(
-                            "invalid --shuffle `{v}`: expected `local` or `s3`"
-                        )))
-                    }
-                }
-            }
-            "--write-shuffle-files-to-s3" => {
-                config.backend = if c.optional_bool(flag, inline)? {
-                    ShuffleBackend::S3
-                } else {
-                    ShuffleBackend::Local
-                }
-            }
-            "--spill-to-s3" => {
-                c.no_value(flag, inline)?;
-                config.spill_to_s3 = true
-            }
-            "--write-shuffle-spills-to-s3" => config.spill_to_s3 = c.optional_bool(flag, inline)?,
-            "--local-dir" => job.local_dirs.push(PathBuf::from(c.value(flag, inline)?)),
-            "--s3-bucket" => config.s3_bucket = Some(parse_bucket(flag, c.value(flag, inline)?)?),
-            "--s3-endpoint" => {
-                job.s3_endpoint = Some(parse_endpoint(flag, c.value(flag, inline)?)?)
-            }
-            "--memory" => {
-                let n = parse_size_arg(flag, c.value(flag, inline)?)?;
-                if n == 0 {
-                    return Err(CliError::usage(
-                        "invalid --memory `0`: the memory budget must be more than 0, e.g. 512MiB",
-                    ));
-                }
-                config.memory_budget = n
-            }
-            "--parallelism" => config.parallelism = parse_count(flag, c.value(flag, inline)?)?,
-            "--executors" => config.executors = parse_count(flag, c.value(flag, inline)?)?,
-            "--s3-fault-rate" => {
-                job.s3_fault_rate = Some(parse_fault_rate(flag, c.value(flag, inline)?)?)
-            }
-            "--lose-executor" => {
-                job.lose_executor = Some(parse_executor_loss(flag, c.value(flag, inline)?)?)
-            }
-            "--partitions" => {
-                config.shuffle_partitions = parse_count(flag, c.value(flag, inline)?)?
-            }
-            "--broadcast-threshold" => {
-                config.broadcast_threshold = parse_size_arg(flag, c.value(flag, inline)?)?
-            }
-            "--conf" => {
-                let kv = c.value(flag, inline)?;
-                apply_conf(&mut config, &mut job.shuffle_pairs, kv)?;
-            }
-            "--output" | "-o" => output = Some(PathBuf::from(c.value(flag, inline)?)),
-            "--report" => report = Some(PathBuf::from(c.value(flag, inline)?)),
-            "--keep-shuffle" => {
-                c.no_value(flag, inline)?;
-                job.keep_shuffle = true
-            }
-            "-q" | "--quiet" => {
-                c.no_value(flag, inline)?;
-                quiet = true
-            }
-            _ => return Err(c.unknown(flag)),
-        }
-    }
-    let data =
-        match (data, sf) {
-            (Some(_), Some(_)) => return Err(CliError::usage(
-                "--data and --sf are exclusive: --data reads existing tables, --sf generates them",
-            )),
-            (Some(dir), None) => DataSource::Dir(dir),
-            (None, sf) => DataSource::Generated {
-                sf: sf.unwrap_or(1.0),
-                cache_dir: cache_dir.unwrap_or_else(super::data::default_cache_dir),
-            },
-        };
-    if config.spill_to_s3 && config.backend != ShuffleBackend::S3 {
-        return Err(CliError::usage(
-            "--spill-to-s3 needs --shuffle s3 (spills go to the shuffle bucket); add --shuffle s3",
-        ));
-    }
-    if job.s3_fault_rate.is_some() && config.backend != ShuffleBackend::S3 {
-        return Err(CliError::usage(
-            "--s3-fault-rate injects faults into the embedded S3 server; add --shuffle s3",
-        ));
-    }
-    if let Some(loss) = &job.lose_executor {
-        if loss.executor >= config.executors {
-            return Err(CliError::usage(format!(
-                "invalid --lose-executor {}: the run has {} executor(s), numbered from 0; \
-                 add --executors {}",
-                loss.executor,
-                config.executors,
-                loss.executor + 1
-            )));
-        }
-    }
-    if let Some(b) = &config.s3_bucket {
-        // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
-        parse_bucket("s3 bucket", b)?;
-    }
-    job.config = config;
-    job.date = date;
-    job.progress = !quiet;
-    Ok(Command::Q80(Box::new(Q80Args {
-        data,
-        job,
-        output,
-        report,
-        quiet,
-    })))
 }
 
 /// Routes `--conf key=value`: engine keys (and their Spark/Glue aliases) to
@@ -688,11 +991,218 @@ mod tests {
             ("q80 --s3-fault-rate 0.1", "--shuffle s3"),
             ("frob", "frob"),
             ("gen --out x", "--sf"),
+            ("q80 --shuffel s3", "similar argument exists: '--shuffle'"),
+            ("q80 --shuffle hdfs", "--shuffle"),
+            (
+                "q80 --write-shuffle-files-to-s3 maybe",
+                "--write-shuffle-files-to-s3 `maybe`",
+            ),
+            ("gc --older-than 90 /tmp", "90s"),
         ] {
             let e = parse(&args(cmd)).unwrap_err();
             assert!(e.message.contains(needle), "{cmd}: {}", e.message);
             assert!(!e.message.contains('\n'), "{cmd}: {}", e.message);
             assert_eq!(e.code, 2);
         }
+    }
+
+    /// `cmd` is refused with exit 2 and one line holding every `needles`.
+    fn refused(cmd: &str, needles: &[&str]) {
+        let e = parse(&args(cmd)).expect_err(cmd);
+        for n in needles {
+            assert!(e.message.contains(n), "{cmd}: `{n}` not in `{}`", e.message);
+        }
+        assert!(!e.message.contains('\n'), "{cmd}: {}", e.message);
+        assert_eq!(e.code, 2, "{cmd}");
+    }
+
+    #[test]
+    fn conflicting_flags_name_both() {
+        for (cmd, needles) in [
+            (
+                "q80 --s3-bucket s3://bkt/p",
+                &["--s3-bucket", "--shuffle local"][..],
+            ),
+            (
+                "q80 --shuffle local --s3-bucket s3://bkt/p",
+                &["--s3-bucket", "--shuffle local"],
+            ),
+            (
+                "q80 --shuffle local --s3-endpoint http://127.0.0.1:9000",
+                &["--s3-endpoint", "--shuffle local"],
+            ),
+            ("q80 --spill-to-s3", &["--spill-to-s3", "--shuffle local"]),
+            (
+                "q80 --write-shuffle-files-to-s3 false --write-shuffle-spills-to-s3",
+                &[
+                    "--write-shuffle-spills-to-s3",
+                    "--write-shuffle-files-to-s3 false",
+                ],
+            ),
+            (
+                "q80 --s3-fault-rate 0.1",
+                &["--s3-fault-rate", "--shuffle local"],
+            ),
+            (
+                "q80 --conf s3.endpoint=http://127.0.0.1:9000",
+                &["s3.endpoint", "--shuffle local"],
+            ),
+            (
+                "q80 --shuffle s3 --s3-fault-rate 0.1 --s3-bucket s3://bkt/p",
+                &["--s3-fault-rate", "--s3-bucket"],
+            ),
+            (
+                "q80 --shuffle s3 --s3-fault-rate 0.1 --s3-endpoint http://127.0.0.1:9000",
+                &["--s3-fault-rate", "--s3-endpoint"],
+            ),
+            ("q80 --data /x --sf 1", &["--data", "--sf"]),
+            ("q80 --data /x --cache-dir /y", &["--data", "--cache-dir"]),
+            (
+                "q80 --memory 1GiB --conf memory.budget=2GiB",
+                &["--memory 1GiB", "--conf memory.budget=2GiB"],
+            ),
+            (
+                "q80 --memory 1GiB --conf memory=2GiB",
+                &["--memory 1GiB", "memory=2GiB"],
+            ),
+            (
+                "q80 --partitions 4 --conf spark.sql.shuffle.partitions=8",
+                &["--partitions 4", "spark.sql.shuffle.partitions=8"],
+            ),
+            (
+                "q80 --parallelism 4 --conf engine.parallelism=3",
+                &["--parallelism 4", "engine.parallelism=3"],
+            ),
+            (
+                "q80 --shuffle local --write-shuffle-files-to-s3",
+                &["--shuffle local", "--write-shuffle-files-to-s3 true"],
+            ),
+            (
+                "q80 --shuffle local --conf shuffle.backend=s3",
+                &["--shuffle local", "shuffle.backend=s3"],
+            ),
+            (
+                "q80 --shuffle s3 --s3-bucket s3://bka/p --conf s3.bucket=s3://bkb/q",
+                &["--s3-bucket s3://bka/p", "s3.bucket=s3://bkb/q"],
+            ),
+        ] {
+            refused(cmd, needles);
+        }
+        // Saying the same thing twice is not a contradiction.
+        let a = q80("q80 --memory 1GiB --conf memory.budget=1GiB --shuffle s3 \
+                     --write-shuffle-files-to-s3 --conf shuffle.backend=s3")
+        .unwrap();
+        assert_eq!(a.job.config.memory_budget, 1 << 30);
+        // The conf alone chooses S3, so S3 flags are fine.
+        let a = q80("q80 --conf shuffle.backend=s3 --s3-bucket s3://bkt/p").unwrap();
+        assert_eq!(a.job.config.backend, ShuffleBackend::S3);
+    }
+
+    #[test]
+    fn single_valued_flags_once() {
+        refused("q80 --sf 1 --sf 2", &["--sf", "multiple times"]);
+        refused(
+            "q80 --memory 1GiB --memory=2GiB",
+            &["--memory", "multiple times"],
+        );
+        refused("gc --older-than 1h --older-than 2h /tmp", &["--older-than"]);
+        // Repeatable ones.
+        let a = q80(
+            "q80 --local-dir /a --local-dir /b --conf engine.batch_size=10 \
+                     --conf scan.partitions=2",
+        )
+        .unwrap();
+        assert_eq!(a.job.local_dirs.len(), 2);
+        assert_eq!(a.job.config.batch_size, 10);
+    }
+
+    #[test]
+    fn memory_floor() {
+        refused("q80 --memory 1MiB", &["--memory 1MiB", "floor of 8MiB"]);
+        refused("q80 --memory 0", &["--memory 0", "8MiB"]);
+        // `--conf memory.budget` is the unchecked expert key.
+        let a = q80("q80 --conf memory.budget=256KiB").unwrap();
+        assert_eq!(a.job.config.memory_budget, 256 << 10);
+        let a = q80("q80 --memory 8MiB").unwrap();
+        assert_eq!(a.job.config.memory_budget, MEMORY_FLOOR);
+        assert_eq!(MEMORY_FLOOR, 8 << 20);
+        // The floor is the CLI's: the library takes any budget.
+        let mut c = EngineConfig::default();
+        c.set("memory.budget", "1MiB").unwrap();
+        assert_eq!(c.memory_budget, 1 << 20);
+        assert!(memory_warning(1 << 20).is_none());
+        if physical_memory().is_some() {
+            let w = memory_warning(usize::MAX / 2).expect("a warning");
+            assert!(w.contains("--memory") && w.contains("machine"), "{w}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command_and_defaults() {
+        let Command::Help(top) = parse(&args("help")).unwrap() else {
+            panic!("help")
+        };
+        for c in ["q80", "gen", "gc", "completions", "help"] {
+            assert!(
+                top.lines().any(|l| l.trim_start().starts_with(c)),
+                "{c} missing in {top}"
+            );
+        }
+        let Command::Help(q) = parse(&args("q80 --help")).unwrap() else {
+            panic!("q80 --help")
+        };
+        for d in [
+            "[default: 2GiB]",
+            "[default: 1]",
+            "[default: local]",
+            "--write-shuffle-files-to-s3",
+        ] {
+            assert!(q.contains(d), "{d} missing in {q}");
+        }
+        let Command::Help(g) = parse(&args("help gc")).unwrap() else {
+            panic!("help gc")
+        };
+        assert!(g.contains("--dry-run") && g.contains("--older-than"), "{g}");
+        assert!(matches!(
+            parse(&args("--version")).unwrap(),
+            Command::Version
+        ));
+    }
+
+    #[test]
+    fn gc_and_completions() {
+        let Command::Gc(g) = parse(&args(
+            "gc --older-than 24h --dry-run --conf s3.region=x s3://bkt/p",
+        ))
+        .unwrap() else {
+            panic!("gc")
+        };
+        assert_eq!(g.older_than, std::time::Duration::from_secs(86_400));
+        assert!(g.dry_run);
+        assert_eq!(g.target, "s3://bkt/p");
+        assert_eq!(g.conf, vec![("s3.region".to_string(), "x".to_string())]);
+        assert!(matches!(
+            parse(&args("completions bash")).unwrap(),
+            Command::Completions(clap_complete::Shell::Bash)
+        ));
+        let script = String::from_utf8(completions(clap_complete::Shell::Bash)).unwrap();
+        assert!(
+            script.contains("shovel") && script.contains("--older-than"),
+            "{script}"
+        );
+        refused("completions tcsh", &["tcsh"]);
+    }
+
+    #[test]
+    fn glue_flag_value_is_optional() {
+        let a = q80("q80 --write-shuffle-files-to-s3 --memory 1GiB").unwrap();
+        assert_eq!(a.job.config.backend, ShuffleBackend::S3);
+        assert_eq!(a.job.config.memory_budget, 1 << 30);
+        let a = q80("q80 --write-shuffle-files-to-s3=false -q -o out.csv").unwrap();
+        assert_eq!(a.job.config.backend, ShuffleBackend::Local);
+        assert!(a.quiet);
+        assert_eq!(a.output.as_deref(), Some(std::path::Path::new("out.csv")));
+        let a = q80("q80 --memory 1.5GiB").unwrap();
+        assert_eq!(a.job.config.memory_budget, 3 << 29);
     }
 }

@@ -16,14 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shuffle_core::gc::{collect_garbage, heartbeat_warning, parse_duration, GcOptions, GcReport};
+use shuffle_core::gc::{collect_garbage, heartbeat_warning, GcOptions, GcReport};
 use shuffle_core::{ShuffleConfig, ShuffleMetrics, ShuffleStore};
 
 use super::CliError;
 
-/// `shovel gc --help`.
-pub const GC_USAGE: &str = "\
-shovel gc: delete the shuffle and spill objects of jobs that were killed
+/// `shovel gc --help`'s description: what gc can and cannot delete.
+pub const GC_ABOUT: &str = "\
+Delete the shuffle and spill objects of jobs that were killed.
 
 Only Shovel's own objects are ever deleted:
     <app>/shuffle-N/map-M-A.data, <app>/shuffle-N/map-M.index, <app>/_shovel_job.json,
@@ -31,106 +31,34 @@ Only Shovel's own objects are ever deleted:
 Any other file or object (user files, hidden files, symlinks) is left alone, however old.
 A job goes whole, or not at all: it is kept while its job marker (refreshed by a
 running job every job.heartbeat, 30s by default) or its newest object is younger
-than --older-than.
+than --older-than. Empty directories Shovel created go with the job.";
 
-USAGE:
-    shovel gc --older-than DURATION TARGET [OPTIONS]
-
-TARGET:
-    s3://bucket[/prefix]     the S3 location jobs used (--s3-bucket); a comma-separated list works too
-    DIR                      a local shuffle directory (--local-dir)
-
-OPTIONS:
-    --older-than DURATION    e.g. 90s, 30m, 24h, 7d (required; 0 removes every job, running ones too)
-    --dry-run                print what would be removed; delete nothing
-    --s3-endpoint URL        an S3-compatible store (MinIO, Garage, Ceph, R2)
-    --conf s3.KEY=VALUE      any S3 key (region, credentials, path style, ...)
-";
-
-/// Parsed `shovel gc` arguments.
-#[derive(Debug, Clone)]
+/// Parsed `shovel gc` arguments (clap; `shovel gc --help` is generated
+/// from these docs).
+#[derive(Debug, Clone, clap::Args)]
 pub struct GcArgs {
+    /// s3://bucket[/prefix] jobs used (--s3-bucket; a comma-separated list works too), or a
+    /// local shuffle directory (--local-dir)
+    #[arg(value_name = "TARGET")]
     pub target: String,
+    /// Remove only what is older than this, e.g. 90s, 30m, 24h, 7d (0 removes everything)
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = super::args::with("--older-than", super::args::parse_duration_arg))]
     pub older_than: Duration,
-    /// Report only; delete nothing.
+    /// Print what would be removed and delete nothing
+    #[arg(long)]
     pub dry_run: bool,
+    /// An S3-compatible store (MinIO, Garage, Ceph, R2)
+    #[arg(long = "s3-endpoint", value_name = "URL")]
     pub endpoint: Option<String>,
+    /// Any S3 key (region, credentials, path style, ...), repeatable
+    #[arg(long, value_name = "s3.KEY=VALUE",
+          value_parser = super::args::with("--conf", super::args::parse_conf_pair))]
     pub conf: Vec<(String, String)>,
 }
 
-/// Parses `shovel gc` arguments (without `gc`).
-pub fn parse(args: &[String]) -> Result<Option<GcArgs>, CliError> {
-    let mut target = None;
-    let mut older_than = None;
-    let mut endpoint = None;
-    let mut dry_run = false;
-    let mut conf = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if a.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = |flag: &str| -> Result<String, CliError> {
-            match inline.clone().or_else(|| it.next().cloned()) {
-                Some(v) => Ok(v),
-                None => Err(CliError::usage(format!(
-                    "{flag} needs a value; see `shovel gc --help`"
-                ))),
-            }
-        };
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--older-than" => {
-                let v = value(flag)?;
-                older_than = Some(
-                    parse_duration("--older-than", &v)
-                        .map_err(|e| CliError::usage(e.to_string()))?,
-                );
-            }
-            "--s3-endpoint" => endpoint = Some(value(flag)?),
-            "--dry-run" if inline.is_none() => dry_run = true,
-            "--conf" => {
-                let v = value(flag)?;
-                let (k, val) = v
-                    .split_once('=')
-                    .ok_or_else(|| CliError::usage(format!("--conf `{v}`: expected KEY=VALUE")))?;
-                conf.push((k.trim().to_string(), val.trim().to_string()));
-            }
-            f if f.starts_with('-') => {
-                return Err(CliError::usage(format!(
-                    "unknown option `{f}` for `shovel gc`; run `shovel gc --help` for the list"
-                )))
-            }
-            t => {
-                if target.replace(t.to_string()).is_some() {
-                    return Err(CliError::usage(
-                        "shovel gc takes one TARGET (s3://bucket/prefix or a directory)",
-                    ));
-                }
-            }
-        }
-    }
-    let older_than = older_than
-        .ok_or_else(|| CliError::usage("shovel gc needs --older-than DURATION (e.g. 24h)"))?;
-    let target = target.ok_or_else(|| {
-        CliError::usage("shovel gc needs a TARGET: s3://bucket/prefix or a directory")
-    })?;
-    Ok(Some(GcArgs {
-        target,
-        older_than,
-        dry_run,
-        endpoint,
-        conf,
-    }))
-}
-
 /// Runs `shovel gc`.
-pub fn run(args: &[String]) -> Result<(), CliError> {
-    let Some(args) = parse(args)? else {
-        print!("{GC_USAGE}");
-        return Ok(());
-    };
+pub fn run(args: &GcArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,8 +68,8 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
     if let Some(w) = heartbeat_warning(args.older_than, ShuffleConfig::default().job_heartbeat) {
         eprintln!("{w}");
     }
-    let report = runtime.block_on(collect(&args))?;
-    print_report(&args, &report);
+    let report = runtime.block_on(collect(args))?;
+    print_report(args, &report);
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The `shovel` command line: `shovel q80` and `shovel gen`.
+//! The `shovel` command line: `shovel q80`, `gen`, `gc` and `completions`.
 //!
 //! ```text
 //!  args.rs ──▶ Command::Q80 ──▶ data.rs (cache / generate with progress, or check --data)
@@ -81,18 +81,27 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
             print!("{text}");
             Ok(())
         }
+        Command::Completions(shell) => {
+            let script = args::completions(shell);
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| CliError::runtime(format!("writing stdout: {e}")))
+        }
         Command::Version => {
             println!("shovel {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         Command::Gen(g) => data::run_gen(&g),
         Command::Q80(q) => run_q80_command(&q),
-        Command::Gc(rest) => gc::run(&rest),
+        Command::Gc(g) => gc::run(&g),
     }
 }
 
-/// Checks that the parent directory of an output file exists, so a typo
-/// fails before the job rather than after it.
+/// Checks that an output file can be written (its directory exists and
+/// takes a new file, or the file itself opens for writing), so a typo or a
+/// read-only directory fails before the job rather than after it. Leaves
+/// nothing behind: a file created by the check is removed, an existing one
+/// is opened without truncation.
 fn check_output_path(flag: &str, path: &Path) -> Result<(), CliError> {
     if path.is_dir() {
         return Err(CliError::usage(format!(
@@ -110,7 +119,23 @@ fn check_output_path(flag: &str, path: &Path) -> Result<(), CliError> {
             )));
         }
     }
-    Ok(())
+    let existed = path.exists();
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => Err(CliError::usage(format!(
+            "{flag} {}: cannot write there ({e}); choose a writable path",
+            path.display()
+        ))),
+    }
 }
 
 fn write_file(flag: &str, path: &Path, text: &str) -> Result<(), CliError> {
@@ -125,6 +150,9 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     }
     if let Some(p) = &q.report {
         check_output_path("--report", p)?;
+    }
+    if let Some(w) = args::memory_warning(q.job.config.memory_budget) {
+        eprintln!("shovel: warning: {w}");
     }
     let progress = progress::enabled(q.quiet);
     let (data_dir, sf) = match &q.data {
