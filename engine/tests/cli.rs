@@ -526,3 +526,107 @@ fn gen_writes_tables() {
     // Not a terminal: no progress bar escape codes.
     assert!(!stderr(&o).contains('\r'), "{}", stderr(&o));
 }
+
+/// A web server on 127.0.0.1 that answers every request with `501 Not
+/// Implemented` and an HTML page (what a wrong `--s3-endpoint` often is);
+/// returns its URL and a count of the requests it answered.
+fn not_s3_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf);
+            let body = "<html><body><h1>501 Not Implemented</h1></body></html>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// `shovel q80 --shuffle s3` against `endpoint` and `bucket` with static
+/// keys in the environment; returns the output and how long it took.
+fn q80_on_s3(endpoint: &str, bucket: &str, key: &str, secret: &str) -> (Output, Duration) {
+    let data = sf001();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_shovel"))
+        .args(["q80", "--data", data.to_str().expect("utf-8 path")])
+        .args([
+            "--shuffle",
+            "s3",
+            "--s3-endpoint",
+            endpoint,
+            "--s3-bucket",
+            bucket,
+        ])
+        .env_remove("SHOVEL_S3_BUCKET")
+        .env_remove("SHOVEL_S3_ENDPOINT")
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run shovel");
+    (out, started.elapsed())
+}
+
+/// The first line on stderr, which must be the error (not a cleanup warning).
+fn first_line_is_the_error(o: &Output) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert!(o.stdout.is_empty(), "wrote to stdout");
+    let first = err.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.starts_with("shovel: error: "),
+        "the first stderr line is not the cause: {err}"
+    );
+    first
+}
+
+#[test]
+fn an_endpoint_that_is_not_s3_fails_fast_naming_it() {
+    let (endpoint, seen) = not_s3_server();
+    let (o, elapsed) = q80_on_s3(&endpoint, "s3://shovel-test/cli", "AKIDEXAMPLE", "secret");
+    let line = first_line_is_the_error(&o);
+    assert!(line.contains(&endpoint), "{line}");
+    assert!(line.contains("does not answer like S3"), "{line}");
+    // The issue's bound; the failure comes from the answer, not a timeout.
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    let requests = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        requests <= 4,
+        "{requests} requests: an answer that is not S3 must not be retried"
+    );
+}
+
+#[test]
+fn a_missing_bucket_fails_before_any_task_naming_it() {
+    let (_rt, server) = embedded_s3();
+    let (o, elapsed) = q80_on_s3(
+        &server.endpoint,
+        "s3://no-such-bucket/cli",
+        &server.access_key,
+        &server.secret_key,
+    );
+    let line = first_line_is_the_error(&o);
+    assert!(line.contains("no-such-bucket"), "{line}");
+    assert!(line.contains("does not exist"), "{line}");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    let stats = server.stats();
+    assert!(
+        stats.total() <= 4,
+        "a missing bucket must stop the run at the probe: {stats:?}"
+    );
+}

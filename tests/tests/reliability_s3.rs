@@ -136,14 +136,25 @@ async fn q80_fails_with_the_endpoint_named_when_s3_is_down() {
         l.local_addr().expect("addr").port()
     };
     let endpoint = format!("http://127.0.0.1:{port}");
-    let cfg = s3
-        .config_builder("unreachable")
-        .endpoint(endpoint.clone())
-        .retry(give_up_fast())
-        .hash_prefixes(1)
-        .build()
-        .expect("s3 config");
-    let job = S3Job::new("unreachable-app", cfg, engine, true)
+    let cfg = |probe: bool| {
+        s3.config_builder("unreachable")
+            .endpoint(endpoint.clone())
+            .retry(give_up_fast())
+            .hash_prefixes(1)
+            .probe(probe)
+            .build()
+            .expect("s3 config")
+    };
+    // The start-up probe finds it before any work...
+    match S3Job::new("unreachable-app", cfg(true), engine.clone(), true).await {
+        Ok(_) => panic!("the start-up probe must fail on an unreachable endpoint"),
+        Err(e) => assert!(
+            e.to_string().contains(&endpoint),
+            "the probe error does not name the endpoint {endpoint}: {e}"
+        ),
+    }
+    // ...and without it (`s3.probe=false`) the job fails naming it too.
+    let job = S3Job::new("unreachable-app", cfg(false), engine, true)
         .await
         .expect("s3 job");
     let err = expect_failure(&job, "unreachable endpoint").await;
@@ -317,17 +328,32 @@ async fn secrets_never_leak() {
 
     // A wrong secret: the server rejects every request.
     let wrong = format!("WRONG{}", &secret[5..]);
-    let cfg = s3
-        .config_builder("secrets")
-        .static_credentials(s3.access_key.clone(), wrong.clone(), None)
-        .retry(give_up_fast())
-        .hash_prefixes(1)
-        .build()
-        .expect("s3 config");
-    no_secret("S3Config Debug", &format!("{cfg:?}"), &wrong);
+    let cfg = |probe: bool| {
+        s3.config_builder("secrets")
+            .static_credentials(s3.access_key.clone(), wrong.clone(), None)
+            .retry(give_up_fast())
+            .hash_prefixes(1)
+            .probe(probe)
+            .build()
+            .expect("s3 config")
+    };
+    no_secret("S3Config Debug", &format!("{:?}", cfg(true)), &wrong);
+    // The start-up probe rejects the credentials before any work, naming
+    // the endpoint and no secret.
+    match S3Job::new("bad-credentials", cfg(true), engine_config(None), true).await {
+        Ok(_) => panic!("the start-up probe must reject a wrong secret"),
+        Err(e) => {
+            for text in [format!("{e}"), format!("{e:?}")] {
+                no_secret("probe error of bad credentials", &text, &wrong);
+                no_secret("probe error of bad credentials", &text, &secret);
+            }
+            assert!(e.to_string().contains(&s3.endpoint), "{e}");
+        }
+    }
+    // Without the probe the job itself fails, with the same guarantees.
     let job = S3Job::new(
         "bad-credentials",
-        cfg,
+        cfg(false),
         engine::EngineConfig {
             max_task_attempts: 2,
             ..engine_config(None)

@@ -35,7 +35,7 @@ pub use run::{run_q80, Q80Job, Q80Outcome};
 pub struct CliError {
     pub message: String,
     /// 2 for usage errors (bad flags or values), 1 for failures at run time,
-    /// 130 when interrupted (Ctrl-C).
+    /// 130 / 143 / 129 when stopped by SIGINT (Ctrl-C) / SIGTERM / SIGHUP.
     pub code: u8,
 }
 
@@ -145,6 +145,10 @@ fn write_file(flag: &str, path: &Path, text: &str) -> Result<(), CliError> {
 
 fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     let started = Instant::now();
+    // Handlers first: a signal while data is generated exits with its code
+    // (130 / 143 / 129); a half-generated data set is a temp dir the next
+    // run removes. During the job the run handles it (see `run`).
+    run::StopSignals::install()?;
     if let Some(p) = &q.output {
         check_output_path("--output", p)?;
     }

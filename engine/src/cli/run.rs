@@ -431,7 +431,9 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
     let run_guard = signals.map(StopSignals::arm);
     let keep = job.keep_shuffle || job.config.keep_shuffle;
     let announcer = signals.map(|s| tokio::spawn(announce_stop(s, keep)));
-    let setup = async {
+    // Boxed, like `execute` below: the whole run as one unboxed state
+    // machine is deep enough to overflow rustc's layout query limit.
+    let setup = Box::pin(async {
         match signals {
             Some(s) => tokio::select! {
                 biased;
@@ -440,7 +442,7 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
             },
             None => setup_backend(job).await,
         }
-    };
+    });
     let (backend, config) = match setup.await {
         Ok(b) => b,
         Err(error) => {
@@ -465,7 +467,15 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
             session.cancel();
         })
     });
-    let mut result = execute(job, &session, &manager, data_dir, &mut timings, &mut report).await;
+    let mut result = Box::pin(execute(
+        job,
+        &session,
+        &manager,
+        data_dir,
+        &mut timings,
+        &mut report,
+    ))
+    .await;
     if let Some(c) = canceller {
         c.abort();
     }
