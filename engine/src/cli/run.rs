@@ -18,8 +18,17 @@
 //! | before `run_q80` installs the handlers (data generation) | the default action: the process dies of it (shells report 128+n); a half-generated data set is a temp dir the next run removes | |
 //! | backend setup | setup is dropped (its temp dirs and embedded server go with it; nothing is written to the store yet), exit 128+n | quits at once |
 //! | planning / running the job | running tasks are stopped (`Session::cancel`), the job's shuffle and spill objects removed (with `--keep-shuffle`: spills removed, committed map outputs kept), temp dirs removed (unless kept), exit 128+n | quits at once: whatever was not yet removed stays for `shovel gc` |
-//! | cleanup | cleanup finishes, exit 128+n (no answer is printed, even if the job had finished) | quits at once, as above |
-//! | after `run_q80` returns (writing the answer and report) | quits at once with 128+n: nothing of the run is left to clean | |
+//! | after the job, before [`run_q80_answer`] hands the answer out | cleanup runs, exit 128+n, no answer is printed | quits at once, as above |
+//! | writing the answer, then cleanup ([`Q80Answer::finish`]) | cleanup finishes, exit 128+n (the answer is already written) | quits at once, as above |
+//! | after `finish` returns (writing the report) | quits at once with 128+n: nothing of the run is left to clean | |
+//!
+//! # Cleanup off the result path
+//! The answer never waits for cleanup: the job's session defers shuffle
+//! removal ([`Session::defer_shuffle_removal`]), [`run_q80_answer`] returns
+//! once the CSV is ready, and [`Q80Answer::finish`] then deletes the app's
+//! objects by the keys the manager knows it wrote (batched, no LIST; see
+//! `shuffle_core::manager`) and completes the report. The binary writes
+//! the CSV between the two; [`run_q80`] does both at once.
 //!
 //! Exit codes: SIGINT 130, SIGTERM 143, SIGHUP 129 ([`StopSignal::exit_code`]).
 
