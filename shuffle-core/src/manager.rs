@@ -692,6 +692,26 @@ impl StoreShuffleManager {
                 p.trim_end_matches('/').to_string()
             })
             .collect();
+        if inner.store.cheap_listing() {
+            // A directory walk, not a request: also catches the temporary
+            // files of writes that were cut off (see `cheap_listing`).
+            match shuffle_ids {
+                Some(_) => {
+                    for id in &shuffles {
+                        inner
+                            .store
+                            .delete_prefix(&inner.layout.shuffle_prefix(*id))
+                            .await?;
+                    }
+                }
+                None => {
+                    inner
+                        .store
+                        .delete_prefix(&inner.layout.app_prefix())
+                        .await?;
+                }
+            }
+        }
         if shuffle_ids.is_none() {
             dirs.push(inner.layout.app_id().to_string());
         }
