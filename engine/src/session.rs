@@ -18,7 +18,9 @@ use crate::physical::planner::{JobPlan, PhysicalPlanner};
 use crate::physical::scan::list_parquet_files;
 use crate::scheduler::executors::{ExecutorLoss, Executors};
 use crate::scheduler::tracker::MapOutputTracker;
-use crate::scheduler::{run_job, Hooks, JobContext, KeptShuffle, StageHook, TaskHook};
+use crate::scheduler::{
+    run_job, Hooks, JobContext, KeptShuffle, PendingRemovals, StageHook, TaskHook,
+};
 
 struct SessionState {
     config: Arc<EngineConfig>,
@@ -30,6 +32,7 @@ struct SessionState {
     executors: Arc<Executors>,
     hooks: Mutex<Hooks>,
     kept: Arc<Mutex<Vec<KeptShuffle>>>,
+    removals: Arc<PendingRemovals>,
 }
 
 /// Entry point: holds the config and the shuffle manager every exchange uses.
@@ -69,6 +72,7 @@ impl Session {
                 last_summary: Mutex::new(None),
                 hooks: Mutex::new(Hooks::default()),
                 kept: Arc::new(Mutex::new(Vec::new())),
+                removals: Arc::new(PendingRemovals::default()),
             }),
         }
     }
@@ -270,6 +274,23 @@ impl Session {
         PhysicalPlanner::new(&self.state.config, &self.state.next_shuffle_id).plan_job(plan)
     }
 
+    /// With `on`, jobs return their answer without waiting for their
+    /// shuffles to be removed from storage; call
+    /// [`Session::remove_finished_shuffles`] (or the manager's
+    /// `cleanup_app`, which removes them too) once the answer is out.
+    pub fn defer_shuffle_removal(&self, on: bool) {
+        self.state.removals.set_deferred(on);
+    }
+
+    /// Removes the shuffles of finished jobs whose removal was deferred, in
+    /// one batched delete; returns how many shuffles it removed.
+    pub async fn remove_finished_shuffles(&self) -> Result<usize> {
+        self.state
+            .removals
+            .remove(self.state.manager.as_ref())
+            .await
+    }
+
     /// Plans and runs a logical plan.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<(Vec<RecordBatch>, JobSummary)> {
         let job = self.plan_job(plan)?;
@@ -287,6 +308,7 @@ impl Session {
             executors: Arc::clone(&self.state.executors),
             hooks,
             kept: Arc::clone(&self.state.kept),
+            removals: Arc::clone(&self.state.removals),
         };
         let (batches, summary) = run_job(ctx, job, job_id).await?;
         *self

@@ -441,6 +441,7 @@ mod tests {
             0,
             0,
             4,
+            Default::default(),
         );
         let spill: Arc<dyn SpillStore> = Arc::new(LocalSpillStore::new(vec![dir.into()]));
         let mut buf = MapOutputBuffer::new(

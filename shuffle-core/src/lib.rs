@@ -52,8 +52,8 @@ pub use config::{BackendKind, ShuffleConfig};
 pub use error::{Error, Result};
 pub use format::Codec;
 pub use manager::{
-    Layout, MapStatus, ObjectKind, ShovelObject, ShuffleHandle, ShuffleManager, ShuffleManagerExt,
-    StoreShuffleManager, StoreShuffleManagerBuilder,
+    KeyLog, Layout, MapStatus, ObjectKind, ShovelObject, ShuffleHandle, ShuffleManager,
+    ShuffleManagerExt, StoreShuffleManager, StoreShuffleManagerBuilder,
 };
 pub use memory::{MemoryPool, MemoryReservation};
 pub use metrics::{MetricsSnapshot, ShuffleMetrics};

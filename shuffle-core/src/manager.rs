@@ -9,6 +9,19 @@
 //!   remove_shuffle(id)   ──▶  every object of the shuffle deleted
 //! ```
 //!
+//! # Cleanup without listing
+//! A [`StoreShuffleManager`] records every key it may write *before* it
+//! writes it (a [`KeyLog`]: the data object of each attempt, the index of
+//! each map), so the set it knows is a superset of what it wrote, whatever
+//! failed or was cancelled half-way. [`ShuffleManager::remove_shuffles`] and
+//! [`ShuffleManager::cleanup_app`] delete exactly those keys with the store's
+//! batched `delete` (one S3 DeleteObjects per bucket and 1,000 keys) and never
+//! list: on S3 a `delete_prefix` is one LIST per bucket and hash prefix.
+//! Objects the manager never knew of (written under the same app id by
+//! another process, or left by a process killed before its cleanup) are
+//! `gc`'s to delete; `delete_prefix` is kept for `gc` and for stores used
+//! without a manager.
+//!
 //! # Object layout
 //! Relative to a store's root (a local directory, or `s3://bucket/prefix/<shard>`):
 //!
@@ -100,6 +113,71 @@ impl MapStatus {
             .iter()
             .sum();
         start..start + len
+    }
+}
+
+/// The keys a manager may have written, per shuffle (see the module docs).
+///
+/// Writers record a key *before* they write it and forget it once they
+/// deleted it themselves, so deleting every recorded key leaves nothing of
+/// what went through the manager, and the count is close to the number of
+/// objects that exist (a write cut off mid-request is counted too).
+#[derive(Debug, Default)]
+pub struct KeyLog {
+    keys: Mutex<HashMap<u32, std::collections::BTreeSet<ObjectKey>>>,
+}
+
+impl KeyLog {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u32, std::collections::BTreeSet<ObjectKey>>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that `key` of `shuffle_id` is about to be written.
+    pub fn record(&self, shuffle_id: u32, key: ObjectKey) {
+        self.lock().entry(shuffle_id).or_default().insert(key);
+    }
+
+    /// Notes that `key` was deleted by whoever wrote it.
+    pub fn forget(&self, shuffle_id: u32, key: &ObjectKey) {
+        if let Some(keys) = self.lock().get_mut(&shuffle_id) {
+            keys.remove(key);
+        }
+    }
+
+    /// Removes and returns the keys of the given shuffles (of every shuffle
+    /// with `None`), with the shuffle each belongs to.
+    pub fn take(&self, shuffle_ids: Option<&[u32]>) -> Vec<(u32, ObjectKey)> {
+        let mut g = self.lock();
+        let ids: Vec<u32> = match shuffle_ids {
+            Some(ids) => ids.to_vec(),
+            None => g.keys().copied().collect(),
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(keys) = g.remove(&id) {
+                out.extend(keys.into_iter().map(|k| (id, k)));
+            }
+        }
+        out
+    }
+
+    /// Puts back keys whose delete failed, so a later cleanup retries them.
+    pub fn restore(&self, keys: Vec<(u32, ObjectKey)>) {
+        let mut g = self.lock();
+        for (id, k) in keys {
+            g.entry(id).or_default().insert(k);
+        }
+    }
+
+    /// Keys recorded and not yet deleted.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(|k| k.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -371,7 +449,15 @@ fn parse_map_stem(stem: &str) -> Option<(u32, Option<u32>)> {
 ///   statuses, every block in map order then partition order, verifying
 ///   checksums, with bounded memory; failures are [`Error::FetchFailed`]
 ///   naming the map.
-/// - `remove_shuffle` deletes every object of the shuffle.
+/// - `remove_shuffle` / `remove_shuffles` delete every object of the
+///   shuffles that this manager's writers wrote (including losing, aborted
+///   and invalidated attempts), without listing; `cleanup_app` does the same
+///   for every shuffle of the app, plus its spill files and job markers. The
+///   manager learns each key before anything is written under it, so a job
+///   that failed or was cancelled at any point still leaves nothing once
+///   `cleanup_app` returns. A failed delete keeps its keys for the next call.
+///   Objects of the app this manager never wrote (another process's) are
+///   left to `gc`.
 /// - `start_app` writes the job marker (`<app_id>/_shovel_job.json`, see
 ///   [`crate::job`]) on every root and keeps refreshing it; it is idempotent
 ///   and `register_shuffle` calls it, so every job that writes has a marker.
@@ -406,13 +492,24 @@ pub trait ShuffleManager: Send + Sync + Debug {
     /// it still names `attempt` (or cannot be read), and that attempt's data.
     async fn invalidate_map_output(&self, shuffle_id: u32, map_id: u32, attempt: u32)
         -> Result<()>;
-    /// Deletes every object of a shuffle.
+    /// Deletes every object of a shuffle (see the Contract: known keys, no
+    /// listing).
     async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()>;
+    /// Deletes every object of several shuffles, batched across them (one
+    /// batched delete per store root instead of one per shuffle). The
+    /// default removes them one by one.
+    async fn remove_shuffles(&self, shuffle_ids: &[u32]) -> Result<()> {
+        for id in shuffle_ids {
+            self.remove_shuffle(*id).await?;
+        }
+        Ok(())
+    }
     /// Writes the job marker and starts refreshing it every `job.heartbeat`
     /// (idempotent; also called by `register_shuffle`).
     async fn start_app(&self) -> Result<()>;
     /// Deletes every object of this manager's app (shuffles, spills and the
-    /// job marker); returns how many shuffle and spill objects it deleted.
+    /// job marker) by the keys it knows, without listing (see the
+    /// Contract); returns how many shuffle and spill objects it deleted.
     async fn cleanup_app(&self) -> Result<u64>;
     /// Ends the job but keeps its committed map outputs (`--keep-shuffle`):
     /// stops refreshing and deletes the job marker, deletes spill files, and
@@ -473,6 +570,8 @@ struct Inner {
     spill: Arc<dyn SpillStore>,
     shuffles: Mutex<HashMap<u32, ShuffleHandle>>,
     statuses: moka::future::Cache<(u32, u32), MapStatus>,
+    /// Every key a writer of this manager may have written.
+    written: Arc<KeyLog>,
     /// The job marker and its refresh task, once `start_app` ran.
     job: tokio::sync::Mutex<Option<Heartbeat>>,
 }
@@ -529,6 +628,7 @@ impl StoreShuffleManagerBuilder {
                     .max_capacity(100_000)
                     .support_invalidation_closures()
                     .build(),
+                written: Arc::new(KeyLog::default()),
                 job: tokio::sync::Mutex::new(None),
                 config,
             }),
@@ -560,6 +660,63 @@ impl StoreShuffleManager {
 
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    /// The keys this manager's writers may have written and nobody deleted yet.
+    pub fn known_keys(&self) -> &Arc<KeyLog> {
+        &self.inner.written
+    }
+
+    /// Deletes the recorded keys of `shuffle_ids` (all with `None`) in one
+    /// batched delete, then tidies the directories they were in (local
+    /// stores); returns how many keys it deleted. On failure the keys stay
+    /// recorded for a later call.
+    async fn delete_known(&self, shuffle_ids: Option<&[u32]>) -> Result<u64> {
+        let inner = &self.inner;
+        let taken = inner.written.take(shuffle_ids);
+        let mut shuffles: Vec<u32> = taken.iter().map(|(id, _)| *id).collect();
+        if let Some(ids) = shuffle_ids {
+            shuffles.extend_from_slice(ids);
+        }
+        shuffles.sort_unstable();
+        shuffles.dedup();
+        let keys: Vec<ObjectKey> = taken.iter().map(|(_, k)| k.clone()).collect();
+        if let Err(e) = inner.store.delete(&keys).await {
+            inner.written.restore(taken);
+            return Err(e);
+        }
+        let mut dirs: Vec<String> = shuffles
+            .iter()
+            .map(|id| {
+                let p = inner.layout.shuffle_prefix(*id);
+                p.trim_end_matches('/').to_string()
+            })
+            .collect();
+        if inner.store.cheap_listing() {
+            // A directory walk, not a request: also catches the temporary
+            // files of writes that were cut off (see `cheap_listing`).
+            match shuffle_ids {
+                Some(_) => {
+                    for id in &shuffles {
+                        inner
+                            .store
+                            .delete_prefix(&inner.layout.shuffle_prefix(*id))
+                            .await?;
+                    }
+                }
+                None => {
+                    inner
+                        .store
+                        .delete_prefix(&inner.layout.app_prefix())
+                        .await?;
+                }
+            }
+        }
+        if shuffle_ids.is_none() {
+            dirs.push(inner.layout.app_id().to_string());
+        }
+        inner.store.remove_empty_dirs(&dirs).await?;
+        Ok(keys.len() as u64)
     }
 
     /// Stops the marker refresh and deletes the marker, if `start_app` ran.
@@ -634,6 +791,7 @@ impl ShuffleManager for StoreShuffleManager {
             map_id,
             attempt,
             h.num_partitions,
+            Arc::clone(&self.inner.written),
         ))
     }
 
@@ -695,10 +853,12 @@ impl ShuffleManager for StoreShuffleManager {
         };
         if names_attempt == Some(true) {
             inner.store.delete(std::slice::from_ref(&index_key)).await?;
+            inner.written.forget(shuffle_id, &index_key);
         }
         if names_attempt != Some(false) {
             let data = inner.layout.data_key(shuffle_id, map_id, attempt);
-            inner.store.delete(&[data]).await?;
+            inner.store.delete(std::slice::from_ref(&data)).await?;
+            inner.written.forget(shuffle_id, &data);
         }
         tracing::info!(
             shuffle_id,
@@ -710,14 +870,23 @@ impl ShuffleManager for StoreShuffleManager {
     }
 
     async fn remove_shuffle(&self, shuffle_id: u32) -> Result<()> {
-        let prefix = self.inner.layout.shuffle_prefix(shuffle_id);
-        self.inner.store.delete_prefix(&prefix).await?;
-        if let Ok(mut s) = self.inner.shuffles.lock() {
-            s.remove(&shuffle_id);
+        self.remove_shuffles(&[shuffle_id]).await
+    }
+
+    async fn remove_shuffles(&self, shuffle_ids: &[u32]) -> Result<()> {
+        if shuffle_ids.is_empty() {
+            return Ok(());
         }
+        self.delete_known(Some(shuffle_ids)).await?;
+        if let Ok(mut s) = self.inner.shuffles.lock() {
+            for id in shuffle_ids {
+                s.remove(id);
+            }
+        }
+        let ids: Vec<u32> = shuffle_ids.to_vec();
         self.inner
             .statuses
-            .invalidate_entries_if(move |k, _| k.0 == shuffle_id)
+            .invalidate_entries_if(move |k, _| ids.contains(&k.0))
             .map_err(|e| Error::Protocol(format!("status cache: {e}")))?;
         Ok(())
     }
@@ -750,11 +919,7 @@ impl ShuffleManager for StoreShuffleManager {
     async fn cleanup_app(&self) -> Result<u64> {
         self.stop_job_marker().await?;
         self.inner.statuses.invalidate_all();
-        let shuffle = self
-            .inner
-            .store
-            .delete_prefix(&self.inner.layout.app_prefix())
-            .await?;
+        let shuffle = self.delete_known(None).await?;
         let spills = self.inner.spill.cleanup().await?;
         Ok(shuffle + spills)
     }

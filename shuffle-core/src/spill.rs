@@ -149,11 +149,17 @@ impl SpillStore for LocalSpillStore {
 }
 
 /// Spill files as objects of a [`ShuffleStore`] under a prefix (S3's `spill/`).
+///
+/// It remembers every spill object it created and has not deleted, so
+/// [`SpillStore::cleanup`] deletes exactly those in one batched delete,
+/// without listing the prefix (a LIST per bucket and hash prefix on S3).
 #[derive(Debug)]
 pub struct ObjectSpillStore {
     store: Arc<dyn ShuffleStore>,
     prefix: String,
     next: AtomicU64,
+    /// Spill objects created (recorded before the first byte) and not yet deleted.
+    live: std::sync::Mutex<std::collections::BTreeSet<ObjectKey>>,
 }
 
 impl ObjectSpillStore {
@@ -162,7 +168,17 @@ impl ObjectSpillStore {
             store,
             prefix: prefix.into().trim_end_matches('/').to_string(),
             next: AtomicU64::new(0),
+            live: std::sync::Mutex::new(Default::default()),
         }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<ObjectKey>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spill objects this store created and has not deleted.
+    pub fn live_files(&self) -> usize {
+        self.live().len()
     }
 }
 
@@ -181,6 +197,7 @@ impl SpillStore for ObjectSpillStore {
         let shard = self.next.fetch_add(1, Ordering::Relaxed);
         let path = format!("{}/spill-{}.bin", self.prefix, fs::unique_suffix());
         let key = ObjectKey::new(shard, path.clone());
+        self.live().insert(key.clone());
         let sink = self.store.create(&key).await?;
         Ok((
             SpillFile {
@@ -199,13 +216,19 @@ impl SpillStore for ObjectSpillStore {
     }
 
     async fn delete(&self, file: &SpillFile) -> Result<()> {
-        self.store
-            .delete(&[ObjectKey::new(file.shard, file.id.clone())])
-            .await
+        let key = ObjectKey::new(file.shard, file.id.clone());
+        self.store.delete(std::slice::from_ref(&key)).await?;
+        self.live().remove(&key);
+        Ok(())
     }
 
     async fn cleanup(&self) -> Result<u64> {
-        self.store.delete_prefix(&format!("{}/", self.prefix)).await
+        let keys: Vec<ObjectKey> = std::mem::take(&mut *self.live()).into_iter().collect();
+        if let Err(e) = self.store.delete(&keys).await {
+            self.live().extend(keys);
+            return Err(e);
+        }
+        Ok(keys.len() as u64)
     }
 }
 

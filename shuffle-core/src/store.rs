@@ -166,6 +166,15 @@ pub trait ShuffleStore: Send + Sync + Debug + 'static {
         Ok(0)
     }
 
+    /// True when `list` costs no requests (a local directory walk): then
+    /// cleanup also sweeps the app's prefix, which removes the temporary
+    /// files of writes cut off mid-flight (a cancelled task's sink) that no
+    /// key record names. Object stores keep the default `false`: there a
+    /// LIST is a paid request per bucket and hash prefix.
+    fn cheap_listing(&self) -> bool {
+        false
+    }
+
     /// Deletes every object whose path starts with `prefix`, across all
     /// shards; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64> {

@@ -10,6 +10,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::store::{ObjectKey, ObjectMeta, ObjectSink, PutOutcome, ShuffleStore};
 use crate::{
     Error, MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt,
     StoreShuffleManager,
@@ -820,6 +822,183 @@ pub async fn job_marker_lifecycle(b: &dyn Backend) {
         .is_empty());
 }
 
+/// A [`ShuffleStore`] that forwards everything to another and counts the
+/// requests that list (`list`, `delete_prefix`), so a check can prove that
+/// a path never lists.
+#[derive(Debug)]
+pub struct ListCountingStore {
+    inner: Arc<dyn ShuffleStore>,
+    lists: AtomicU64,
+}
+
+impl ListCountingStore {
+    pub fn new(inner: Arc<dyn ShuffleStore>) -> Self {
+        Self {
+            inner,
+            lists: AtomicU64::new(0),
+        }
+    }
+
+    /// `list` and `delete_prefix` calls so far.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ShuffleStore for ListCountingStore {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn supports_reliable_storage(&self) -> bool {
+        self.inner.supports_reliable_storage()
+    }
+    fn describe(&self, key: &ObjectKey) -> String {
+        self.inner.describe(key)
+    }
+    async fn create(&self, key: &ObjectKey) -> crate::Result<Box<dyn ObjectSink>> {
+        self.inner.create(key).await
+    }
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> crate::Result<()> {
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> crate::Result<PutOutcome> {
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn get(&self, key: &ObjectKey) -> crate::Result<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+    ) -> crate::Result<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn delete(&self, keys: &[ObjectKey]) -> crate::Result<()> {
+        self.inner.delete(keys).await
+    }
+    async fn list(&self, prefix: &str) -> crate::Result<Vec<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(prefix).await
+    }
+    fn root_shards(&self) -> Vec<u64> {
+        self.inner.root_shards()
+    }
+    fn describe_prefix(&self, prefix: &str) -> Vec<String> {
+        self.inner.describe_prefix(prefix)
+    }
+    fn cheap_listing(&self) -> bool {
+        self.inner.cheap_listing()
+    }
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> crate::Result<u64> {
+        self.inner.remove_empty_dirs(dirs).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> crate::Result<u64> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete_prefix(prefix).await
+    }
+}
+
+/// Cleanup deletes the keys the manager knows it wrote, without listing:
+/// after `remove_shuffles` and `cleanup_app` nothing of the app is left
+/// (committed outputs, a losing attempt, an aborted attempt, a writer
+/// dropped mid-write, an all-empty output, spill files never read back, the
+/// job marker), and neither made a single `list` or `delete_prefix`.
+pub async fn cleanup_without_listing(b: &dyn Backend) {
+    let mut cfg = fresh_config("known-keys");
+    cfg.memory_limit = 4096;
+    let base = b.manager(cfg).await;
+    let counting = Arc::new(ListCountingStore::new(Arc::clone(base.store())));
+    let store: Arc<dyn ShuffleStore> = counting.clone();
+    let spill = Arc::new(crate::ObjectSpillStore::new(
+        Arc::clone(&store),
+        base.layout().spill_prefix(),
+    ));
+    let mgr = StoreShuffleManager::builder(Arc::clone(&store), base.config().clone())
+        .spill_store(spill.clone())
+        .build();
+    let app = mgr.layout().app_prefix();
+    let spills = mgr.layout().spill_prefix();
+
+    setup(&mgr, 40, 3, 4).await;
+    setup(&mgr, 41, 2, 2).await;
+    setup(&mgr, 42, 1, 3).await;
+    let e = random_blocks(40, 3, 4);
+    write_all(&mgr, 40, 3, 4, &e).await;
+    // A second attempt of map 0 loses the commit.
+    let mut again = Expected::new();
+    again.insert((0, 1), vec![Bytes::from_static(b"late attempt")]);
+    let winner = write_map(&mgr, 40, 0, 1, 4, &again).await.expect("late");
+    assert_eq!(winner.attempt, 0, "first attempt wins");
+    // An aborted attempt, and one dropped mid-write.
+    let mut w = mgr.map_writer(40, 1, 2).await.expect("writer");
+    w.partition_writer(0)
+        .await
+        .expect("p")
+        .write_block(&vec![1u8; 2 << 20])
+        .await
+        .expect("write");
+    w.abort().await.expect("abort");
+    let mut w = mgr.map_writer(40, 2, 3).await.expect("writer");
+    w.partition_writer(0)
+        .await
+        .expect("p")
+        .write_block(&vec![2u8; 2 << 20])
+        .await
+        .expect("write");
+    drop(w);
+    // Buffered writers that spill (spills read back and deleted), and an
+    // all-empty output.
+    let mut rng = StdRng::seed_from_u64(41);
+    for m in 0..2 {
+        let mut bw = mgr.buffered_writer(41, m, 0).await.expect("buffered");
+        for i in 0..20u32 {
+            let block: Vec<u8> = (0..1000).map(|_| rng.gen()).collect();
+            bw.write_block(i % 2, &block, 1).await.expect("write");
+        }
+        bw.commit().await.expect("commit");
+    }
+    let empty = write_map(&mgr, 42, 0, 0, 3, &Expected::new())
+        .await
+        .expect("empty");
+    assert_eq!(empty.total_bytes(), 0);
+    // A spill file never read back (its task failed).
+    let mut sw = crate::SpillWriter::create(mgr.spill_store(), mgr.metrics())
+        .await
+        .expect("spill");
+    sw.write_block(b"orphaned").await.expect("write");
+    let orphan = sw.finish().await.expect("finish");
+    drop(orphan);
+
+    let before = objects_under(&base, &app).await.len();
+    // Stores whose listing is a directory walk may sweep; others never list.
+    let max_lists = if store.cheap_listing() { u64::MAX } else { 0 };
+    mgr.remove_shuffles(&[40, 41]).await.expect("remove");
+    assert!(counting.lists() <= max_lists, "remove_shuffles listed");
+    for s in [40, 41] {
+        let left = objects_under(&base, &mgr.layout().shuffle_prefix(s)).await;
+        assert!(left.is_empty(), "shuffle {s} left: {left:?}");
+    }
+    let removed = mgr.cleanup_app().await.expect("cleanup");
+    assert!(counting.lists() <= max_lists, "cleanup_app listed");
+    assert!(
+        removed >= 2,
+        "removed {removed} (index of shuffle 42, spill)"
+    );
+    let left_app = objects_under(&base, &app).await;
+    let left_spill = objects_under(&base, &spills).await;
+    assert!(
+        left_app.is_empty() && left_spill.is_empty(),
+        "left after cleanup ({before} objects before): {left_app:?} {left_spill:?}"
+    );
+    assert!(mgr.known_keys().is_empty());
+    assert_eq!(spill.live_files(), 0);
+    // Nothing left to do: a second cleanup deletes nothing and still does not list.
+    assert_eq!(mgr.cleanup_app().await.expect("cleanup again"), 0);
+    assert!(counting.lists() <= max_lists);
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a backend.
 /// `$backend` is an expression of a type implementing [`Backend`].
 #[macro_export]
@@ -831,7 +1010,8 @@ macro_rules! conformance_tests {
             remove_leaves_nothing, concurrent_writers, spilling_is_byte_identical,
             byte_stream_round_trip, flipped_byte_is_checksum_mismatch,
             truncated_object_is_reported, status_from_storage_and_small_fetches,
-            invalidated_output_can_be_replaced, cleanup_removes_spills, job_marker_lifecycle);
+            invalidated_output_can_be_replaced, cleanup_removes_spills, job_marker_lifecycle,
+            cleanup_without_listing);
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
         $(

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::format::frame::encode_frame;
 use crate::format::{Codec, IndexFile};
-use crate::manager::{Layout, MapStatus};
+use crate::manager::{KeyLog, Layout, MapStatus};
 use crate::metrics::{add, ShuffleMetrics};
 use crate::store::{ObjectSink, PutOutcome, ShuffleStore};
 use crate::{Error, Result};
@@ -44,6 +44,8 @@ pub struct MapOutputWriter {
     map_id: u32,
     attempt: u32,
     num_partitions: u32,
+    /// Where every key is recorded before it is written (see `manager`).
+    written: Arc<KeyLog>,
     sink: Option<Box<dyn ObjectSink>>,
     /// Next partition that may be opened.
     next_partition: u32,
@@ -83,6 +85,7 @@ impl MapOutputWriter {
         map_id: u32,
         attempt: u32,
         num_partitions: u32,
+        written: Arc<KeyLog>,
     ) -> Self {
         let n = num_partitions as usize;
         Self {
@@ -94,6 +97,7 @@ impl MapOutputWriter {
             map_id,
             attempt,
             num_partitions,
+            written,
             sink: None,
             next_partition: 0,
             current: None,
@@ -199,6 +203,7 @@ impl MapOutputWriter {
             let key = self
                 .layout
                 .data_key(self.shuffle_id, self.map_id, self.attempt);
+            self.written.record(self.shuffle_id, key.clone());
             self.sink = Some(self.store.create(&key).await?);
         }
         match self.sink.as_mut() {
@@ -246,6 +251,7 @@ impl MapOutputWriter {
         );
         let index_key = self.layout.index_key(self.shuffle_id, self.map_id);
         self.finished = true;
+        self.written.record(self.shuffle_id, index_key.clone());
         match self.store.put_if_absent(&index_key, index.encode()).await {
             Ok(PutOutcome::Created) => {
                 let m = &self.metrics.shuffle;
@@ -259,7 +265,8 @@ impl MapOutputWriter {
                 // Another attempt won: drop ours, report theirs.
                 add(&self.metrics.shuffle.commit_conflicts, 1);
                 if total > 0 {
-                    self.store.delete(&[data_key]).await?;
+                    self.store.delete(std::slice::from_ref(&data_key)).await?;
+                    self.written.forget(self.shuffle_id, &data_key);
                 }
                 let bytes = self.store.get(&index_key).await?;
                 let winner = IndexFile::decode(&bytes, &self.store.describe(&index_key))?;
@@ -286,7 +293,14 @@ impl MapOutputWriter {
         self.finished = true;
         add(&self.metrics.shuffle.maps_aborted, 1);
         match self.sink.take() {
-            Some(sink) => sink.abort().await,
+            Some(sink) => {
+                sink.abort().await?;
+                let key = self
+                    .layout
+                    .data_key(self.shuffle_id, self.map_id, self.attempt);
+                self.written.forget(self.shuffle_id, &key);
+                Ok(())
+            }
             None => Ok(()),
         }
     }

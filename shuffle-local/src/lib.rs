@@ -263,6 +263,10 @@ impl ShuffleStore for LocalStore {
         (0..self.roots.len() as u64).collect()
     }
 
+    fn cheap_listing(&self) -> bool {
+        true
+    }
+
     async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<u64> {
         let roots: Vec<PathBuf> = self.roots.iter().map(|r| r.dir.clone()).collect();
         let dirs = dirs.to_vec();

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 pub use args::{Command, DataSource, Q80Args};
 pub use report::RunReport;
-pub use run::{run_q80, Q80Job, Q80Outcome};
+pub use run::{run_q80, run_q80_answer, Q80Answer, Q80Job, Q80Outcome};
 
 /// A one-line error for the user, and the exit code it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +143,25 @@ fn write_file(flag: &str, path: &Path, text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(format!("writing {flag} {}: {e}", path.display())))
 }
 
+/// Writes the q80 CSV to `--output` or stdout (a closed pipe is fine:
+/// `shovel q80 | head`).
+fn write_answer(output: Option<&Path>, csv: &str) -> Result<(), CliError> {
+    match output {
+        Some(p) => write_file("--output", p, csv),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(csv.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(CliError::runtime(format!("writing stdout: {e}"))),
+            }
+        }
+    }
+}
+
 fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     let started = Instant::now();
     // Handlers first: a signal while data is generated exits with its code
@@ -179,41 +198,29 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the tokio runtime: {e}")))?;
-    let result = rt.block_on(run_q80(&job, &data_dir));
+    // The answer is written out before the run's cleanup, which then runs
+    // (awaited: the process leaves no objects) and completes the report.
+    let answer = rt.block_on(run_q80_answer(&job, &data_dir));
+    let mut out_err = None;
+    if let Some(csv) = answer.as_ref().ok().and_then(|a| a.csv()) {
+        out_err = write_answer(q.output.as_deref(), csv).err();
+    }
+    let result = match answer {
+        Ok(a) => rt.block_on(a.finish()),
+        Err(f) => Err(f),
+    };
     // Do not wait for stray background work (an S3 request in flight).
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
 
-    let (mut report, csv, error) = match result {
-        Ok(o) => (o.report, Some(o.csv), None),
-        Err(f) => (f.report, None, Some(f.error)),
+    let (mut report, error) = match result {
+        Ok(o) => (o.report, None),
+        Err(f) => (f.report, Some(f.error)),
     };
     report.sf = sf;
     report.input_rows = Some(input_rows);
     report.input_file_bytes = Some(input_bytes);
     report.timings.data_ms = data_ms;
 
-    let mut out_err = None;
-    if let Some(csv) = &csv {
-        match &q.output {
-            Some(p) => {
-                if let Err(e) = write_file("--output", p, csv) {
-                    out_err = Some(e);
-                }
-            }
-            None => {
-                let mut stdout = std::io::stdout().lock();
-                match stdout
-                    .write_all(csv.as_bytes())
-                    .and_then(|()| stdout.flush())
-                {
-                    Ok(()) => {}
-                    // `shovel q80 | head` is fine.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                    Err(e) => out_err = Some(CliError::runtime(format!("writing stdout: {e}"))),
-                }
-            }
-        }
-    }
     if let Some(e) = &out_err {
         report.fail(e);
     }

@@ -18,8 +18,17 @@
 //! | before `run_q80` installs the handlers (data generation) | the default action: the process dies of it (shells report 128+n); a half-generated data set is a temp dir the next run removes | |
 //! | backend setup | setup is dropped (its temp dirs and embedded server go with it; nothing is written to the store yet), exit 128+n | quits at once |
 //! | planning / running the job | running tasks are stopped (`Session::cancel`), the job's shuffle and spill objects removed (with `--keep-shuffle`: spills removed, committed map outputs kept), temp dirs removed (unless kept), exit 128+n | quits at once: whatever was not yet removed stays for `shovel gc` |
-//! | cleanup | cleanup finishes, exit 128+n (no answer is printed, even if the job had finished) | quits at once, as above |
-//! | after `run_q80` returns (writing the answer and report) | quits at once with 128+n: nothing of the run is left to clean | |
+//! | after the job, before [`run_q80_answer`] hands the answer out | cleanup runs, exit 128+n, no answer is printed | quits at once, as above |
+//! | writing the answer, then cleanup ([`Q80Answer::finish`]) | cleanup finishes, exit 128+n (the answer is already written) | quits at once, as above |
+//! | after `finish` returns (writing the report) | quits at once with 128+n: nothing of the run is left to clean | |
+//!
+//! # Cleanup off the result path
+//! The answer never waits for cleanup: the job's session defers shuffle
+//! removal ([`Session::defer_shuffle_removal`]), [`run_q80_answer`] returns
+//! once the CSV is ready, and [`Q80Answer::finish`] then deletes the app's
+//! objects by the keys the manager knows it wrote (batched, no LIST; see
+//! `shuffle_core::manager`) and completes the report. The binary writes
+//! the CSV between the two; [`run_q80`] does both at once.
 //!
 //! Exit codes: SIGINT 130, SIGTERM 143, SIGHUP 129 ([`StopSignal::exit_code`]).
 
@@ -407,7 +416,51 @@ pub fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<Q80Row>, CliError>
 /// Runs q80 over `data_dir`. Cleans up the app's shuffle objects afterwards
 /// (unless `keep_shuffle`: then spills only), whether the job succeeded,
 /// failed or was stopped by a signal (see the module doc).
+///
+/// The same as [`run_q80_answer`] followed at once by [`Q80Answer::finish`]
+/// (for tests and benchmarks, which want the whole run in one call).
 pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Failure> {
+    run_q80_answer(job, data_dir).await?.finish().await
+}
+
+/// A q80 run whose answer is ready and whose cleanup has not run yet (from
+/// [`run_q80_answer`]). Write [`Q80Answer::csv`] out, then await
+/// [`Q80Answer::finish`]: it removes the run's objects (the job's shuffles,
+/// spills and job marker, by the keys the manager knows, without listing),
+/// completes the report and gives the outcome. Dropping it instead leaves
+/// the objects for `shovel gc`.
+pub struct Q80Answer {
+    job: Q80Job,
+    config: EngineConfig,
+    backend: Backend,
+    session: Session,
+    manager: Arc<dyn ShuffleManager>,
+    before: shuffle_core::MetricsSnapshot,
+    report: RunReport,
+    timings: Timings,
+    total: Instant,
+    result: Result<(String, Vec<Q80Row>), CliError>,
+    run_guard: Option<RunGuard>,
+    announcer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Q80Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Q80Answer")
+            .field("backend", &self.backend.description)
+            .field("ok", &self.result.is_ok())
+            .finish()
+    }
+}
+
+/// Runs q80 over `data_dir` up to its answer: setup, planning, the job and
+/// the canonical CSV, but not the cleanup, which [`Q80Answer::finish`] runs
+/// after the caller wrote the answer out (so the answer never waits for it).
+/// The job's shuffles are not removed when the job ends; the cleanup
+/// removes them with everything else of the app in one batched delete.
+/// Fails here only when the backend could not be set up (nothing was
+/// written yet); a failed job is an answer without CSV.
+pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, Q80Failure> {
     let mut report = RunReport::new(job, data_dir);
     let total = Instant::now();
     let mut timings = Timings::default();
@@ -460,6 +513,8 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
     let before = manager.metrics().snapshot();
 
     let session = Session::new(config.clone(), Arc::clone(&manager));
+    // The job's shuffles go with the app's cleanup, after the answer is out.
+    session.defer_shuffle_removal(true);
     let canceller = signals.map(|s| {
         let session = session.clone();
         tokio::spawn(async move {
@@ -479,128 +534,174 @@ pub async fn run_q80(job: &Q80Job, data_dir: &Path) -> Result<Q80Outcome, Q80Fai
     if let Some(c) = canceller {
         c.abort();
     }
+    // A signal that came before the answer is handed out withholds it (the
+    // run then fails with 128+n once cleaned up).
+    if let (Some(sig), Ok(_)) = (signals.and_then(|_| StopSignals::received()), &result) {
+        result = Err(interrupted(
+            sig,
+            "after the job finished; its answer is not printed",
+        ));
+    }
+    Ok(Q80Answer {
+        job: job.clone(),
+        config,
+        backend,
+        session,
+        manager,
+        before,
+        report,
+        timings,
+        total,
+        result,
+        run_guard,
+        announcer,
+    })
+}
 
-    let t = Instant::now();
-    let Backend {
-        managed,
-        embedded,
-        mut local_temp,
-        mut s3_temp,
-        outputs_at,
-        ..
-    } = backend;
-    if config.keep_shuffle {
-        let shuffles = session
-            .kept_shuffles()
-            .iter()
-            .map(|k| (k.shuffle_id, k.outputs.len() as u64, k.bytes()))
-            .collect();
-        let (spill_objects_removed, spill_error) = match manager.spill_store().cleanup().await {
-            Ok(n) => (n, None),
-            Err(e) => (0, Some(one_line(&e.to_string()))),
-        };
-        // The outputs stay where they are: a temp dir holding them is kept.
-        // (With S3 the local temp dir held only spills: it goes.)
-        if config.backend == ShuffleBackend::Local {
-            if let Some(d) = local_temp.take() {
+impl Q80Answer {
+    /// The canonical CSV, if the job succeeded (and no stop signal came).
+    pub fn csv(&self) -> Option<&str> {
+        self.result.as_ref().ok().map(|(csv, _)| csv.as_str())
+    }
+
+    /// Cleans up (see [`Q80Answer`]) and gives the outcome with the whole
+    /// report, cleanup included. A stop signal that comes during cleanup
+    /// lets it finish and then fails the run with 128+n.
+    pub async fn finish(self) -> Result<Q80Outcome, Q80Failure> {
+        let Q80Answer {
+            job,
+            config,
+            backend,
+            session,
+            manager,
+            before,
+            mut report,
+            mut timings,
+            total,
+            mut result,
+            run_guard,
+            announcer,
+        } = self;
+        let job = &job;
+        let t = Instant::now();
+        let Backend {
+            managed,
+            embedded,
+            mut local_temp,
+            mut s3_temp,
+            outputs_at,
+            ..
+        } = backend;
+        if config.keep_shuffle {
+            let shuffles = session
+                .kept_shuffles()
+                .iter()
+                .map(|k| (k.shuffle_id, k.outputs.len() as u64, k.bytes()))
+                .collect();
+            let (spill_objects_removed, spill_error) = match manager.spill_store().cleanup().await {
+                Ok(n) => (n, None),
+                Err(e) => (0, Some(one_line(&e.to_string()))),
+            };
+            // The outputs stay where they are: a temp dir holding them is kept.
+            // (With S3 the local temp dir held only spills: it goes.)
+            if config.backend == ShuffleBackend::Local {
+                if let Some(d) = local_temp.take() {
+                    let _ = d.keep();
+                }
+            }
+            if let Some(d) = s3_temp.take() {
                 let _ = d.keep();
             }
-        }
-        if let Some(d) = s3_temp.take() {
-            let _ = d.keep();
-        }
-        let kept = Kept {
-            app_id: manager.app_id().to_string(),
-            location: outputs_at.clone(),
-            shuffles,
-            spill_objects_removed,
-            spill_error,
-        };
-        if job.announce {
-            let target = outputs_at
-                .split(" (")
-                .next()
-                .unwrap_or(&outputs_at)
-                .replace(',', " ");
-            eprintln!(
-                "note: --keep-shuffle: {}; spills removed. `shovel gc --older-than <age> {target}` \
-                 removes them later",
-                kept.describe()
-            );
-            if let Some(e) = &kept.spill_error {
-                eprintln!(
-                    "warning: removing the spill objects of app {} failed: {e}",
-                    kept.app_id
-                );
-            }
-        }
-        report.cleanup = Some(Cleanup::Kept(kept));
-        // Stop the job marker's heartbeat and remove the marker, keeping the
-        // outputs: `shovel gc` then judges them by their age.
-        if let Err(e) = manager.release_app().await {
+            let kept = Kept {
+                app_id: manager.app_id().to_string(),
+                location: outputs_at.clone(),
+                shuffles,
+                spill_objects_removed,
+                spill_error,
+            };
             if job.announce {
+                let target = outputs_at
+                    .split(" (")
+                    .next()
+                    .unwrap_or(&outputs_at)
+                    .replace(',', " ");
                 eprintln!(
-                    "warning: removing the job marker of app {} failed: {}",
-                    manager.app_id(),
-                    one_line(&e.to_string())
+                    "note: --keep-shuffle: {}; spills removed. `shovel gc --older-than <age> {target}` \
+                     removes them later",
+                    kept.describe()
                 );
-            }
-        }
-    } else {
-        match manager.cleanup_app().await {
-            Ok(n) => report.cleanup = Some(Cleanup::Removed(n)),
-            Err(e) => {
-                let msg = one_line(&e.to_string());
-                if job.announce {
+                if let Some(e) = &kept.spill_error {
                     eprintln!(
-                        "warning: cleaning up shuffle objects of app {} failed: {msg}",
-                        manager.app_id()
+                        "warning: removing the spill objects of app {} failed: {e}",
+                        kept.app_id
                     );
                 }
-                report.cleanup = Some(Cleanup::Failed(msg));
+            }
+            report.cleanup = Some(Cleanup::Kept(kept));
+            // Stop the job marker's heartbeat and remove the marker, keeping the
+            // outputs: `shovel gc` then judges them by their age.
+            if let Err(e) = manager.release_app().await {
+                if job.announce {
+                    eprintln!(
+                        "warning: removing the job marker of app {} failed: {}",
+                        manager.app_id(),
+                        one_line(&e.to_string())
+                    );
+                }
+            }
+        } else {
+            match manager.cleanup_app().await {
+                Ok(n) => report.cleanup = Some(Cleanup::Removed(n)),
+                Err(e) => {
+                    let msg = one_line(&e.to_string());
+                    if job.announce {
+                        eprintln!(
+                            "warning: cleaning up shuffle objects of app {} failed: {msg}",
+                            manager.app_id()
+                        );
+                    }
+                    report.cleanup = Some(Cleanup::Failed(msg));
+                }
             }
         }
-    }
-    let after = manager.metrics().snapshot();
-    report.metrics = after.delta(&before);
-    drop(session);
-    drop(manager);
-    drop(managed);
-    drop(embedded);
-    // Not kept: the temp dirs go now (the embedded server has stopped).
-    drop(local_temp);
-    drop(s3_temp);
-    timings.cleanup_ms = ms(t);
-    report.peak_rss_bytes = peak_rss_bytes();
-    timings.total_ms = ms(total);
-    report.timings = timings;
+        let after = manager.metrics().snapshot();
+        report.metrics = after.delta(&before);
+        drop(session);
+        drop(manager);
+        drop(managed);
+        drop(embedded);
+        // Not kept: the temp dirs go now (the embedded server has stopped).
+        drop(local_temp);
+        drop(s3_temp);
+        timings.cleanup_ms = ms(t);
+        report.peak_rss_bytes = peak_rss_bytes();
+        timings.total_ms = ms(total);
+        report.timings = timings;
 
-    // From here on a signal quits at once: nothing of the run is left to
-    // clean. One that came before (even during cleanup) fails the run.
-    if let Some(a) = announcer {
-        a.abort();
-    }
-    if let Some(sig) = run_guard.and_then(RunGuard::finish) {
-        if result.is_ok() {
-            result = Err(interrupted(
-                sig,
-                "after the job finished; its answer is not printed",
-            ));
-        } else if let Err(e) = &mut result {
-            if e.code != sig.exit_code() {
-                *e = interrupted(sig, "");
+        // From here on a signal quits at once: nothing of the run is left to
+        // clean. One that came before (even during cleanup) fails the run.
+        if let Some(a) = announcer {
+            a.abort();
+        }
+        if let Some(sig) = run_guard.and_then(RunGuard::finish) {
+            if result.is_ok() {
+                result = Err(interrupted(sig, "during cleanup, after the job finished"));
+            } else if let Err(e) = &mut result {
+                if e.code != sig.exit_code() {
+                    *e = interrupted(sig, "");
+                }
             }
         }
-    }
 
-    match result {
-        Ok((csv, rows)) => {
-            report.rows = rows.len() as u64;
-            Ok(Q80Outcome { csv, rows, report })
-        }
-        Err(error) => {
-            report.fail(&error);
-            Err(Q80Failure { error, report })
+        match result {
+            Ok((csv, rows)) => {
+                report.rows = rows.len() as u64;
+                Ok(Q80Outcome { csv, rows, report })
+            }
+            Err(error) => {
+                report.fail(&error);
+                Err(Q80Failure { error, report })
+            }
         }
     }
 }

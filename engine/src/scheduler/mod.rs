@@ -35,17 +35,27 @@
 //! set: then every committed map output (data and index objects) stays, and
 //! the job records what it left as [`KeptShuffle`]s in
 //! [`JobContext::kept`] (the session's [`crate::Session::kept_shuffles`]).
+//!
+//! Removal is one [`ShuffleManager::remove_shuffles`] call for all of the
+//! job's shuffles: the manager deletes the keys it knows it wrote, batched
+//! across shuffles (one S3 DeleteObjects per bucket and 1,000 keys), and
+//! never lists. With [`PendingRemovals::set_deferred`] (the session's
+//! [`crate::Session::defer_shuffle_removal`]) a job does not wait for it at
+//! all: it returns its answer and leaves its shuffles to
+//! [`PendingRemovals::remove`] (or the manager's `cleanup_app`), which the
+//! caller runs once the answer is out.
 
 pub mod executors;
 pub mod tracker;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use shuffle_core::{MapStatus, ShuffleHandle, ShuffleManager};
 use tokio::sync::Semaphore;
 
@@ -103,8 +113,54 @@ impl KeptShuffle {
     }
 }
 
-/// Shuffles removed concurrently when a job ends.
-const SHUFFLE_REMOVALS_IN_FLIGHT: usize = 8;
+/// Shuffles of finished jobs whose removal was deferred (see the module
+/// docs): a job with deferral on records its shuffles here instead of
+/// removing them before it returns.
+#[derive(Debug, Default)]
+pub struct PendingRemovals {
+    deferred: AtomicBool,
+    shuffles: Mutex<Vec<u32>>,
+}
+
+impl PendingRemovals {
+    /// Defers (or stops deferring) the removal of the shuffles of jobs that
+    /// end from now on.
+    pub fn set_deferred(&self, on: bool) {
+        self.deferred.store(on, Ordering::SeqCst);
+    }
+
+    pub fn is_deferred(&self) -> bool {
+        self.deferred.load(Ordering::SeqCst)
+    }
+
+    /// Shuffles waiting to be removed.
+    pub fn pending(&self) -> Vec<u32> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
+        self.shuffles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, ids: &[u32]) {
+        self.lock().extend_from_slice(ids);
+    }
+
+    /// Removes every pending shuffle with one batched
+    /// [`ShuffleManager::remove_shuffles`]; returns how many shuffles it
+    /// removed. On failure they stay pending for a later call.
+    pub async fn remove(&self, manager: &dyn ShuffleManager) -> Result<usize> {
+        let ids = std::mem::take(&mut *self.lock());
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = manager.remove_shuffles(&ids).await {
+            self.push(&ids);
+            return Err(e.into());
+        }
+        Ok(ids.len())
+    }
+}
 
 /// A shared re-run of one lost map output.
 type Recompute = Shared<BoxFuture<'static, std::result::Result<(), Arc<EngineError>>>>;
@@ -158,6 +214,9 @@ pub struct JobContext {
     pub hooks: Hooks,
     /// Where a job with `shuffle.keep` set records the shuffles it left.
     pub kept: Arc<Mutex<Vec<KeptShuffle>>>,
+    /// Whether the job removes its shuffles before it returns, or leaves
+    /// them here for the caller (see the module docs).
+    pub removals: Arc<PendingRemovals>,
 }
 
 /// Runs a job to completion.
@@ -173,6 +232,7 @@ pub async fn run_job(
         executors,
         hooks,
         kept,
+        removals,
     } = ctx;
     let started = Instant::now();
     let before = manager.metrics().snapshot();
@@ -224,21 +284,16 @@ pub async fn run_job(
             job.tracker.remove_shuffle(s.shuffle_id);
         }
     } else {
-        // Remove the job's shuffles a few at a time: on S3 each is a LIST per
-        // hash prefix plus batched deletes, so one by one is mostly waiting.
-        let removals = job.stages.iter().map(|s| {
-            job.tracker.remove_shuffle(s.shuffle_id);
-            let manager = &manager;
-            async move {
-                if let Err(e) = manager.remove_shuffle(s.shuffle_id).await {
-                    tracing::warn!("removing shuffle {}: {e}", s.shuffle_id);
-                }
-            }
-        });
-        futures::stream::iter(removals)
-            .buffer_unordered(SHUFFLE_REMOVALS_IN_FLIGHT)
-            .collect::<Vec<()>>()
-            .await;
+        let ids: Vec<u32> = job.stages.iter().map(|s| s.shuffle_id).collect();
+        for id in &ids {
+            job.tracker.remove_shuffle(*id);
+        }
+        if removals.is_deferred() {
+            removals.push(&ids);
+        } else if let Err(e) = manager.remove_shuffles(&ids).await {
+            // `cleanup_app` retries: the manager keeps the keys it failed to delete.
+            tracing::warn!("removing shuffles {ids:?}: {e}");
+        }
     }
     let batches = result?;
     let after = manager.metrics().snapshot();
