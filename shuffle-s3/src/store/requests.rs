@@ -334,28 +334,21 @@ impl Inner {
         if keys.is_empty() {
             return Ok(());
         }
+        let build_err = |e: aws_sdk_s3::error::BuildError| Error::Backend {
+            store: "s3",
+            message: format!("could not build a DeleteObjects request for bucket `{bucket}`: {e}"),
+            source: Some(Box::new(e)),
+        };
         let ids = keys
             .iter()
             .map(|k| ObjectIdentifier::builder().key(k).build())
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Backend {
-                store: "s3",
-                message: format!(
-                    "could not build a DeleteObjects request for bucket `{bucket}`: {e}"
-                ),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(build_err)?;
         let delete = Delete::builder()
             .set_objects(Some(ids))
             .quiet(true)
             .build()
-            .map_err(|e| Error::Backend {
-                store: "s3",
-                message: format!(
-                    "could not build a DeleteObjects request for bucket `{bucket}`: {e}"
-                ),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(build_err)?;
         let described = if keys.len() == 1 {
             keys[0].clone()
         } else {
