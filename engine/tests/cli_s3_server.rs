@@ -170,6 +170,10 @@ fn q80_against_a_separate_s3_server_then_sigterm() {
         !err.contains("embedded S3"),
         "used the separate server: {err}"
     );
+    check_cost(
+        &err,
+        &std::fs::read_to_string(&report).expect("read the report"),
+    );
 
     let stopped = server.terminate();
     let serr = String::from_utf8_lossy(&stopped.stderr);
@@ -193,6 +197,73 @@ fn q80_against_a_separate_s3_server_then_sigterm() {
         })
         .collect();
     assert_eq!(stray, Vec::<PathBuf>::new());
+}
+
+/// The flat JSON object after `"key":` in `json`.
+fn object<'a>(json: &'a str, key: &str) -> &'a str {
+    let k = format!("\"{key}\":{{");
+    let at = json
+        .find(&k)
+        .unwrap_or_else(|| panic!("`{key}` missing in {json}"));
+    let rest = &json[at + k.len() - 1..];
+    &rest[..=rest.find('}').expect("end of object")]
+}
+
+/// The number after `"key":` in the flat object `obj`.
+fn num(obj: &str, key: &str) -> f64 {
+    let k = format!("\"{key}\":");
+    let at = obj
+        .find(&k)
+        .unwrap_or_else(|| panic!("`{key}` missing in {obj}"))
+        + k.len();
+    obj[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("`{key}` is not a number in {obj}"))
+}
+
+/// The summary's cost line and the report's `s3_cost` agree with each
+/// other and with the request counts, at S3 Standard list prices.
+fn check_cost(summary: &str, json: &str) {
+    let requests = object(json, "s3_requests");
+    let cost = object(json, "s3_cost");
+    let n = |k: &str| num(requests, k);
+    let put_class = n("put")
+        + n("list")
+        + n("multipart_create")
+        + n("multipart_part")
+        + n("multipart_complete");
+    let get_class = n("get") + n("head");
+    let free = n("delete") + n("multipart_abort");
+    assert!(put_class > 0.0 && get_class > 0.0, "{requests}");
+    assert_eq!(num(cost, "put_class"), put_class, "{cost}");
+    assert_eq!(num(cost, "get_class"), get_class, "{cost}");
+    assert_eq!(num(cost, "free"), free, "{cost}");
+    assert_eq!(num(cost, "requests"), n("total"), "{cost} vs {requests}");
+    assert_eq!(num(cost, "put_per_1000"), 0.005, "{cost}");
+    assert_eq!(num(cost, "get_per_1000"), 0.0004, "{cost}");
+    let dollars = (put_class * 0.005 + get_class * 0.0004) / 1000.0;
+    assert!((num(cost, "dollars") - dollars).abs() < 1e-9, "{cost}");
+
+    let line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("s3 cost"))
+        .unwrap_or_else(|| panic!("no cost line in {summary}"));
+    let expected = format!(
+        " in requests ({} requests: {put_class} PUT-class, {get_class} GET-class, \
+         {free} free) at S3 Standard list prices",
+        n("total")
+    );
+    assert!(line.ends_with(&expected), "{line}\nexpected: {expected}");
+    let shown: f64 = line
+        .split('$')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no dollar amount in {line}"));
+    assert!((shown - dollars).abs() <= 0.00005, "{line}: {dollars}");
 }
 
 /// One raw HTTP request to `endpoint`; how long until its answer is read.
