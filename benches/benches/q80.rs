@@ -24,6 +24,10 @@
 //! reported apart). Every run's CSV must equal the first run's. Peak RSS is
 //! reset before each run (`/proc/self/clear_refs`), so it is per run.
 
+// `run_q80`'s future is deep; laying it out in this crate needs more than
+// the default 128 query levels.
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
