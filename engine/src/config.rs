@@ -19,6 +19,8 @@
 //! | `engine.batch_size` | 8192 | target rows per batch |
 //! | `task.max_attempts` | 4 | attempts per task before the job fails |
 //! | `scan.partitions` | = parallelism | partitions of in-memory and Parquet scans |
+//! | `cost.put_per_1000` | `0.005` | US dollars per 1,000 PUT-class S3 requests (PUT, COPY, POST, LIST, multipart create/part/complete), for the run summary's request-cost line; S3 Standard list price |
+//! | `cost.get_per_1000` | `0.0004` | US dollars per 1,000 GET-class S3 requests (GET, HEAD and all others except DELETE and multipart abort, which are free) |
 //! | `shuffle.keep` | `false` | leave every job's committed map outputs (data and index objects) in the store instead of removing them when the job ends; `shovel gc` removes them later (`--keep-shuffle`) |
 
 use crate::error::{EngineError, Result};
@@ -45,6 +47,29 @@ pub struct EngineConfig {
     pub max_task_attempts: u32,
     /// Keep committed map outputs when a job ends (`shuffle.keep`).
     pub keep_shuffle: bool,
+    /// Prices of S3 requests for the run summary (`cost.*`).
+    pub request_prices: RequestPrices,
+}
+
+/// US dollars per 1,000 S3 requests of each price class, for the request
+/// cost a run summary shows. Defaults: S3 Standard list prices
+/// (us-east-1): PUT, COPY, POST and LIST $0.005; GET and all others
+/// $0.0004; DELETE (and multipart abort) free.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestPrices {
+    /// PUT-class: PUT, COPY, POST, LIST, multipart create, part and complete.
+    pub put_per_1000: f64,
+    /// GET-class: GET, HEAD and every other request that is not free.
+    pub get_per_1000: f64,
+}
+
+impl Default for RequestPrices {
+    fn default() -> Self {
+        Self {
+            put_per_1000: 0.005,
+            get_per_1000: 0.0004,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -62,6 +87,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             max_task_attempts: 4,
             keep_shuffle: false,
+            request_prices: RequestPrices::default(),
         }
     }
 }
@@ -117,6 +143,8 @@ impl EngineConfig {
                 }
             }
             "engine.batch_size" => self.batch_size = parse_positive(key, value)?,
+            "cost.put_per_1000" => self.request_prices.put_per_1000 = parse_price(key, value)?,
+            "cost.get_per_1000" => self.request_prices.get_per_1000 = parse_price(key, value)?,
             "task.max_attempts" => {
                 self.max_task_attempts = parse_positive(key, value)?.min(u32::MAX as usize) as u32
             }
@@ -216,6 +244,8 @@ fn is_key(k: &str) -> bool {
         "join.broadcast_threshold",
         "engine.batch_size",
         "task.max_attempts",
+        "cost.put_per_1000",
+        "cost.get_per_1000",
         "write-shuffle-files-to-s3",
         "write-shuffle-spills-to-s3",
         "spark.shuffle.glue.s3ShuffleBucket",
@@ -223,6 +253,17 @@ fn is_key(k: &str) -> bool {
         "spark.sql.autoBroadcastJoinThreshold",
     ];
     KEYS.contains(&k)
+}
+
+/// A price in dollars: a finite number >= 0 (a leading `$` is allowed).
+fn parse_price(key: &str, v: &str) -> Result<f64> {
+    match v.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(EngineError::config(
+            key,
+            format!("`{v}` is not a price; give US dollars per 1,000 requests, like 0.005"),
+        )),
+    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {

@@ -48,6 +48,7 @@ Examples:
   shovel q80 --sf 1 --shuffle s3 --output q80.csv --report run.json
   shovel q80 --data ./tpcds-sf1 --shuffle s3 --s3-bucket s3://my-bucket/shovel
   shovel gc --older-than 24h --dry-run s3://my-bucket/shovel
+  shovel s3-server --dir ./s3-data --bind 127.0.0.1:9000 --latency 20ms
   shovel completions bash > /etc/bash_completion.d/shovel";
 
 /// `shovel`'s flags, as clap sees them.
@@ -73,6 +74,9 @@ enum Sub {
     /// Delete shuffle and spill objects killed jobs left (s3://bucket/prefix or a dir)
     #[command(long_about = super::gc::GC_ABOUT)]
     Gc(super::gc::GcArgs),
+    /// Run the embedded S3-compatible server as its own process, until Ctrl-C or SIGTERM
+    #[command(long_about = super::s3_server::S3_SERVER_ABOUT)]
+    S3Server(S3ServerFlags),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -122,6 +126,11 @@ struct Q80Flags {
     /// Do not delete this run's shuffle and spill objects at the end
     #[arg(long, help_heading = "Shuffle and spill")]
     keep_shuffle: bool,
+    /// With the embedded S3 server: add this round trip to every request (e.g. 20ms), as
+    /// `shovel s3-server --latency` does
+    #[arg(long, value_name = "DURATION", value_parser = with("--s3-latency", parse_duration_arg),
+          help_heading = "Shuffle and spill")]
+    s3_latency: Option<std::time::Duration>,
 
     /// Memory budget, e.g. 512MiB, 2GiB; at least 8MiB
     #[arg(long, value_name = "SIZE", default_value = "2GiB", allow_negative_numbers = true,
@@ -181,6 +190,31 @@ struct Q80Flags {
     quiet: bool,
 }
 
+/// `shovel s3-server`'s flags.
+#[derive(Args, Debug)]
+struct S3ServerFlags {
+    /// Directory holding the buckets and objects (created if missing; objects persist)
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Address to listen on; port 0 picks a free one (printed)
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0",
+          value_parser = with("--bind", parse_bind))]
+    bind: std::net::SocketAddr,
+    /// Added before every request is answered, like the round trip to a remote store
+    #[arg(long, value_name = "DURATION", default_value = "0",
+          value_parser = with("--latency", parse_duration_arg))]
+    latency: std::time::Duration,
+    /// Fail a fraction R (0..1) of requests (503 SlowDown, 500, connection resets, slow
+    /// answers) to see clients retry
+    #[arg(long, value_name = "R", allow_negative_numbers = true,
+          value_parser = with("--fault-rate", parse_fault_rate))]
+    fault_rate: Option<f64>,
+    /// Accept a --bind address other than loopback (anyone who can reach it and has the
+    /// printed keys can read and write DIR, over plain HTTP)
+    #[arg(long)]
+    allow_remote: bool,
+}
+
 /// `shovel gen`'s flags.
 #[derive(Args, Debug)]
 struct GenFlags {
@@ -211,6 +245,8 @@ pub enum Command {
     Gc(super::gc::GcArgs),
     /// `shovel completions SHELL`.
     Completions(clap_complete::Shell),
+    /// `shovel s3-server`.
+    S3Server(super::s3_server::S3ServerArgs),
 }
 
 /// `shovel gen`.
@@ -287,6 +323,23 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             quiet: g.quiet,
         })),
         Sub::Gc(g) => Ok(Command::Gc(g)),
+        Sub::S3Server(f) => {
+            if !f.allow_remote && !f.bind.ip().is_loopback() {
+                return Err(CliError::usage(format!(
+                    "--bind {} is not a loopback address: anyone who can reach it and has the \
+                     printed keys could read and write the directory, over plain HTTP; bind \
+                     127.0.0.1:PORT, or add --allow-remote if that is what you want",
+                    f.bind
+                )));
+            }
+            Ok(Command::S3Server(super::s3_server::S3ServerArgs {
+                dir: f.dir,
+                bind: f.bind,
+                latency: f.latency,
+                fault_rate: f.fault_rate,
+                allow_remote: f.allow_remote,
+            }))
+        }
         Sub::Completions { shell } => Ok(Command::Completions(shell)),
     }
 }
@@ -296,7 +349,7 @@ fn render_clap_error(e: clap::Error, args: &[String]) -> Result<Command, CliErro
     let sub = args
         .first()
         .map(String::as_str)
-        .filter(|s| matches!(*s, "q80" | "gen" | "gc" | "completions"));
+        .filter(|s| matches!(*s, "q80" | "gen" | "gc" | "s3-server" | "completions"));
     let see = match sub {
         Some(s) => format!("run `shovel {s} --help` for the list"),
         None => "run `shovel help` for the commands".to_string(),
@@ -350,9 +403,9 @@ fn render_clap_error(e: clap::Error, args: &[String]) -> Result<Command, CliErro
     }
     let mut msg = parts.join("; ");
     match e.kind() {
-        ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand => {
-            msg.push_str("; commands are q80, gen, gc, completions and help (see `shovel help`)")
-        }
+        ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand => msg.push_str(
+            "; commands are q80, gen, gc, s3-server, completions and help (see `shovel help`)",
+        ),
         ErrorKind::ArgumentConflict if msg.contains("multiple times") => {
             msg.push_str(&format!("; give {} once", arg()))
         }
@@ -464,6 +517,7 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
     config.executors = f.executors;
     job.local_dirs = f.local_dir;
     job.s3_fault_rate = f.s3_fault_rate;
+    job.s3_latency = f.s3_latency;
     job.lose_executor = f.lose_executor;
     job.keep_shuffle = f.keep_shuffle;
     job.date = f.date;
@@ -593,6 +647,9 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
             f.s3_fault_rate
                 .is_some()
                 .then(|| spelled(m, "s3_fault_rate", "--s3-fault-rate")),
+            f.s3_latency
+                .is_some()
+                .then(|| spelled(m, "s3_latency", "--s3-latency")),
         ];
         if let Some(flag) = needs_s3.into_iter().flatten().next() {
             return Err(CliError::usage(format!(
@@ -607,6 +664,16 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
             return Err(CliError::usage(format!(
                 "--s3-fault-rate injects faults into the embedded S3 server only, which {target} \
                  replaces; drop --s3-fault-rate or {}",
+                target.split(['=', ' ']).next().unwrap_or(target)
+            )));
+        }
+    }
+    if job.s3_latency.is_some() {
+        if let Some(target) = bucket_by.as_ref().or(endpoint_by.as_ref()) {
+            return Err(CliError::usage(format!(
+                "{} adds latency to the embedded S3 server only, which {target} replaces; \
+                 drop --s3-latency or {} (run `shovel s3-server --latency` for a separate server)",
+                spelled(m, "s3_latency", "--s3-latency"),
                 target.split(['=', ' ']).next().unwrap_or(target)
             )));
         }
@@ -766,6 +833,21 @@ pub fn parse_size_arg(flag: &str, v: &str) -> Result<usize, CliError> {
 pub fn parse_duration_arg(flag: &str, v: &str) -> Result<std::time::Duration, CliError> {
     shuffle_core::parse::parse_duration(flag, v)
         .map_err(|e| CliError::usage(format!("invalid {flag} `{v}`: {}", reason(&e, v))))
+}
+
+/// A socket address to listen on: `IP:PORT` (`[::1]:PORT` for IPv6) or
+/// `localhost:PORT`.
+pub fn parse_bind(flag: &str, v: &str) -> Result<std::net::SocketAddr, CliError> {
+    let t = v.trim();
+    let t = match t.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => t.to_string(),
+    };
+    t.parse::<std::net::SocketAddr>().map_err(|_| {
+        CliError::usage(format!(
+            "invalid {flag} `{v}`: expected IP:PORT, like 127.0.0.1:9000 (port 0 picks a free one)"
+        ))
+    })
 }
 
 /// `KEY=VALUE` of a `--conf`.
@@ -1142,7 +1224,7 @@ mod tests {
         let Command::Help(top) = parse(&args("help")).unwrap() else {
             panic!("help")
         };
-        for c in ["q80", "gen", "gc", "completions", "help"] {
+        for c in ["q80", "gen", "gc", "s3-server", "completions", "help"] {
             assert!(
                 top.lines().any(|l| l.trim_start().starts_with(c)),
                 "{c} missing in {top}"
@@ -1191,6 +1273,56 @@ mod tests {
             "{script}"
         );
         refused("completions tcsh", &["tcsh"]);
+    }
+
+    #[test]
+    fn s3_server_and_latency_flags() {
+        let Command::S3Server(a) = parse(&args(
+            "s3-server --dir /d --bind 127.0.0.1:9000 --latency 20ms --fault-rate 0.1",
+        ))
+        .unwrap() else {
+            panic!("s3-server")
+        };
+        assert_eq!(a.bind.to_string(), "127.0.0.1:9000");
+        assert_eq!(a.latency, std::time::Duration::from_millis(20));
+        assert_eq!(a.fault_rate, Some(0.1));
+        let Command::S3Server(a) = parse(&args("s3-server --dir /d")).unwrap() else {
+            panic!("s3-server")
+        };
+        assert_eq!(a.bind.to_string(), "127.0.0.1:0");
+        assert!(a.latency.is_zero());
+        let Command::S3Server(a) = parse(&args(
+            "s3-server --dir /d --bind 0.0.0.0:9000 --allow-remote",
+        ))
+        .unwrap() else {
+            panic!("s3-server")
+        };
+        assert!(a.allow_remote);
+        refused(
+            "s3-server --dir /d --bind 0.0.0.0:9000",
+            &["--bind 0.0.0.0:9000", "--allow-remote"],
+        );
+        refused(
+            "s3-server --dir /d --latency 20",
+            &["--latency `20`", "20s"],
+        );
+        refused("s3-server --dir /d --bind x", &["--bind `x`", "IP:PORT"]);
+        refused("s3-server --latency 1s", &["--dir"]);
+
+        let a = q80("q80 --shuffle s3 --s3-latency 5ms").unwrap();
+        assert_eq!(a.job.s3_latency, Some(std::time::Duration::from_millis(5)));
+        refused(
+            "q80 --shuffle s3 --s3-latency 5ms --s3-bucket s3://bkt/p",
+            &["--s3-latency 5ms", "--s3-bucket"],
+        );
+        refused(
+            "q80 --shuffle s3 --s3-latency 5ms --s3-endpoint http://127.0.0.1:9000",
+            &["--s3-latency 5ms", "--s3-endpoint"],
+        );
+        refused(
+            "q80 --s3-latency 5ms",
+            &["--s3-latency 5ms", "--shuffle local"],
+        );
     }
 
     #[test]

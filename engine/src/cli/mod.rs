@@ -1,4 +1,5 @@
-//! The `shovel` command line: `shovel q80`, `gen`, `gc` and `completions`.
+//! The `shovel` command line: `shovel q80`, `gen`, `gc`, `s3-server` and
+//! `completions`.
 //!
 //! ```text
 //!  args.rs ──▶ Command::Q80 ──▶ data.rs (cache / generate with progress, or check --data)
@@ -20,6 +21,7 @@ pub mod gc;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod s3_server;
 
 use std::io::Write;
 use std::path::Path;
@@ -94,6 +96,7 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
         Command::Gen(g) => data::run_gen(&g),
         Command::Q80(q) => run_q80_command(&q),
         Command::Gc(g) => gc::run(&g),
+        Command::S3Server(a) => s3_server::run(&a),
     }
 }
 

@@ -5,8 +5,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use shuffle_core::metrics::RequestSnapshot;
 use shuffle_core::MetricsSnapshot;
 
+use crate::config::RequestPrices;
 use crate::json::Json;
 use crate::metrics::JobSummary;
 
@@ -73,6 +75,86 @@ impl Kept {
     }
 }
 
+/// A run's S3 requests by price class, and what they cost at
+/// [`RequestPrices`].
+///
+/// Classes follow S3's price list: PUT-class is PUT, COPY, POST and LIST,
+/// which takes in multipart create, part and complete (POST and PUT
+/// requests); GET-class is GET, HEAD and everything else that is not free;
+/// DELETE (single or batch) and multipart abort are free. Every request of
+/// a [`RequestSnapshot`] is in exactly one class, so the three counts add
+/// up to [`RunReport::s3_requests`]. Retries are requests too and are
+/// counted where they were made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestCost {
+    pub put_class: u64,
+    pub get_class: u64,
+    pub free: u64,
+    /// US dollars.
+    pub dollars: f64,
+    pub prices: RequestPrices,
+}
+
+impl RequestCost {
+    /// Classifies `r` and prices it at `prices`.
+    pub fn of(r: &RequestSnapshot, prices: RequestPrices) -> Self {
+        let put_class =
+            r.put + r.list + r.multipart_create + r.multipart_part + r.multipart_complete;
+        let get_class = r.get + r.head;
+        let free = r.delete + r.multipart_abort;
+        let dollars = (put_class as f64 * prices.put_per_1000
+            + get_class as f64 * prices.get_per_1000)
+            / 1000.0;
+        Self {
+            put_class,
+            get_class,
+            free,
+            dollars,
+            prices,
+        }
+    }
+
+    /// All requests counted.
+    pub fn requests(&self) -> u64 {
+        self.put_class + self.get_class + self.free
+    }
+
+    /// Whether the prices are S3 Standard's list prices.
+    pub fn at_list_prices(&self) -> bool {
+        self.prices == RequestPrices::default()
+    }
+
+    /// `$0.0027 in requests (534 requests: 120 PUT-class, 300 GET-class,
+    /// 114 free) at S3 Standard list prices`.
+    pub fn describe(&self) -> String {
+        let at = if self.at_list_prices() {
+            "at S3 Standard list prices".to_string()
+        } else {
+            format!(
+                "at ${} per 1,000 PUT-class and ${} per 1,000 GET-class (--conf cost.*)",
+                self.prices.put_per_1000, self.prices.get_per_1000
+            )
+        };
+        format!(
+            "{} in requests ({} requests: {} PUT-class, {} GET-class, {} free) {at}",
+            dollars(self.dollars),
+            self.requests(),
+            self.put_class,
+            self.get_class,
+            self.free
+        )
+    }
+}
+
+/// `$0.0027`; four decimals, more for a nonzero cost below $0.0001.
+fn dollars(d: f64) -> String {
+    if d > 0.0 && d < 0.0001 {
+        format!("${d:.7}")
+    } else {
+        format!("${d:.4}")
+    }
+}
+
 /// What happened to the app's shuffle objects.
 #[derive(Debug, Clone)]
 pub enum Cleanup {
@@ -99,6 +181,8 @@ pub struct RunReport {
     pub parallelism: usize,
     pub partitions: usize,
     pub broadcast_threshold: u64,
+    /// Prices of the request-cost line (`cost.*`).
+    pub request_prices: RequestPrices,
     pub input_rows: Option<u64>,
     pub input_file_bytes: Option<u64>,
     pub rows: u64,
@@ -132,6 +216,7 @@ impl RunReport {
             parallelism: c.parallelism,
             partitions: c.shuffle_partitions,
             broadcast_threshold: c.broadcast_threshold as u64,
+            request_prices: c.request_prices,
             input_rows: None,
             input_file_bytes: None,
             rows: 0,
@@ -187,6 +272,11 @@ impl RunReport {
             + r.multipart_part
             + r.multipart_complete
             + r.multipart_abort
+    }
+
+    /// The S3 requests by price class and their cost.
+    pub fn request_cost(&self) -> RequestCost {
+        RequestCost::of(&self.metrics.requests, self.request_prices)
     }
 
     /// The human-readable summary printed on stderr.
@@ -311,6 +401,7 @@ impl RunReport {
                 human_bytes(r.bytes_uploaded),
                 human_bytes(r.bytes_downloaded)
             );
+            let _ = writeln!(o, "   s3 cost     {}", self.request_cost().describe());
         }
         let pool = self
             .job
@@ -456,6 +547,19 @@ impl RunReport {
         rq.num("total", self.s3_requests());
         w.raw("s3_requests", &rq.end());
 
+        let cost = self.request_cost();
+        let mut cj = Json::new();
+        // Full precision: `Json::f64` keeps 3 decimals, less than a price has.
+        cj.raw("dollars", &json_f64(cost.dollars));
+        cj.num("requests", cost.requests());
+        cj.num("put_class", cost.put_class);
+        cj.num("get_class", cost.get_class);
+        cj.num("free", cost.free);
+        cj.raw("put_per_1000", &json_f64(cost.prices.put_per_1000));
+        cj.raw("get_per_1000", &json_f64(cost.prices.get_per_1000));
+        cj.bool("list_prices", cost.at_list_prices());
+        w.raw("s3_cost", &cj.end());
+
         let mut m = Json::new();
         m.num("budget", self.memory_budget);
         m.opt_num("pool_peak", self.job.as_ref().map(|j| j.peak_memory));
@@ -575,6 +679,69 @@ mod tests {
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
         if Path::new("/proc/self/status").exists() {
             assert!(peak_rss_bytes().unwrap_or(0) > 0);
+        }
+    }
+
+    #[test]
+    fn request_cost_classes_and_arithmetic() {
+        let r = RequestSnapshot {
+            put: 100,
+            get: 280,
+            list: 10,
+            delete: 110,
+            head: 20,
+            multipart_create: 3,
+            multipart_part: 5,
+            multipart_complete: 2,
+            multipart_abort: 4,
+            retries: 7,
+            throttles: 1,
+            bytes_uploaded: 1 << 20,
+            bytes_downloaded: 1 << 20,
+        };
+        let c = RequestCost::of(&r, RequestPrices::default());
+        assert_eq!((c.put_class, c.get_class, c.free), (120, 300, 114));
+        assert_eq!(c.requests(), 534);
+        // 120 × $0.005/1000 + 300 × $0.0004/1000 = $0.0006 + $0.00012.
+        assert!((c.dollars - 0.00072).abs() < 1e-12, "{}", c.dollars);
+        assert_eq!(
+            c.describe(),
+            "$0.0007 in requests (534 requests: 120 PUT-class, 300 GET-class, 114 free) \
+             at S3 Standard list prices"
+        );
+        // Every request type is in exactly one class.
+        let mut report = RunReport::new(&Q80Job::default(), Path::new("/d"));
+        report.metrics.requests = r;
+        assert_eq!(report.request_cost().requests(), report.s3_requests());
+
+        let c = RequestCost::of(
+            &r,
+            RequestPrices {
+                put_per_1000: 1.0,
+                get_per_1000: 0.5,
+            },
+        );
+        assert!((c.dollars - (0.120 + 0.150)).abs() < 1e-12, "{}", c.dollars);
+        assert!(c.describe().contains("--conf cost."), "{}", c.describe());
+        let none = RequestCost::of(&RequestSnapshot::default(), RequestPrices::default());
+        assert_eq!(none.dollars, 0.0);
+        assert!(none
+            .describe()
+            .starts_with("$0.0000 in requests (0 requests"));
+        assert_eq!(dollars(0.00002), "$0.0000200");
+    }
+
+    #[test]
+    fn cost_keys_are_engine_config() {
+        let mut c = crate::EngineConfig::default();
+        assert_eq!(c.request_prices, RequestPrices::default());
+        c.set("cost.put_per_1000", "0.0055").unwrap();
+        c.set("cost.get_per_1000", "$0.00044").unwrap();
+        assert_eq!(c.request_prices.put_per_1000, 0.0055);
+        assert_eq!(c.request_prices.get_per_1000, 0.00044);
+        for bad in ["-1", "free", "inf", ""] {
+            let e = c.set("cost.get_per_1000", bad).unwrap_err().to_string();
+            assert!(e.contains("cost.get_per_1000"), "{e}");
         }
     }
 

@@ -75,6 +75,9 @@ pub struct Q80Job {
     /// Fault injection: fail this fraction of the embedded S3 server's
     /// requests (`--s3-fault-rate`).
     pub s3_fault_rate: Option<f64>,
+    /// Latency the embedded S3 server adds to every request
+    /// (`--s3-latency`, as `shovel s3-server --latency`); `None` adds none.
+    pub s3_latency: Option<Duration>,
     /// Fault injection: lose an executor mid-job (`--lose-executor`).
     pub lose_executor: Option<ExecutorLossPlan>,
     /// Stop on Ctrl-C, SIGTERM or SIGHUP: cancel the job, clean up, fail
@@ -82,12 +85,17 @@ pub struct Q80Job {
     pub interruptible: bool,
 }
 
-/// `--s3-fault-rate` with a real S3 target.
-fn embedded_only() -> CliError {
-    CliError::usage(
-        "--s3-fault-rate injects faults into the embedded S3 server only; drop \
-         --s3-bucket/--s3-endpoint to use it",
-    )
+/// `--s3-fault-rate` or `--s3-latency` with a real S3 target.
+fn embedded_only(job: &Q80Job) -> CliError {
+    let flag = if job.s3_fault_rate.is_some() {
+        "--s3-fault-rate"
+    } else {
+        "--s3-latency"
+    };
+    CliError::usage(format!(
+        "{flag} applies to the embedded S3 server only; drop --s3-bucket/--s3-endpoint to use \
+         it, or drop {flag}"
+    ))
 }
 
 /// Seed of `--s3-fault-rate`'s choice of requests (runs are repeatable).
@@ -118,6 +126,7 @@ impl Default for Q80Job {
             progress: false,
             announce: false,
             s3_fault_rate: None,
+            s3_latency: None,
             lose_executor: None,
             interruptible: false,
         }
@@ -269,10 +278,9 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
     let description = match config.backend {
         ShuffleBackend::Local => format!("local disk ({local_desc})"),
         ShuffleBackend::S3 => {
-            if job.s3_fault_rate.is_some()
-                && (job.s3_endpoint.is_some() || config.s3_bucket.is_some())
-            {
-                return Err(embedded_only());
+            let embedded_flags = job.s3_fault_rate.is_some() || job.s3_latency.is_some();
+            if embedded_flags && (job.s3_endpoint.is_some() || config.s3_bucket.is_some()) {
+                return Err(embedded_only(job));
             }
             if let Some(e) = &job.s3_endpoint {
                 check_endpoint(e).await?;
@@ -285,7 +293,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                         "an S3 endpoint needs a bucket: add --s3-bucket s3://bucket/prefix",
                     ))
                 }
-                (true, _) if job.s3_fault_rate.is_some() => return Err(embedded_only()),
+                (true, _) if embedded_flags => return Err(embedded_only(job)),
                 (true, _) => {
                     let where_ = config
                         .s3_bucket
@@ -326,6 +334,15 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                                 " (removed at exit)"
                             }
                         );
+                    }
+                    if let Some(latency) = job.s3_latency {
+                        server.set_latency(latency);
+                        if job.announce && !latency.is_zero() {
+                            eprintln!(
+                                "note: --s3-latency: the embedded S3 server waits {latency:?} \
+                                 before answering each request"
+                            );
+                        }
                     }
                     if let Some(rate) = job.s3_fault_rate {
                         server.set_faults(shuffle_s3::FaultConfig::mixed(rate, FAULT_SEED));
