@@ -46,6 +46,33 @@ impl EmbeddedFs {
             .then(|| self.root.join(bucket).join(key))
     }
 
+    /// Removes the JSON side files `s3s-fs` keeps at the root for each
+    /// object (`.bucket-<b64>.object-<b64>.{metadata,internal}.json`) and
+    /// leaves behind when the object is deleted, so a long-running server's
+    /// directory does not grow with every deleted object. Best effort: a
+    /// side file that is already gone, or cannot be removed, changes nothing
+    /// S3 clients see.
+    async fn remove_side_files<'a>(&self, bucket: &str, keys: impl Iterator<Item = &'a str>) {
+        let encode = |s: &str| base64_simd::URL_SAFE_NO_PAD.encode_to_string(s);
+        let prefix = format!(".bucket-{}.object-", encode(bucket));
+        let paths: Vec<PathBuf> = keys
+            .filter(|k| self.plain_path(bucket, k).is_some())
+            .flat_map(|k| {
+                let stem = format!("{prefix}{}", encode(k));
+                [
+                    self.root.join(format!("{stem}.metadata.json")),
+                    self.root.join(format!("{stem}.internal.json")),
+                ]
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        })
+        .await;
+    }
+
     /// Whether `input` is a GET the fast path answers as `s3s-fs` would.
     fn is_plain(input: &GetObjectInput) -> bool {
         input.part_number.is_none()
@@ -204,14 +231,29 @@ impl S3 for EmbeddedFs {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.inner.delete_object(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let out = self.inner.delete_object(req).await?;
+        self.remove_side_files(&bucket, std::iter::once(key.as_str()))
+            .await;
+        Ok(out)
     }
 
     async fn delete_objects(
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.inner.delete_objects(req).await
+        let bucket = req.input.bucket.clone();
+        let keys: Vec<String> = req
+            .input
+            .delete
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .collect();
+        let out = self.inner.delete_objects(req).await?;
+        self.remove_side_files(&bucket, keys.iter().map(String::as_str))
+            .await;
+        Ok(out)
     }
 
     async fn get_bucket_location(
