@@ -546,24 +546,31 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
         if config.backend != before.backend || backend_by.is_none() && kv_key_is(kv, "backend") {
             backend_by = Some(this.clone());
         }
-        if config.spill_to_s3 != before.spill_to_s3 {
-            if let Some(prev) = &spill_by {
-                return Err(both(&this, prev, "give the setting once"));
+        // A setting this --conf changed may have been set once before.
+        let claim = |changed: bool, by: &mut Option<String>, fix: &str| -> Result<(), CliError> {
+            if changed {
+                if let Some(prev) = by {
+                    return Err(both(&this, prev, fix));
+                }
+                *by = Some(this.clone());
             }
-            spill_by = Some(this.clone());
-        }
-        if config.s3_bucket != before.s3_bucket {
-            if let Some(prev) = &bucket_by {
-                return Err(both(&this, prev, "give the bucket once"));
-            }
-            bucket_by = Some(this.clone());
-        }
-        if config.memory_budget != before.memory_budget {
-            if let Some(prev) = &memory_by {
-                return Err(both(&this, prev, "give the memory budget once"));
-            }
-            memory_by = Some(this.clone());
-        }
+            Ok(())
+        };
+        claim(
+            config.spill_to_s3 != before.spill_to_s3,
+            &mut spill_by,
+            "give the setting once",
+        )?;
+        claim(
+            config.s3_bucket != before.s3_bucket,
+            &mut bucket_by,
+            "give the bucket once",
+        )?;
+        claim(
+            config.memory_budget != before.memory_budget,
+            &mut memory_by,
+            "give the memory budget once",
+        )?;
         if config.parallelism != before.parallelism {
             clash("parallelism", "--parallelism")?;
         }
