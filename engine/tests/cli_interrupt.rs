@@ -4,15 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::files_under;
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
-}
+use common::{cache_dir, files_under};
 
 /// Starts q80 at SF 0.1 with `args` (and TMPDIR = `tmpdir`), waits until a
 /// file appears under `watch` (and `ready` holds), sends `signal` (a `kill`

@@ -7,16 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{files_under, shuffle_files};
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
-}
-
-fn golden() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/q80_sf0.01.csv");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
+use common::{cache_dir, files_under, golden, shuffle_files};
 
 /// q80 at SF 0.01, every join shuffled, a budget that spills, with `args`
 /// and TMPDIR = `tmpdir`.
@@ -40,7 +31,10 @@ fn run_kept(args: &[&str], tmpdir: &Path) -> (Output, String) {
         .expect("run shovel");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), golden());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        golden("q80_sf0.01.csv")
+    );
     (out, err)
 }
 

@@ -56,6 +56,19 @@ impl TestSession {
     }
 }
 
+/// `<workspace>/target/tpcds-cache`, where tests generate TPC-DS data once.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
+}
+
+/// A golden answer from `../shared/golden/` (e.g. `q80_sf0.01.csv`).
+pub fn golden(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/golden")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 /// Every file (not directory) under `dir`, recursively; symlinks are not
 /// followed. Empty when `dir` does not exist.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
