@@ -317,7 +317,7 @@ impl RunReport {
             for s in &j.stages {
                 let _ = writeln!(
                     o,
-                    "     stage {:>2} {:>9} {:>3} tasks  rows in {:>10} out {:>10}  shuffle w {:>9} r {:>9}  {}",
+                    "     stage {:>2} {:>9} {:>3} tasks  rows in {:>10} out {:>10}  shuffle w {:>9} r {:>9}  {}{}",
                     s.stage_id,
                     secs(s.elapsed_ms),
                     s.num_tasks,
@@ -325,7 +325,12 @@ impl RunReport {
                     s.rows_out,
                     human_bytes(s.shuffle_bytes_written),
                     human_bytes(s.shuffle_bytes_read),
-                    s.output
+                    s.output,
+                    if s.partitions > s.num_tasks {
+                        format!(" (reads {} partitions, coalesced)", s.partitions)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             let (rows, _, scan_bytes) = self.read_totals();
@@ -491,6 +496,7 @@ impl RunReport {
                 sj.str("description", &s.description);
                 sj.f64("elapsed_ms", s.elapsed_ms);
                 sj.num("tasks", s.num_tasks as u64);
+                sj.num("partitions", s.partitions as u64);
                 sj.num("rows_in", s.rows_in);
                 sj.num("bytes_in", s.bytes_in);
                 sj.num("rows_out", s.rows_out);
