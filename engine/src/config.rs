@@ -20,7 +20,7 @@
 //! | `task.max_attempts` | 4 | attempts per task before the job fails |
 //! | `scan.partitions` | cores | partitions of in-memory and Parquet scans; defaults to the machine's cores (one split per core keeps every core busy), not to `engine.parallelism`, so raising the slots never multiplies scan tasks |
 //! | `io.requests_in_flight` | 64 | shuffle uploads in flight at once; a map task gives its CPU slot back when its output is handed to the upload |
-//! | `shuffle.coalesce_target` | `32MiB` | reduce tasks read about this many committed bytes: neighbouring small partitions are coalesced (adaptive execution); 0 disables |
+//! | `shuffle.coalesce_target` | `32MiB` | reduce tasks read about this many committed bytes: neighbouring small partitions are coalesced (adaptive execution), never into fewer tasks than `engine.parallelism` slots; 0 disables |
 //! | `cost.put_per_1000` | `0.005` | US dollars per 1,000 PUT-class S3 requests (PUT, COPY, POST, LIST, multipart create/part/complete), for the run summary's request-cost line; S3 Standard list price |
 //! | `cost.get_per_1000` | `0.0004` | US dollars per 1,000 GET-class S3 requests (GET, HEAD and all others except DELETE and multipart abort, which are free) |
 //! | `shuffle.keep` | `false` | leave every job's committed map outputs (data and index objects) in the store instead of removing them when the job ends; `shovel gc` removes them later (`--keep-shuffle`) |

@@ -21,8 +21,7 @@ fn golden() -> String {
 }
 
 /// Runs `shovel q80` on SF 0.01 with every join shuffled and `extra` flags;
-/// the output and the `--report` JSON. Coalescing is off so that every
-/// reduce partition is a task and both executors hold map outputs.
+/// the output and the `--report` JSON.
 fn q80(extra: &[&str]) -> (Output, String) {
     let data = sf001();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -31,8 +30,7 @@ fn q80(extra: &[&str]) -> (Output, String) {
         .args(["q80", "--data"])
         .arg(&data)
         .args(["--broadcast-threshold", "0", "--partitions", "4"])
-        .args(["--parallelism", "4", "--conf", "shuffle.coalesce_target=0"])
-        .arg("--report")
+        .args(["--parallelism", "4", "--report"])
         .arg(&report)
         .args(extra)
         .env_remove("SHOVEL_S3_BUCKET")

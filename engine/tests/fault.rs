@@ -129,8 +129,6 @@ fn executor_loss_recovers_across_chained_shuffles() {
             parallelism: 4,
             executors: 2,
             broadcast_threshold: 0,
-            // Every partition a task, so executor 1 holds outputs of both shuffles.
-            coalesce_target: 0,
             ..Default::default()
         });
         // When executor 1 starts its first result task, it is lost: its

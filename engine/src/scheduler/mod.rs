@@ -894,15 +894,16 @@ fn partitioned_reads(plan: &dyn ExecutionPlan, out: &mut Vec<(u32, usize)>) {
 /// Groups neighbouring reduce partitions (with `bytes[p]` committed bytes
 /// each) into ranges of about `target` bytes, like Spark's adaptive
 /// coalescing: a range closes before the partition that would take it past
-/// the target. The target shrinks so that a stage with enough data still
-/// runs at least `slots` tasks (coalescing must not idle the CPU slots),
-/// but never below [`MIN_COALESCED_BYTES`] (or `target` itself): a tiny
-/// stage becomes one task.
+/// the target. Coalescing must not idle CPU slots, so the target shrinks to
+/// the total over `slots`, and a result with fewer than `slots` ranges (a
+/// skewed stage) splits its largest ranges until it has that many (or one
+/// per partition). A stage over 94 KiB at 2 slots thus runs 2 tasks, not 24;
+/// one over gigabytes runs one task per `target` bytes.
 pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
     let total: u64 = bytes.iter().sum();
-    let per_slot = total.div_ceil(slots.max(1) as u64);
-    let target = target.min(per_slot.max(MIN_COALESCED_BYTES)).max(1);
-    let mut out = Vec::new();
+    let slots = slots.max(1);
+    let target = target.min(total.div_ceil(slots as u64)).max(1);
+    let mut out: Vec<Range<u32>> = Vec::new();
     let mut start = 0usize;
     let mut acc = 0u64;
     for (p, b) in bytes.iter().enumerate() {
@@ -916,12 +917,30 @@ pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
     if start < bytes.len() {
         out.push(start as u32..bytes.len() as u32);
     }
+    let size = |r: &Range<u32>| -> u64 { bytes[r.start as usize..r.end as usize].iter().sum() };
+    while out.len() < slots.min(bytes.len()) {
+        let Some(i) = (0..out.len())
+            .filter(|i| out[*i].len() > 1)
+            .max_by_key(|i| size(&out[*i]))
+        else {
+            break;
+        };
+        // Cut where the range's bytes are halved (at least one partition each side).
+        let r = out[i].clone();
+        let half = size(&r).div_ceil(2);
+        let mut acc = 0;
+        let mut cut = r.start + 1;
+        for p in r.start..r.end - 1 {
+            acc += bytes[p as usize];
+            cut = p + 1;
+            if acc >= half {
+                break;
+            }
+        }
+        out.splice(i..=i, [r.start..cut, cut..r.end]);
+    }
     out
 }
-
-/// The smallest coalescing target the slot rule picks: below this, task
-/// overhead dominates and splitting the data across slots does not pay.
-pub const MIN_COALESCED_BYTES: u64 = 1 << 20;
 
 /// `Root <- child <- ...` along the first-child path, plus side inputs.
 fn describe_chain(plan: &dyn ExecutionPlan) -> String {
@@ -947,4 +966,31 @@ where
     F: std::future::Future<Output = Result<T>>,
 {
     futures::future::join_all(futs).await.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_groups_small_neighbours_and_keeps_the_slots_busy() {
+        // 24 partitions over 94 KiB at 2 slots: 2 tasks, not 24.
+        let tiny = vec![4 << 10; 24];
+        assert_eq!(coalesce(&tiny, 32 << 20, 2), vec![0..12, 12..24]);
+        // A big stage keeps one task per target.
+        let big = vec![8 << 20; 64];
+        let r = coalesce(&big, 32 << 20, 2);
+        assert_eq!(r.len(), 16);
+        assert!(r.iter().all(|r| r.len() == 4), "{r:?}");
+        // Ranges cover every partition once, in order.
+        let skewed = [5, 0, 0, 5, 90, 0, 0, 0];
+        let r = coalesce(&skewed, 1 << 20, 4);
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(r.first().map(|r| r.start), Some(0));
+        assert_eq!(r.last().map(|r| r.end), Some(8));
+        assert!(r.windows(2).all(|w| w[0].end == w[1].start), "{r:?}");
+        // Never more slots than partitions; all-empty stages work.
+        assert_eq!(coalesce(&[0, 0, 0], 1 << 20, 8), vec![0..1, 1..2, 2..3]);
+        assert_eq!(coalesce(&[0; 6], 1 << 20, 1), vec![0..6]);
+    }
 }
