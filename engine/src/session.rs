@@ -125,6 +125,12 @@ impl Session {
             .task = hook;
     }
 
+    /// The map-output tracker: committed map outputs per shuffle (tests
+    /// observe from hooks which outputs are committed).
+    pub fn map_output_tracker(&self) -> &Arc<MapOutputTracker> {
+        &self.state.tracker
+    }
+
     /// The session's executors (`engine.executors`).
     pub fn executors(&self) -> &Arc<Executors> {
         &self.state.executors

@@ -383,10 +383,16 @@ impl Job {
             // Start every stage whose inputs are complete (none after a
             // failure: the running ones settle, then the job fails).
             if first_err.is_none() {
+                // In stage order, each registered before the next is pushed:
+                // ready stages queue for slots in a deterministic order.
                 for s in &self.stages {
                     let id = s.stage_id;
                     if !started.contains(&id) && deps[id].iter().all(|d| done.contains(d)) {
                         started.insert(id);
+                        if let Err(e) = self.prepare_map_stage(id).await {
+                            first_err.get_or_insert(e);
+                            break;
+                        }
                         let job = Arc::clone(self);
                         running.push(async move { (id, job.run_map_stage(id).await) });
                     }
@@ -498,7 +504,9 @@ impl Job {
         });
     }
 
-    async fn run_map_stage(self: &Arc<Self>, stage_id: usize) -> Result<()> {
+    /// Fixes a ready map stage's tasks (coalescing its reads) and registers
+    /// its shuffle with that many maps.
+    async fn prepare_map_stage(&self, stage_id: usize) -> Result<()> {
         let stage = &self.stages[stage_id];
         let n = self.stage_ranges(stage_id, stage.plan.as_ref())?.len();
         self.manager
@@ -520,6 +528,11 @@ impl Job {
             stage.plan.as_ref(),
             n,
         );
+        Ok(())
+    }
+
+    async fn run_map_stage(self: &Arc<Self>, stage_id: usize) -> Result<()> {
+        let stage = &self.stages[stage_id];
         let shuffle_id = stage.shuffle_id;
         let missing = self.tracker.missing_maps(shuffle_id);
         let tasks = missing
