@@ -14,6 +14,9 @@
 //! - S3 backend (shuffle and spill on the embedded server): committed map
 //!   outputs live in S3 and survive the executor. Only the killed tasks
 //!   re-run; no finished map task is recomputed, and the answer is golden.
+//!   The local tier in front of S3 (on by default) served every read before
+//!   the loss; the lost executor's cached copies are dropped with it, so
+//!   reads of its outputs afterwards go to S3.
 
 mod reliability_support;
 
@@ -26,6 +29,7 @@ use engine::scheduler::executors::ExecutorLoss;
 use engine::scheduler::{StageEvent, TaskEvent};
 use engine::{EngineConfig, RetryReason, Session};
 use reliability_support::*;
+use shuffle_core::metrics::CacheSnapshot;
 use shuffle_core::{ShuffleConfig, ShuffleManager, StoreShuffleManager};
 use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
 
@@ -51,6 +55,8 @@ struct Loss {
     files_removed: Vec<PathBuf>,
     /// Regular files under the executor's local directory at the time.
     local_files: Vec<PathBuf>,
+    /// The local tier's counters just before the loss.
+    cache_before: CacheSnapshot,
 }
 
 /// A manager on `backend` with its own local directory (the executor's
@@ -114,8 +120,10 @@ fn lose_executor_mid_job(
         if l.is_some() {
             return;
         }
+        let cache_before = m.metrics().snapshot().cache;
         let report = s.lose_executor(LOST).expect("executor 1 exists");
         let mut loss = Loss {
+            cache_before,
             trigger: Some((ev.stage_id, ev.partition)),
             local_files: files_under(&local_dir),
             report,
@@ -288,6 +296,18 @@ async fn executor_lost(backend: Backend) {
             assert!(
                 recomputed.is_empty(),
                 "fetch failures with outputs in S3: {recomputed:?}"
+            );
+            // The tier served every read until the loss; afterwards the lost
+            // executor's outputs came from S3.
+            let (before, after) = (loss.cache_before, m.metrics().snapshot().cache);
+            assert!(
+                before.hits > 0 && before.misses == 0,
+                "the local tier should have served every read before the loss: {before:?}"
+            );
+            assert!(
+                after.misses > before.misses,
+                "no read went to S3 after the executor (and its cached copies) was lost: \
+                 {after:?}"
             );
         }
     }
