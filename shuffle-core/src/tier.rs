@@ -139,6 +139,11 @@ impl TieredStore {
         }
     }
 
+    /// True when a copy of `key` is cached (in memory or on disk).
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        self.cache.lock().entries.contains_key(key)
+    }
+
     /// The private directory of copies on disk, once one was created.
     pub fn spill_dir(&self) -> Option<PathBuf> {
         self.cache.dir.get().and_then(|d| d.clone())
