@@ -19,7 +19,7 @@ impl Local {
         let dir = tempfile::tempdir().expect("temp dir");
         let roots = vec![dir.path().join("a"), dir.path().join("b")];
         Self {
-            dir: dir,
+            dir,
             roots,
             tiered: false,
         }
