@@ -615,12 +615,23 @@ impl Cache {
         if s.memory_used <= self.config.memory {
             return moves;
         }
-        let candidates: Vec<ObjectKey> = s
-            .lru
-            .values()
-            .filter(|k| matches!(s.entries.get(*k).map(|e| &e.place), Some(Place::Memory(_))))
-            .cloned()
-            .collect();
+        // Oldest memory copies, just enough of them to get within budget.
+        let mut need = s.memory_used - self.config.memory;
+        let mut candidates: Vec<ObjectKey> = Vec::new();
+        for k in s.lru.values() {
+            if let Some(Entry {
+                len,
+                place: Place::Memory(_),
+                ..
+            }) = s.entries.get(k)
+            {
+                candidates.push(k.clone());
+                need = need.saturating_sub(*len);
+                if need == 0 {
+                    break;
+                }
+            }
+        }
         for key in candidates {
             if s.memory_used <= self.config.memory {
                 break;

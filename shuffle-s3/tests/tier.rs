@@ -309,3 +309,63 @@ async fn bytes_that_are_not_durable_are_never_served() {
     assert!(matches!(tier.get(&ok).await, Err(Error::NotFound { .. })));
     s.manager.cleanup_app().await.expect("cleanup");
 }
+
+/// The disk fails after the tier started using it (its directory replaced by
+/// a file, as when a disk is pulled or remounted read-only): copies on disk
+/// and new moves fall through to S3, counted, and reads stay correct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_failing_mid_run_falls_through_to_s3() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = shuffle(
+        &server,
+        "tier-disk-fails",
+        &[
+            ("cache.memory", "20KiB".into()),
+            ("cache.dir", dir.path().display().to_string()),
+        ],
+    )
+    .await;
+    let tier = s.tier.clone().expect("tier");
+    let e = blocks(6);
+    let statuses = write(&s, &e).await;
+    let private = tier.spill_dir().expect("a private directory");
+    let on_disk = tier.usage().disk_bytes;
+    assert!(on_disk > 0, "{:?}", tier.usage());
+    std::fs::remove_dir_all(&private).expect("remove the private directory");
+    std::fs::write(&private, b"not a directory").expect("a file in its place");
+
+    // Copies on disk are gone: those reads fall through.
+    let gets = read_back(&server, &s, &statuses, &e).await;
+    let c = s.metrics.snapshot().cache;
+    assert!(gets >= 1 && c.fall_throughs >= gets, "{gets} GETs, {c:?}");
+
+    // New copies cannot move to disk either: dropped, counted, read from S3.
+    let before = c.fall_throughs;
+    s.manager
+        .register_shuffle(ShuffleHandle {
+            shuffle_id: 2,
+            num_maps: MAPS,
+            num_partitions: PARTS,
+        })
+        .await
+        .expect("register");
+    let mut more = Vec::new();
+    for m in 0..MAPS {
+        more.push(
+            write_map(&s.manager, 2, m, 0, PARTS, &e)
+                .await
+                .expect("commit"),
+        );
+    }
+    let c = s.metrics.snapshot().cache;
+    assert!(c.fall_throughs > before, "{c:?}");
+    server.reset_stats();
+    let got = read_range(&s.manager, 2, &more, 0..PARTS)
+        .await
+        .expect("read");
+    assert_eq!(got, e);
+    assert!(server.stats().count(S3Op::GetObject) >= 1);
+    s.manager.cleanup_app().await.expect("cleanup");
+    std::fs::remove_file(&private).expect("our stand-in file");
+}
