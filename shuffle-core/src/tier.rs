@@ -248,7 +248,7 @@ impl ShuffleStore for TieredStore {
 
 /// Streams to the inner sink and keeps a copy for the cache.
 struct TeeSink {
-    /// `None` once finished or aborted (so `Drop` knows).
+    /// `None` once finished or aborted.
     inner: Option<Box<dyn ObjectSink>>,
     key: ObjectKey,
     cache: Arc<Cache>,
