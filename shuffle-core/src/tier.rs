@@ -20,8 +20,8 @@
 //!   recomputes nothing: S3 holds everything the cache holds.
 //! - **Bounded.** `cache.memory` bounds resident copies and, separately,
 //!   copies still being written (a write stops copying when its copy would
-//!   not fit among the other in-flight ones), so the tier holds at most twice
-//!   `cache.memory` at once. It is a budget of its own, not drawn from the
+//!   not fit among the other in-flight ones), so the tier holds about twice
+//!   `cache.memory` at most (plus copies on their way to disk). It is a budget of its own, not drawn from the
 //!   [`MemoryPool`](crate::MemoryPool): the pool's consumers must spill when
 //!   refused, and an optional, evictable copy must never make an operator
 //!   spill. Resident copies over the budget move, least recently used
@@ -29,8 +29,12 @@
 //!   first use, removed when the store is dropped), within `cache.disk`;
 //!   what fits nowhere is simply not cached.
 //! - **Never fails the job.** A local I/O error (full disk, quota, a
-//!   missing or read-only `cache.dir`) drops the copy and counts a
-//!   fall-through; the write or read goes on against the inner store.
+//!   `cache.dir` that cannot be created or written) drops the copy and
+//!   counts a fall-through; the write or read goes on against the inner
+//!   store.
+//! - **What is cached.** Objects written with `create` (map outputs), kept
+//!   whole and contiguous so a ranged read is a slice. Small objects written
+//!   with `put` / `put_if_absent` (index, job marker) pass through.
 //! - **Deletes evict.** `put`, `delete` and `delete_prefix` drop cached
 //!   copies of the keys they touch, so a replaced or removed object is never
 //!   served from the cache.
