@@ -24,7 +24,8 @@
 //! - [`format`] specifies the bytes on storage; [`memory`] the budget;
 //!   [`spill`] where overflow goes; [`metrics`] and [`config`] what is
 //!   counted and configured; [`parse`] reads sizes, durations and booleans
-//!   for every crate.
+//!   for every crate; [`tier`] keeps local copies in front of a durable
+//!   store so same-process readers skip the network.
 //! - [`testing`] (feature `testing`) is the conformance suite every backend
 //!   runs: the suite is the specification.
 
@@ -42,6 +43,7 @@ pub mod parse;
 pub mod reader;
 pub mod spill;
 pub mod store;
+pub mod tier;
 pub mod writer;
 
 #[cfg(feature = "testing")]
@@ -62,4 +64,5 @@ pub use spill::{
     LocalSpillStore, ObjectSpillStore, SpillFile, SpillReader, SpillStore, SpillWriter,
 };
 pub use store::{ObjectKey, ObjectMeta, ObjectSink, PutOutcome, ShuffleStore};
+pub use tier::{TierConfig, TierUsage, TieredStore};
 pub use writer::{MapOutputWriter, PartitionWriter};

@@ -518,6 +518,13 @@ pub trait ShuffleManager: Send + Sync + Debug {
     async fn release_app(&self) -> Result<Vec<String>>;
     /// True when committed outputs outlive their writer's process.
     fn supports_reliable_storage(&self) -> bool;
+    /// Forgets any copy of these committed map outputs kept in this process
+    /// besides storage (a local tier's cache), so later reads come from
+    /// storage: called for the outputs of a lost executor, whose local
+    /// copies would be gone on a real cluster. Default: none are kept.
+    fn drop_local_copies(&self, maps: &[MapStatus]) {
+        let _ = maps;
+    }
     fn metrics(&self) -> &Arc<ShuffleMetrics>;
     fn memory_pool(&self) -> &Arc<MemoryPool>;
     fn spill_store(&self) -> &Arc<dyn SpillStore>;
@@ -926,6 +933,10 @@ impl ShuffleManager for StoreShuffleManager {
 
     fn supports_reliable_storage(&self) -> bool {
         self.inner.store.supports_reliable_storage()
+    }
+    fn drop_local_copies(&self, maps: &[MapStatus]) {
+        let keys: Vec<ObjectKey> = maps.iter().map(|m| m.location.clone()).collect();
+        self.inner.store.drop_local_copies(&keys);
     }
     fn metrics(&self) -> &Arc<ShuffleMetrics> {
         &self.inner.metrics

@@ -175,6 +175,15 @@ pub trait ShuffleStore: Send + Sync + Debug + 'static {
         false
     }
 
+    /// Forgets any copy of `keys` this process keeps besides the store (a
+    /// local tier's cached copies), so later reads come from the store
+    /// itself: the engine calls it with the map outputs of a lost executor,
+    /// whose local copies would be gone on a real cluster. Stores without
+    /// local copies keep the default no-op.
+    fn drop_local_copies(&self, keys: &[ObjectKey]) {
+        let _ = keys;
+    }
+
     /// Deletes every object whose path starts with `prefix`, across all
     /// shards; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64> {

@@ -898,6 +898,9 @@ impl ShuffleStore for ListCountingStore {
         self.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_prefix(prefix).await
     }
+    fn drop_local_copies(&self, keys: &[ObjectKey]) {
+        self.inner.drop_local_copies(keys)
+    }
 }
 
 /// Cleanup deletes the keys the manager knows it wrote, without listing:

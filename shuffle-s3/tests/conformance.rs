@@ -1,7 +1,9 @@
 //! shuffle-core's conformance suite against S3Store over the embedded S3
-//! server (real HTTP), three ways: plain; with spills to S3; and with 20%
-//! injected faults (503 SlowDown, 500, dropped connections, delays) that
-//! retries must hide completely.
+//! server (real HTTP): plain (through the local tier, `cache.enabled`'s
+//! default); with spills to S3; with 20% injected faults (503 SlowDown, 500,
+//! dropped connections, delays) that retries must hide completely; without
+//! the tier (bare S3Store); and with a tier so small that copies move to
+//! disk and get evicted all the time.
 
 use async_trait::async_trait;
 use shuffle_core::testing::Backend;
@@ -14,6 +16,8 @@ struct S3Backend {
     server: tokio::sync::OnceCell<EmbeddedS3>,
     faults: Option<FaultConfig>,
     spill_to_s3: bool,
+    /// `cache.*` settings over the defaults.
+    cache: &'static [(&'static str, &'static str)],
 }
 
 impl S3Backend {
@@ -22,13 +26,22 @@ impl S3Backend {
             server: tokio::sync::OnceCell::new(),
             faults,
             spill_to_s3,
+            cache: &[],
         }
+    }
+
+    fn with_cache(mut self, cache: &'static [(&'static str, &'static str)]) -> Self {
+        self.cache = cache;
+        self
     }
 }
 
 #[async_trait]
 impl Backend for S3Backend {
-    async fn manager(&self, config: ShuffleConfig) -> StoreShuffleManager {
+    async fn manager(&self, mut config: ShuffleConfig) -> StoreShuffleManager {
+        for (k, v) in self.cache {
+            config.set(k, v).expect("cache setting");
+        }
         let server = self
             .server
             .get_or_init(|| async {
@@ -73,4 +86,15 @@ mod faults {
         true,
         Some(shuffle_s3::FaultConfig::mixed(0.2, 20240601))
     ));
+}
+
+mod no_cache {
+    shuffle_core::conformance_tests!(
+        super::S3Backend::new(false, None).with_cache(&[("cache.enabled", "false")])
+    );
+}
+
+mod tiny_cache {
+    shuffle_core::conformance_tests!(super::S3Backend::new(false, None)
+        .with_cache(&[("cache.memory", "16KiB"), ("cache.disk", "48KiB"),]));
 }

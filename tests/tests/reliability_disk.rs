@@ -9,7 +9,11 @@
 //!   leaves no file under the directory and the quota is free again;
 //! - with the same settings (same quota'd local directory) but shuffle and
 //!   spill on S3 (embedded server), completes with the golden answer and
-//!   writes nothing to the local directory.
+//!   writes nothing to the local directory;
+//! - with shuffle on S3 behind the local tier whose directory is unusable
+//!   (`cache.dir` under a regular file, so every copy moved to disk fails
+//!   like a full disk), completes with the golden answer, counting the
+//!   fall-throughs and reading those outputs from S3.
 
 mod reliability_support;
 
@@ -247,4 +251,47 @@ async fn full_local_disk_is_avoided_with_s3_shuffle_and_spill() {
     m.cleanup_app().await.expect("cleanup");
     assert!(list(&m, &m.layout().app_prefix()).await.is_empty());
     assert!(list(&m, &format!("spill/{}/", m.app_id())).await.is_empty());
+}
+
+/// Shuffle on S3 behind the local tier, whose disk is unusable: copies over
+/// `cache.memory` cannot move to disk, fall through (counted), and are read
+/// from S3; the job never sees an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cache_disk_falls_through_to_s3() {
+    let data = tokio::task::spawn_blocking(data_dir)
+        .await
+        .expect("data generation");
+    let s3 = server().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("file");
+    let mut config = shuffle_config("disk-full-cache", &tmp.path().join("shuffle-dir"));
+    config.cache_memory = 64 << 10;
+    config.cache_dir = blocker.join("cache");
+    let built = S3ShuffleBuilder::new(config)
+        .s3_config(s3.config("disk-full-cache").expect("s3 config"))
+        .spill_to_s3(true)
+        .build()
+        .await
+        .expect("s3 manager");
+    let m = built.manager;
+    let tier = built.tier.expect("cache.enabled defaults to true");
+    let session = Session::new(
+        engine_config(Some(MEMORY)),
+        Arc::new(m.clone()) as Arc<dyn ShuffleManager>,
+    );
+    let (csv, summary) = run_q80(&session, &data)
+        .await
+        .unwrap_or_else(|e| panic!("q80 on S3 with an unusable cache disk failed: {e}"));
+    assert_golden(&csv, "S3 shuffle, unusable cache directory");
+    let cache = m.metrics().snapshot().cache;
+    assert!(
+        cache.fall_throughs > 0 && cache.misses > 0,
+        "copies should have fallen through to S3: {cache:?}; {}",
+        summary.to_json()
+    );
+    assert!(tier.spill_dir().is_none());
+    assert!(tier.usage().memory_bytes <= 64 << 10, "{:?}", tier.usage());
+    m.cleanup_app().await.expect("cleanup");
+    assert!(list(&m, &m.layout().app_prefix()).await.is_empty());
 }

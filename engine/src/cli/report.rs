@@ -408,6 +408,18 @@ impl RunReport {
             );
             let _ = writeln!(o, "   s3 cost     {}", self.request_cost().describe());
         }
+        let c = &self.metrics.cache;
+        if c.hits + c.misses + c.fall_throughs > 0 {
+            let _ = writeln!(
+                o,
+                "   local cache {} hits ({} served without a request), {} misses, {} evicted, {} fall-throughs",
+                c.hits,
+                human_bytes(c.bytes_served),
+                c.misses,
+                human_bytes(c.bytes_evicted),
+                c.fall_throughs
+            );
+        }
         let pool = self
             .job
             .as_ref()
@@ -552,6 +564,12 @@ impl RunReport {
         }
         rq.num("total", self.s3_requests());
         w.raw("s3_requests", &rq.end());
+
+        let mut lc = Json::new();
+        for (k, v) in self.metrics.cache.fields() {
+            lc.num(k, v);
+        }
+        w.raw("local_cache", &lc.end());
 
         let cost = self.request_cost();
         let mut cj = Json::new();
