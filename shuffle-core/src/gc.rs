@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::job::{now_unix_secs, JobMarker};
-use crate::manager::{Layout, ObjectKind, SPILL_DIR};
+use crate::layout::{Layout, ObjectKind, SPILL_DIR};
 use crate::store::{ObjectKey, ObjectMeta, ShuffleStore};
 use crate::Result;
 

@@ -24,8 +24,9 @@ use bytes::Bytes;
 
 use crate::format::frame::encode_frame;
 use crate::format::{Codec, IndexFile};
-use crate::manager::{KeyLog, Layout, MapStatus};
+use crate::layout::Layout;
 use crate::metrics::{add, ShuffleMetrics};
+use crate::status::{KeyLog, MapStatus};
 use crate::store::{ObjectSink, PutOutcome, ShuffleStore};
 use crate::{Error, Result};
 
@@ -259,7 +260,11 @@ impl MapOutputWriter {
                 add(&m.raw_bytes_written, self.raw_bytes);
                 add(&m.records_written, self.records.iter().sum());
                 add(&m.maps_committed, 1);
-                Ok(MapStatus::from_index(&index, self.raw_bytes, &self.layout))
+                Ok(MapStatus::from_index(
+                    &index,
+                    self.raw_bytes,
+                    data_key.clone(),
+                ))
             }
             Ok(PutOutcome::AlreadyExists) => {
                 // Another attempt won: drop ours, report theirs.
@@ -270,7 +275,12 @@ impl MapOutputWriter {
                 }
                 let bytes = self.store.get(&index_key).await?;
                 let winner = IndexFile::decode(&bytes, &self.store.describe(&index_key))?;
-                Ok(MapStatus::from_index(&winner, 0, &self.layout))
+                Ok(MapStatus::from_index(
+                    &winner,
+                    0,
+                    self.layout
+                        .data_key(winner.shuffle_id, winner.map_id, winner.attempt),
+                ))
             }
             Err(e) => {
                 self.finished = false;
