@@ -442,6 +442,8 @@ mod tests {
             0,
             4,
             Default::default(),
+            Default::default(),
+            false,
         );
         let spill: Arc<dyn SpillStore> = Arc::new(LocalSpillStore::new(vec![dir.into()]));
         let mut buf = MapOutputBuffer::new(

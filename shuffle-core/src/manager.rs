@@ -9,10 +9,44 @@
 //!   remove_shuffle(id)   ──▶  every object of the shuffle deleted
 //! ```
 //!
+//! # Committing: one write, first attempt wins
+//! A map output is one data object with its index as a footer
+//! ([`crate::format`]); publishing it is the commit, so a map task commits
+//! with a single write, and an all-empty output writes nothing (its status,
+//! all lengths 0, is the whole commit). Who wins between attempts of one
+//! map depends on the store:
+//!
+//! - **Conditional create** ([`ShuffleStore::supports_conditional_create`],
+//!   local disk and S3 with `s3.conditional_writes`): the key has no
+//!   attempt (`map-<m>.data`) and is published with `create_if_absent`, so
+//!   storage picks the winner across processes. A loser's bytes never
+//!   become visible; it reads the winner's footer (one suffix read) and
+//!   returns the winner's [`MapStatus`]. A retried conditional PUT whose
+//!   first response was lost sees its own object and reads it back the
+//!   same way.
+//! - **Otherwise** (a store that ignores `If-None-Match`): every attempt
+//!   writes its own key (`map-<m>-<a>.data`, never overwritten) and the
+//!   manager arbitrates in-process: the first commit recorded for
+//!   (shuffle, map) wins; a later attempt deletes its object and returns
+//!   the winner's status. Across processes the driver's map-output tracker
+//!   arbitrates (it keeps the first status it is given); the objects of
+//!   other losers are removed with the shuffle.
+//!
+//! In both modes the manager keeps the first status per map it saw (cheap),
+//! so a later attempt in the same process loses without a request and
+//! [`ShuffleManager::committed_map_status`] answers for maps committed here
+//! without one. For other maps it reads storage: with conditional create
+//! one suffix read of `map-<m>.data`; otherwise one LIST of
+//! `shuffle-<s>/map-<m>-` (across the store's shards: this is the recovery
+//! path only, never the normal one) and the footer of the lowest attempt
+//! whose footer is valid. An all-empty output is not on storage: for a
+//! process that did not commit it, `committed_map_status` says `NotFound`
+//! and the caller recomputes it, which is cheap since it has no rows.
+//!
 //! # Cleanup without listing
 //! A [`StoreShuffleManager`] records every key it may write *before* it
-//! writes it (a [`KeyLog`]: the data object of each attempt, the index of
-//! each map), so the set it knows is a superset of what it wrote, whatever
+//! writes it (a [`KeyLog`]: the data object of each attempt or
+//! map), so the set it knows is a superset of what it wrote, whatever
 //! failed or was cancelled half-way. [`ShuffleManager::remove_shuffles`] and
 //! [`ShuffleManager::cleanup_app`] delete exactly those keys with the store's
 //! batched `delete` (one S3 DeleteObjects per bucket and 1,000 keys) and never
@@ -23,19 +57,7 @@
 //! without a manager.
 //!
 //! # Object layout
-//! Relative to a store's root (a local directory, or `s3://bucket/prefix/<shard>`):
-//!
-//! ```text
-//! <app_id>/shuffle-<shuffle_id>/map-<map_id>-<attempt>.data   frames of every partition
-//! <app_id>/shuffle-<shuffle_id>/map-<map_id>.index            index; written last, once
-//! ```
-//!
-//! Attempt ids in data keys mean two attempts never write the same object.
-//! The index key has no attempt: it is created with `put_if_absent` and so
-//! records the winning attempt. Stores that ignore conditional writes may let
-//! a later attempt replace the index; readers that hold a [`MapStatus`] read
-//! the data object it names directly and are unaffected, and the engine's
-//! map-output tracker keeps the first status it was given.
+//! See [`crate::layout`].
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -46,7 +68,7 @@ use async_trait::async_trait;
 
 use crate::buffer::MapOutputBuffer;
 use crate::config::ShuffleConfig;
-use crate::format::{Codec, IndexFile};
+use crate::format::Codec;
 use crate::job::{Heartbeat, JobMarker};
 use crate::memory::MemoryPool;
 use crate::metrics::ShuffleMetrics;
@@ -58,6 +80,7 @@ use crate::{Error, Result};
 
 // The types engines reach through `manager::` (they live in their own modules).
 pub use crate::layout::{Layout, ObjectKind, ShovelObject, JOB_MARKER, PROBE_OBJECT, SPILL_DIR};
+use crate::status::{read_footer, Winners};
 pub use crate::status::{KeyLog, MapStatus, ShuffleHandle};
 
 /// The shuffle contract (Spark's `ShuffleDataIO`, engine-agnostic: bytes in, bytes out).
@@ -194,6 +217,11 @@ struct Inner {
     statuses: moka::future::Cache<(u32, u32), MapStatus>,
     /// Every key a writer of this manager may have written.
     written: Arc<KeyLog>,
+    /// The first commit per map seen by this process (see the module docs).
+    winners: Arc<Winners>,
+    /// Whether the store decides winners (`create_if_absent`), fixed when
+    /// the manager is built so keys never mix within a job.
+    conditional: bool,
     /// The job marker and its refresh task, once `start_app` ran.
     job: tokio::sync::Mutex<Option<Heartbeat>>,
 }
@@ -236,6 +264,7 @@ impl StoreShuffleManagerBuilder {
                     .collect(),
             ))
         });
+        let conditional = self.store.supports_conditional_create();
         StoreShuffleManager {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -251,6 +280,8 @@ impl StoreShuffleManagerBuilder {
                     .support_invalidation_closures()
                     .build(),
                 written: Arc::new(KeyLog::default()),
+                winners: Arc::new(Winners::default()),
+                conditional,
                 job: tokio::sync::Mutex::new(None),
                 config,
             }),
@@ -414,6 +445,8 @@ impl ShuffleManager for StoreShuffleManager {
             attempt,
             h.num_partitions,
             Arc::clone(&self.inner.written),
+            Arc::clone(&self.inner.winners),
+            self.inner.conditional,
         ))
     }
 
@@ -439,22 +472,30 @@ impl ShuffleManager for StoreShuffleManager {
     }
 
     async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus> {
+        if let Some(status) = self.inner.winners.get(shuffle_id, map_id) {
+            return Ok(status);
+        }
         let inner = Arc::clone(&self.inner);
+        let partitions = self.handle(shuffle_id).ok().map(|h| h.num_partitions);
         self.inner
             .statuses
             .try_get_with((shuffle_id, map_id), async move {
-                let key = inner.layout.index_key(shuffle_id, map_id);
-                let name = inner.store.describe(&key);
-                let bytes = inner.store.get(&key).await?;
-                let index = IndexFile::decode(&bytes, &name)?;
-                if index.shuffle_id != shuffle_id || index.map_id != map_id {
-                    return Err(Error::corrupt(name, "index names another map output"));
+                let status = if inner.conditional {
+                    let key = inner.layout.map_key(shuffle_id, map_id);
+                    read_footer(&*inner.store, &key, partitions).await?
+                } else {
+                    inner.status_from_attempts(shuffle_id, map_id, partitions).await?
+                };
+                if status.shuffle_id != shuffle_id || status.map_id != map_id {
+                    return Err(Error::corrupt(
+                        inner.store.describe(&status.location),
+                        format!(
+                            "its footer names shuffle {} map {}, not shuffle {shuffle_id} map {map_id}",
+                            status.shuffle_id, status.map_id
+                        ),
+                    ));
                 }
-                Ok::<_, Error>(MapStatus::from_index(
-                    &index,
-                    0,
-                    inner.layout.data_key(shuffle_id, map_id, index.attempt),
-                ))
+                Ok::<_, Error>(status)
             })
             .await
             .map_err(|e: Arc<Error>| clone_error(&e))
@@ -468,23 +509,28 @@ impl ShuffleManager for StoreShuffleManager {
     ) -> Result<()> {
         let inner = &self.inner;
         inner.statuses.invalidate(&(shuffle_id, map_id)).await;
-        let index_key = inner.layout.index_key(shuffle_id, map_id);
-        let names_attempt = match inner.store.get(&index_key).await {
-            Ok(bytes) => match IndexFile::decode(&bytes, &inner.store.describe(&index_key)) {
-                Ok(index) => Some(index.attempt == attempt),
-                Err(_) => Some(true), // unreadable: it cannot stand
-            },
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
+        let known = inner.winners.get(shuffle_id, map_id);
+        inner.winners.forget(shuffle_id, map_id, Some(attempt));
+        let key = if inner.conditional {
+            let key = inner.layout.map_key(shuffle_id, map_id);
+            // Delete the object only if it is `attempt`'s (or unreadable).
+            let names_attempt = match known {
+                Some(w) => w.attempt == attempt,
+                None => match read_footer(&*inner.store, &key, None).await {
+                    Ok(status) => status.attempt == attempt,
+                    Err(Error::NotFound { .. }) => false,
+                    Err(e) if e.is_data_loss() => true, // unreadable: it cannot stand
+                    Err(e) => return Err(e),
+                },
+            };
+            names_attempt.then_some(key)
+        } else {
+            // The key is the attempt's own: nobody else's output is there.
+            Some(inner.layout.data_key(shuffle_id, map_id, attempt))
         };
-        if names_attempt == Some(true) {
-            inner.store.delete(std::slice::from_ref(&index_key)).await?;
-            inner.written.forget(shuffle_id, &index_key);
-        }
-        if names_attempt != Some(false) {
-            let data = inner.layout.data_key(shuffle_id, map_id, attempt);
-            inner.store.delete(std::slice::from_ref(&data)).await?;
-            inner.written.forget(shuffle_id, &data);
+        if let Some(key) = key {
+            inner.store.delete(std::slice::from_ref(&key)).await?;
+            inner.written.forget(shuffle_id, &key);
         }
         tracing::info!(
             shuffle_id,
@@ -509,6 +555,7 @@ impl ShuffleManager for StoreShuffleManager {
                 s.remove(id);
             }
         }
+        self.inner.winners.forget_shuffles(Some(shuffle_ids));
         let ids: Vec<u32> = shuffle_ids.to_vec();
         self.inner
             .statuses
@@ -545,6 +592,7 @@ impl ShuffleManager for StoreShuffleManager {
     async fn cleanup_app(&self) -> Result<u64> {
         self.stop_job_marker().await?;
         self.inner.statuses.invalidate_all();
+        self.inner.winners.forget_shuffles(None);
         let shuffle = self.delete_known(None).await?;
         let spills = self.inner.spill.cleanup().await?;
         Ok(shuffle + spills)
@@ -570,6 +618,49 @@ impl ShuffleManager for StoreShuffleManager {
     }
     fn codec(&self) -> Codec {
         self.inner.config.codec
+    }
+}
+
+impl Inner {
+    /// The status of a map whose attempts have keys of their own: the
+    /// lowest attempt with a valid footer (the recovery path; one LIST).
+    async fn status_from_attempts(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        partitions: Option<u32>,
+    ) -> Result<MapStatus> {
+        let prefix = self.layout.attempts_prefix(shuffle_id, map_id);
+        let mut attempts: Vec<(u32, ObjectKey)> = self
+            .store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| match Layout::parse(&o.key.path)?.kind {
+                ObjectKind::Data {
+                    shuffle_id: s,
+                    map_id: m,
+                    attempt,
+                } if s == shuffle_id && m == map_id => {
+                    Some((attempt, self.layout.data_key(shuffle_id, map_id, attempt)))
+                }
+                _ => None,
+            })
+            .collect();
+        attempts.sort();
+        let mut first_err = None;
+        for (_, key) in attempts {
+            match read_footer(&*self.store, &key, partitions).await {
+                Ok(status) => return Ok(status),
+                Err(e) if e.is_data_loss() => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_err.unwrap_or_else(|| Error::NotFound {
+            object: self.store.describe_prefix(&prefix).join(", "),
+        }))
     }
 }
 

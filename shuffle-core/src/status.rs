@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use crate::format::IndexFile;
-use crate::store::ObjectKey;
+use crate::format::footer::index_len;
+use crate::format::{decode_footer, footer_len, IndexFile, TRAILER_LEN};
+use crate::store::{ObjectKey, ShuffleStore};
+use crate::{Error, Result};
 
 /// A registered shuffle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,4 +140,111 @@ impl KeyLog {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The first commit of each map this process saw: the in-process half of
+/// first-attempt-wins (see `manager`). Kept in both commit modes: it is
+/// the only arbiter within a process on stores without conditional
+/// create, and it lets `committed_map_status` answer without a request for
+/// maps committed here.
+#[derive(Debug, Default)]
+pub(crate) struct Winners {
+    map: Mutex<HashMap<(u32, u32), MapStatus>>,
+}
+
+impl Winners {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u32), MapStatus>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self, shuffle_id: u32, map_id: u32) -> Option<MapStatus> {
+        self.lock().get(&(shuffle_id, map_id)).cloned()
+    }
+
+    /// Records `status` unless a winner is recorded: `Ok` with `status`
+    /// when it is the first, `Err` with the earlier winner otherwise.
+    pub(crate) fn claim(&self, status: MapStatus) -> Result<MapStatus, MapStatus> {
+        let mut g = self.lock();
+        match g.get(&(status.shuffle_id, status.map_id)) {
+            Some(w) => Err(w.clone()),
+            None => {
+                g.insert((status.shuffle_id, status.map_id), status.clone());
+                Ok(status)
+            }
+        }
+    }
+
+    /// Records `status` as the winner, whatever was recorded (storage
+    /// decided, see `manager`).
+    pub(crate) fn set(&self, status: MapStatus) {
+        self.lock()
+            .insert((status.shuffle_id, status.map_id), status);
+    }
+
+    /// Forgets the winner of a map if it is `attempt` (any attempt with
+    /// `None`); returns the winner that was forgotten.
+    pub(crate) fn forget(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: Option<u32>,
+    ) -> Option<MapStatus> {
+        let mut g = self.lock();
+        match g.get(&(shuffle_id, map_id)) {
+            Some(w) if attempt.is_none_or(|a| a == w.attempt) => g.remove(&(shuffle_id, map_id)),
+            _ => None,
+        }
+    }
+
+    /// Forgets every winner of the given shuffles (all with `None`).
+    pub(crate) fn forget_shuffles(&self, shuffle_ids: Option<&[u32]>) {
+        let mut g = self.lock();
+        match shuffle_ids {
+            Some(ids) => g.retain(|(s, _), _| !ids.contains(s)),
+            None => g.clear(),
+        }
+    }
+}
+
+/// Reads the status of the data object at `location` from its footer
+/// (see [`crate::format::footer`]): one suffix read when `num_partitions`
+/// is right, a second one only when the footer is of another size. The
+/// status's `raw_bytes` is 0 (not stored).
+pub(crate) async fn read_footer(
+    store: &dyn ShuffleStore,
+    location: &ObjectKey,
+    num_partitions: Option<u32>,
+) -> Result<MapStatus> {
+    let name = store.describe(location);
+    let guess = num_partitions.map_or(TRAILER_LEN, |n| footer_len(n as usize));
+    let tail = store.get_suffix(location, guess as u64).await?;
+    let index = match decode_footer(&tail, &name)? {
+        Some(index) => index,
+        None => {
+            let need = index_len(&tail, &name)? + TRAILER_LEN;
+            let tail = store.get_suffix(location, need as u64).await?;
+            decode_footer(&tail, &name)?.ok_or_else(|| {
+                Error::corrupt(
+                    &name,
+                    format!(
+                        "the footer names a {} byte index but the object is {} bytes (truncated?)",
+                        need - TRAILER_LEN,
+                        tail.len()
+                    ),
+                )
+            })?
+        }
+    };
+    if let Some(n) = num_partitions {
+        if index.num_partitions() != n as usize {
+            return Err(Error::corrupt(
+                &name,
+                format!(
+                    "the footer lists {} partitions, the shuffle has {n}",
+                    index.num_partitions()
+                ),
+            ));
+        }
+    }
+    Ok(MapStatus::from_index(&index, 0, location.clone()))
 }

@@ -672,7 +672,9 @@ impl EmbeddedS3 {
     /// CompleteMultipartUpload then replaces an existing object instead of
     /// getting 412 PreconditionFailed.
     pub fn set_ignore_if_none_match(&self, on: bool) {
-        self.faults.ignore_if_none_match.store(on, Ordering::Relaxed);
+        self.faults
+            .ignore_if_none_match
+            .store(on, Ordering::Relaxed);
     }
 
     /// Adds `latency` before every request is handled (0 = none, the
