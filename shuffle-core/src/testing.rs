@@ -958,6 +958,16 @@ fn counting_manager(
     (mgr, counting)
 }
 
+/// The commit modes a backend's store can run: both when it has
+/// conditional create, else only without.
+fn modes(base: &StoreShuffleManager) -> Vec<bool> {
+    if base.store().supports_conditional_create() {
+        vec![true, false]
+    } else {
+        vec![false]
+    }
+}
+
 /// A second manager of the same app over the same store (another process
 /// that has only the ids).
 fn same_app(mgr: &StoreShuffleManager) -> StoreShuffleManager {
@@ -968,7 +978,7 @@ fn same_app(mgr: &StoreShuffleManager) -> StoreShuffleManager {
 /// all-empty one, in both commit modes; no LIST on the way.
 pub async fn one_write_per_map_output(b: &dyn Backend) {
     let base = b.manager(fresh_config("one-write")).await;
-    for conditional in [true, false] {
+    for conditional in modes(&base) {
         let (mgr, counting) = counting_manager(&base, conditional);
         let shuffle = 50 + u32::from(conditional);
         let (maps, parts) = (6, 5);
@@ -1000,7 +1010,7 @@ pub async fn one_write_per_map_output(b: &dyn Backend) {
 /// knows its status, another gets `NotFound` (it recomputes, which is cheap).
 pub async fn all_empty_output_writes_nothing(b: &dyn Backend) {
     let base = b.manager(fresh_config("empty-nothing")).await;
-    for conditional in [true, false] {
+    for conditional in modes(&base) {
         let (mgr, counting) = counting_manager(&base, conditional);
         let shuffle = 52 + u32::from(conditional);
         setup(&mgr, shuffle, 1, 3).await;
@@ -1039,7 +1049,7 @@ pub async fn all_empty_output_writes_nothing(b: &dyn Backend) {
 /// object is left; with conditional create, also across managers (processes).
 pub async fn racing_attempts(b: &dyn Backend) {
     let base = b.manager(fresh_config("race")).await;
-    for conditional in [true, false] {
+    for conditional in modes(&base) {
         let (mgr, _) = counting_manager(&base, conditional);
         let shuffle = 54 + u32::from(conditional);
         let parts = 3;
