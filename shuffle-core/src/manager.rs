@@ -129,12 +129,16 @@ pub trait ShuffleManager: Send + Sync + Debug {
         maps: Vec<MapStatus>,
         partitions: Range<u32>,
     ) -> Result<ShuffleReader>;
-    /// The committed status of a map, from storage (for a process that has
-    /// only the ids); cached.
+    /// The committed status of a map: the one committed in this process,
+    /// else from storage (the footer; see the module docs), cached. An
+    /// all-empty output is not on storage: another process gets
+    /// [`Error::NotFound`] and recomputes it.
     async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus>;
     /// Forgets a committed map output found lost or corrupt, so that a
-    /// re-run of its map task can commit in its place: deletes the index if
-    /// it still names `attempt` (or cannot be read), and that attempt's data.
+    /// re-run of its map task can commit in its place: deletes the data
+    /// object if it is `attempt`'s (with conditional create: if its footer
+    /// names `attempt` or cannot be read; otherwise the attempt's own key),
+    /// and forgets the in-process winner if it is `attempt`.
     async fn invalidate_map_output(&self, shuffle_id: u32, map_id: u32, attempt: u32)
         -> Result<()>;
     /// Deletes every object of a shuffle (see the Contract: known keys, no

@@ -251,7 +251,7 @@ impl MapOutputWriter {
         let key = self.key();
         // A map this process already committed keeps its winner: no request.
         if let Some(winner) = self.winners.get(self.shuffle_id, self.map_id) {
-            return Ok(self.lost_to(winner, &key).await);
+            return Ok(self.lost_to(winner, &key, false).await);
         }
         let total: u64 = self.lengths.iter().sum();
         let index = IndexFile::from_lengths(
@@ -271,7 +271,7 @@ impl MapOutputWriter {
                     self.count_commit(0);
                     Ok(status)
                 }
-                Err(winner) => Ok(self.lost_to(winner, &key).await),
+                Err(winner) => Ok(self.lost_to(winner, &key, false).await),
             };
         }
         self.out.extend_from_slice(&encode_footer(&index));
@@ -298,7 +298,7 @@ impl MapOutputWriter {
                     self.winners.set(status.clone());
                 } else if let Err(winner) = self.winners.claim(status.clone()) {
                     // Another attempt of this process committed meanwhile.
-                    return Ok(self.lost_to(winner, &key).await);
+                    return Ok(self.lost_to(winner, &key, true).await);
                 }
                 self.count_commit(total);
                 Ok(status)
@@ -325,12 +325,17 @@ impl MapOutputWriter {
     }
 
     /// Gives up this attempt for `winner`: discards what it wrote (its
-    /// own object, when attempt ids are in keys) and reports the winner.
-    async fn lost_to(&mut self, winner: MapStatus, key: &ObjectKey) -> MapStatus {
+    /// own object when `published`, which only happens with attempt ids in
+    /// keys) and reports the winner.
+    async fn lost_to(&mut self, winner: MapStatus, key: &ObjectKey, published: bool) -> MapStatus {
         add(&self.metrics.shuffle.commit_conflicts, 1);
         self.finished = true;
         self.discard().await;
-        if !self.conditional && winner.location != *key {
+        if !published && !self.conditional {
+            // Nothing of ours became visible.
+            self.written.forget(self.shuffle_id, key);
+        }
+        if published && winner.location != *key {
             match self.store.delete(std::slice::from_ref(key)).await {
                 Ok(()) => self.written.forget(self.shuffle_id, key),
                 Err(e) => tracing::warn!(
