@@ -163,10 +163,10 @@ impl Winners {
 
     /// Records `status` unless a winner is recorded: `Ok` with `status`
     /// when it is the first, `Err` with the earlier winner otherwise.
-    pub(crate) fn claim(&self, status: MapStatus) -> Result<MapStatus, MapStatus> {
+    pub(crate) fn claim(&self, status: MapStatus) -> Result<MapStatus, Box<MapStatus>> {
         let mut g = self.lock();
         match g.get(&(status.shuffle_id, status.map_id)) {
-            Some(w) => Err(w.clone()),
+            Some(w) => Err(Box::new(w.clone())),
             None => {
                 g.insert((status.shuffle_id, status.map_id), status.clone());
                 Ok(status)

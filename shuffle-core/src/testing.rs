@@ -1097,7 +1097,7 @@ pub async fn racing_attempts(b: &dyn Backend) {
                 "conditional={conditional}: every attempt reports one winner"
             );
         }
-        let got = read_range(&mgr, shuffle, &[winner.clone()], 0..parts)
+        let got = read_range(&mgr, shuffle, std::slice::from_ref(&winner), 0..parts)
             .await
             .expect("read");
         let want = format!("rows of attempt {}", winner.attempt);

@@ -271,7 +271,7 @@ impl MapOutputWriter {
                     self.count_commit(0);
                     Ok(status)
                 }
-                Err(winner) => Ok(self.lost_to(winner, &key, false).await),
+                Err(winner) => Ok(self.lost_to(*winner, &key, false).await),
             };
         }
         self.out.extend_from_slice(&encode_footer(&index));
@@ -298,7 +298,7 @@ impl MapOutputWriter {
                     self.winners.set(status.clone());
                 } else if let Err(winner) = self.winners.claim(status.clone()) {
                     // Another attempt of this process committed meanwhile.
-                    return Ok(self.lost_to(winner, &key, true).await);
+                    return Ok(self.lost_to(*winner, &key, true).await);
                 }
                 self.count_commit(total);
                 Ok(status)
