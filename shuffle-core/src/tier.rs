@@ -184,6 +184,23 @@ impl ShuffleStore for TieredStore {
         }))
     }
 
+    fn supports_conditional_create(&self) -> bool {
+        self.inner.supports_conditional_create()
+    }
+
+    async fn create_if_absent(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
+        // The one-write commit of a map output on stores with conditional
+        // writes: cached like `create`, kept only if this attempt won.
+        let inner = self.inner.create_if_absent(key).await?;
+        Ok(Box::new(TeeSink {
+            inner: Some(inner),
+            key: key.clone(),
+            cache: Arc::clone(&self.cache),
+            copy: Some(Vec::new()),
+            reserved: 0,
+        }))
+    }
+
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
         let keys = std::slice::from_ref(key);
         self.cache.evict_keys(keys);
@@ -212,6 +229,14 @@ impl ShuffleStore for TieredStore {
             return Ok(b);
         }
         self.inner.get_range(key, range).await
+    }
+
+    async fn get_suffix(&self, key: &ObjectKey, len: u64) -> Result<Bytes> {
+        let total = self.cache.len_of(key);
+        if let Some(b) = self.cache.read(key, Some(total.saturating_sub(len)..total)).await {
+            return Ok(b);
+        }
+        self.inner.get_suffix(key, len).await
     }
 
     async fn delete(&self, keys: &[ObjectKey]) -> Result<()> {
@@ -317,6 +342,9 @@ impl ObjectSink for TeeSink {
                 self.drop_copy();
                 self.cache.insert(self.key.clone(), all.freeze()).await;
             }
+            // A conditional write another attempt won: the winner's object
+            // (and any copy of it held here) is untouched.
+            (Err(crate::Error::AlreadyExists { .. }), _) => self.drop_copy(),
             // Durable but not kept, or not durable (a failed finish may or
             // may not have published): whatever the tier held is stale.
             _ => {
@@ -487,6 +515,11 @@ impl Cache {
                 .collect()
         };
         remove_files(files);
+    }
+
+    /// The length of the cached copy of `key` (0 when there is none).
+    fn len_of(&self, key: &ObjectKey) -> u64 {
+        self.lock().entries.get(key).map_or(0, |e| e.len)
     }
 
     /// Serves `range` (all with `None`) of a cached copy, or `None` (a miss).

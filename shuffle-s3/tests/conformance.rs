@@ -2,8 +2,9 @@
 //! server (real HTTP): plain (through the local tier, `cache.enabled`'s
 //! default); with spills to S3; with 20% injected faults (503 SlowDown, 500,
 //! dropped connections, delays) that retries must hide completely; without
-//! the tier (bare S3Store); and with a tier so small that copies move to
-//! disk and get evicted all the time.
+//! the tier (bare S3Store); with a tier so small that copies move to disk
+//! and get evicted all the time; and on a server that ignores
+//! `If-None-Match`, which the start-up probe must detect.
 
 use async_trait::async_trait;
 use shuffle_core::testing::Backend;
@@ -18,6 +19,8 @@ struct S3Backend {
     spill_to_s3: bool,
     /// `cache.*` settings over the defaults.
     cache: &'static [(&'static str, &'static str)],
+    /// The server ignores `If-None-Match`; the probe must notice.
+    ignore_if_none_match: bool,
 }
 
 impl S3Backend {
@@ -27,6 +30,14 @@ impl S3Backend {
             faults,
             spill_to_s3,
             cache: &[],
+            ignore_if_none_match: false,
+        }
+    }
+
+    fn ignoring_if_none_match() -> Self {
+        Self {
+            ignore_if_none_match: true,
+            ..Self::new(false, None)
         }
     }
 
@@ -49,6 +60,7 @@ impl Backend for S3Backend {
                 if let Some(f) = &self.faults {
                     s.set_faults(f.clone());
                 }
+                s.set_ignore_if_none_match(self.ignore_if_none_match);
                 s
             })
             .await;
@@ -63,13 +75,18 @@ impl Backend for S3Backend {
             })
             .build()
             .expect("config");
-        S3ShuffleBuilder::new(config)
+        let shuffle = S3ShuffleBuilder::new(config)
             .s3_config(s3)
             .spill_to_s3(self.spill_to_s3)
             .build()
             .await
-            .expect("manager")
-            .manager
+            .expect("manager");
+        assert_eq!(
+            shuffle.store.conditional_writes(),
+            !self.ignore_if_none_match,
+            "the probe must find out whether the store honours If-None-Match"
+        );
+        shuffle.manager
     }
 }
 
@@ -97,4 +114,10 @@ mod no_cache {
 mod tiny_cache {
     shuffle_core::conformance_tests!(super::S3Backend::new(false, None)
         .with_cache(&[("cache.memory", "16KiB"), ("cache.disk", "48KiB"),]));
+}
+
+/// A store that ignores `If-None-Match`: the probe switches to attempt ids
+/// in keys, and every promise still holds.
+mod ignores_if_none_match {
+    shuffle_core::conformance_tests!(super::S3Backend::ignoring_if_none_match());
 }

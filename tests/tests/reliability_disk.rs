@@ -24,6 +24,7 @@ use engine::scheduler::StageEvent;
 use engine::{EngineError, Session};
 use futures::StreamExt;
 use reliability_support::*;
+use shuffle_core::format::footer_len;
 use shuffle_core::{MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, StoreShuffleManager};
 use shuffle_s3::S3ShuffleBuilder;
 
@@ -65,20 +66,18 @@ async fn read_all(m: &StoreShuffleManager, shuffle_id: u32, statuses: &[MapStatu
 /// stages that completed.
 fn check_committed_outputs(session: &Session, m: &StoreShuffleManager) -> Arc<Mutex<usize>> {
     let stages = Arc::new(Mutex::new(0usize));
-    // (data file, index file, stored bytes) of every committed map output.
-    let committed: Arc<Mutex<Vec<(PathBuf, PathBuf, u64)>>> = Arc::default();
+    // (data file, stored bytes with the footer) of every committed map output.
+    let committed: Arc<Mutex<Vec<(PathBuf, u64)>>> = Arc::default();
     let (n, m) = (Arc::clone(&stages), m.clone());
     session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
         let mut committed = committed.lock().unwrap_or_else(|p| p.into_inner());
         for st in ev.statuses.iter().filter(|s| s.total_bytes() > 0) {
-            let index = m.layout().index_key(st.shuffle_id, st.map_id);
             committed.push((
                 PathBuf::from(m.store().describe(&st.location)),
-                PathBuf::from(m.store().describe(&index)),
-                st.total_bytes(),
+                st.total_bytes() + footer_len(st.lengths.len()) as u64,
             ));
         }
-        for (data, index, bytes) in committed.iter() {
+        for (data, bytes) in committed.iter() {
             let len = std::fs::metadata(data).map_or(0, |md| md.len());
             assert_eq!(
                 len,
@@ -86,7 +85,6 @@ fn check_committed_outputs(session: &Session, m: &StoreShuffleManager) -> Arc<Mu
                 "committed map output {} lost or truncated while the disk filled",
                 data.display()
             );
-            assert!(index.is_file(), "index {} lost", index.display());
         }
         *n.lock().unwrap_or_else(|p| p.into_inner()) += 1;
     })));

@@ -164,10 +164,9 @@ fn lose_executor_mid_job(
             ..Loss::default()
         };
         if backend == Backend::Local {
-            // The executor's disk is gone: its data and index files too.
+            // The executor's disk is gone: its data files (index as footer) too.
             for st in &loss.report.outputs_lost {
-                let index = m.layout().index_key(st.shuffle_id, st.map_id);
-                for key in [&st.location, &index] {
+                for key in [&st.location] {
                     let path = PathBuf::from(m.store().describe(key));
                     if path.is_file() {
                         std::fs::remove_file(&path)
