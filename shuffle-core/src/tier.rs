@@ -233,7 +233,11 @@ impl ShuffleStore for TieredStore {
 
     async fn get_suffix(&self, key: &ObjectKey, len: u64) -> Result<Bytes> {
         let total = self.cache.len_of(key);
-        if let Some(b) = self.cache.read(key, Some(total.saturating_sub(len)..total)).await {
+        if let Some(b) = self
+            .cache
+            .read(key, Some(total.saturating_sub(len)..total))
+            .await
+        {
             return Ok(b);
         }
         self.inner.get_suffix(key, len).await
