@@ -166,13 +166,11 @@ fn lose_executor_mid_job(
         if backend == Backend::Local {
             // The executor's disk is gone: its data files (index as footer) too.
             for st in &loss.report.outputs_lost {
-                for key in [&st.location] {
-                    let path = PathBuf::from(m.store().describe(key));
-                    if path.is_file() {
-                        std::fs::remove_file(&path)
-                            .unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
-                        loss.files_removed.push(path);
-                    }
+                let path = PathBuf::from(m.store().describe(&st.location));
+                if path.is_file() {
+                    std::fs::remove_file(&path)
+                        .unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
+                    loss.files_removed.push(path);
                 }
             }
         }
