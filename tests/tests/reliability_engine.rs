@@ -21,7 +21,7 @@ use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use bytes::Bytes;
 use engine::exchange::codec::{decode_batch, BatchEncoder};
-use engine::scheduler::StageEvent;
+use engine::scheduler::{wait_in_hook, StageEvent};
 use engine::{RetryReason, Session};
 use futures::StreamExt;
 use reliability_support::*;
@@ -305,20 +305,19 @@ fn damage_once(session: &Session, m: &StoreShuffleManager, harm: Harm) -> Damage
         let store = Arc::clone(m.store());
         let loc = st.location.clone();
         // The hook is synchronous; the store is not.
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let mut bytes = store.get(&loc).await.expect("get data object").to_vec();
-                match harm {
-                    Harm::Flip => bytes[offset] ^= 0x5a,
-                    Harm::Truncate => bytes.truncate(offset),
-                }
-                store
-                    .put(&loc, Bytes::from(bytes))
-                    .await
-                    .expect("put damaged data object");
-            })
+        let described = store.describe(&loc);
+        wait_in_hook(async move {
+            let mut bytes = store.get(&loc).await.expect("get data object").to_vec();
+            match harm {
+                Harm::Flip => bytes[offset] ^= 0x5a,
+                Harm::Truncate => bytes.truncate(offset),
+            }
+            store
+                .put(&loc, Bytes::from(bytes))
+                .await
+                .expect("put damaged data object");
         });
-        *d = Some((store.describe(&loc), p));
+        *d = Some((described, p));
     })));
     damage
 }

@@ -44,7 +44,7 @@ use shuffle_core::ShuffleManager;
 
 use crate::config::{EngineConfig, ShuffleBackend};
 use crate::queries::q80::{q80, Q80Options};
-use crate::scheduler::{StageEvent, TaskEvent};
+use crate::scheduler::{wait_in_hook, StageEvent, TaskEvent};
 use crate::session::{build_shuffle_manager, ManagedShuffle, Session};
 use crate::tpcds::{q80_csv, Q80Row, SqlDate, Q80_DEFAULT_DATE, Q80_SCALE};
 
@@ -1093,20 +1093,19 @@ fn install_executor_loss(
             return;
         };
         // The hook is synchronous; deleting through the store is not.
-        let deleted = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let mut n = 0;
-                for st in &loss.outputs_lost {
-                    match m
-                        .invalidate_map_output(st.shuffle_id, st.map_id, st.attempt)
-                        .await
-                    {
-                        Ok(()) => n += 1,
-                        Err(e) => tracing::warn!("deleting a lost output: {e}"),
-                    }
+        let (store, lost) = (Arc::clone(&m), loss.outputs_lost.clone());
+        let deleted = wait_in_hook(async move {
+            let mut n = 0;
+            for st in &lost {
+                match store
+                    .invalidate_map_output(st.shuffle_id, st.map_id, st.attempt)
+                    .await
+                {
+                    Ok(()) => n += 1,
+                    Err(e) => tracing::warn!("deleting a lost output: {e}"),
                 }
-                n
-            })
+            }
+            n
         });
         if announce {
             let outputs = if m.supports_reliable_storage() {

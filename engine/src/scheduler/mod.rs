@@ -98,11 +98,39 @@ use executors::{Executors, Kill};
 use tracker::MapOutputTracker;
 
 /// Called after a map stage first completes (used by tests to inject faults).
+///
+/// Hooks run inside the job's future and must not block on the runtime
+/// with `Handle::block_on`; use [`wait_in_hook`] for async work.
 pub type StageHook = Arc<dyn Fn(&StageEvent) + Send + Sync>;
 
 /// Called when a task attempt has started running on its executor (used by
 /// tests to lose an executor while tasks run).
 pub type TaskHook = Arc<dyn Fn(&TaskEvent) + Send + Sync>;
+
+/// Runs `fut` to completion from a synchronous hook and returns its output.
+///
+/// The future runs as a task on the current (multi-thread) runtime while
+/// this thread waits on a plain channel. A nested `Handle::block_on` would
+/// instead park this thread on the same parker as the job's own
+/// `block_on`, swallowing wake-ups meant for the job (tasks that finish
+/// meanwhile are then never polled again: the job hangs).
+///
+/// # Panics
+/// On a current-thread runtime, like `tokio::task::block_in_place`.
+pub fn wait_in_hook<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    tokio::runtime::Handle::current().spawn(async move {
+        // The receiver only goes away if this thread panicked.
+        let _ = tx.send(fut.await);
+    });
+    tokio::task::block_in_place(|| rx.recv()).unwrap_or_else(|_| {
+        panic!("a hook's task ended without an answer (it panicked or the runtime shut down)")
+    })
+}
 
 /// Test hooks of a job.
 #[derive(Clone, Default)]
