@@ -9,8 +9,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::catalog::MemTable;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::physical_plan::{collect, displayable, ExecutionPlan};
+use datafusion::physical_plan::{collect, displayable, ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
@@ -226,5 +227,66 @@ async fn explain_analyze_shows_shuffle_metrics() {
         "shuffle_bytes_read",
     ] {
         assert!(text.contains(needle), "no {needle} in\n{text}");
+    }
+}
+
+/// Every file under `dir` whose name says it is a map output object.
+fn map_objects(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            map_objects(&path, out);
+        } else if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("map-"))
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_map_output_fails_the_query_naming_shuffle_map_and_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = shovel(local_manager(&dir));
+    register(&ctx, 3).await;
+    let plan = plan(&ctx, QUERIES[0]).await;
+    let mut found = Vec::new();
+    exchanges(&plan, &mut found);
+    let exchange = &found[0];
+    // Reading partition 0 runs the map stage: every map output is committed.
+    exchange
+        .execute(0, ctx.task_ctx())
+        .expect("execute")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("partition 0 before the damage");
+    let mut objects = Vec::new();
+    map_objects(dir.path(), &mut objects);
+    assert!(!objects.is_empty(), "no map output under {:?}", dir.path());
+    for path in &objects {
+        let bytes: Vec<u8> = std::fs::read(path)
+            .expect("read")
+            .iter()
+            .map(|b| !b)
+            .collect();
+        std::fs::write(path, bytes).expect("write");
+    }
+    let mut errors = Vec::new();
+    for p in 1..exchange.output_partitioning().partition_count() {
+        let read = exchange
+            .execute(p, ctx.task_ctx())
+            .expect("execute")
+            .try_collect::<Vec<_>>()
+            .await;
+        if let Err(e) = read {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(!errors.is_empty(), "reading damaged map outputs succeeded");
+    for e in &errors {
+        assert!(e.contains("Shovel exchange: reading partition"), "{e}");
+        assert!(e.contains("fetch of shuffle 0 map"), "{e}");
+        assert!(e.contains("shuffle-0/map-"), "the object is not named: {e}");
     }
 }
