@@ -18,7 +18,9 @@
 //! | `join.broadcast_threshold` | `10MiB` | broadcast the smaller join side under this estimated size; 0 disables |
 //! | `engine.batch_size` | 8192 | target rows per batch |
 //! | `task.max_attempts` | 4 | attempts per task before the job fails |
-//! | `scan.partitions` | = parallelism | partitions of in-memory and Parquet scans |
+//! | `scan.partitions` | cores | partitions of in-memory and Parquet scans; defaults to the machine's cores (one split per core keeps every core busy), not to `engine.parallelism`, so raising the slots never multiplies scan tasks |
+//! | `io.requests_in_flight` | 64 | shuffle uploads in flight at once; a map task gives its CPU slot back when its output is handed to the upload |
+//! | `shuffle.coalesce_target` | `32MiB` | reduce tasks read about this many committed bytes: neighbouring small partitions are coalesced (adaptive execution), never into fewer tasks than `engine.parallelism` slots; 0 disables |
 //! | `cost.put_per_1000` | `0.005` | US dollars per 1,000 PUT-class S3 requests (PUT, COPY, POST, LIST, multipart create/part/complete), for the run summary's request-cost line; S3 Standard list price |
 //! | `cost.get_per_1000` | `0.0004` | US dollars per 1,000 GET-class S3 requests (GET, HEAD and all others except DELETE and multipart abort, which are free) |
 //! | `shuffle.keep` | `false` | leave every job's committed map outputs (data and index objects) in the store instead of removing them when the job ends; `shovel gc` removes them later (`--keep-shuffle`) |
@@ -41,6 +43,11 @@ pub struct EngineConfig {
     /// Executors tasks are placed on; see [`crate::scheduler::executors`].
     pub executors: usize,
     pub scan_partitions: Option<usize>,
+    /// Shuffle uploads in flight at once (`io.requests_in_flight`).
+    pub io_requests_in_flight: usize,
+    /// Bytes a coalesced reduce task aims to read; 0 disables coalescing
+    /// (`shuffle.coalesce_target`).
+    pub coalesce_target: usize,
     pub memory_budget: usize,
     pub broadcast_threshold: usize,
     pub batch_size: usize,
@@ -82,6 +89,8 @@ impl Default for EngineConfig {
             parallelism: 2,
             executors: 1,
             scan_partitions: None,
+            io_requests_in_flight: 64,
+            coalesce_target: 32 << 20,
             memory_budget: 2 << 30,
             broadcast_threshold: 10 << 20,
             batch_size: 8192,
@@ -93,9 +102,14 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Partitions used by scans.
+    /// Partitions used by scans: `scan.partitions`, else the machine's
+    /// cores. Deliberately not `engine.parallelism`: slots are a concurrency
+    /// knob, and tying the split count to them made every extra slot an
+    /// extra scan task (and an extra broadcast build).
     pub fn scan_partitions(&self) -> usize {
-        self.scan_partitions.unwrap_or(self.parallelism).max(1)
+        self.scan_partitions
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
     }
 
     /// Sets one key. Unknown keys are an error.
@@ -133,6 +147,8 @@ impl EngineConfig {
             "engine.parallelism" => self.parallelism = parse_positive(key, value)?,
             "engine.executors" => self.executors = parse_positive(key, value)?,
             "scan.partitions" => self.scan_partitions = Some(parse_positive(key, value)?),
+            "io.requests_in_flight" => self.io_requests_in_flight = parse_positive(key, value)?,
+            "shuffle.coalesce_target" => self.coalesce_target = parse_size(key, value)?,
             "memory.budget" => self.memory_budget = parse_size(key, value)?,
             "join.broadcast_threshold" | "spark.sql.autoBroadcastJoinThreshold" => {
                 // Spark uses -1 to disable.
@@ -240,6 +256,8 @@ fn is_key(k: &str) -> bool {
         "shuffle.keep",
         "engine.parallelism",
         "scan.partitions",
+        "io.requests_in_flight",
+        "shuffle.coalesce_target",
         "memory.budget",
         "join.broadcast_threshold",
         "engine.batch_size",

@@ -107,7 +107,11 @@ pub struct StageSummary {
     pub description: String,
     /// `shuffle N (hash 8)` or `result`.
     pub output: String,
+    /// Tasks the stage ran (after coalescing its reduce partitions).
     pub num_tasks: usize,
+    /// Partitions its tasks read before coalescing (= `num_tasks` when the
+    /// stage was not coalesced).
+    pub partitions: usize,
     pub rows_in: u64,
     pub bytes_in: u64,
     pub rows_out: u64,
@@ -165,6 +169,8 @@ pub struct JobSummary {
     /// Peak bytes reserved in the memory pool.
     pub peak_memory: u64,
     pub memory_limit: u64,
+    /// Broadcast hash tables built (once per stage, executor and join).
+    pub broadcast_builds: u64,
     pub stages: Vec<StageSummary>,
 }
 
@@ -236,6 +242,7 @@ impl JobSummary {
         w.num("shuffle_spill_bytes", self.shuffle_spill_bytes);
         w.num("peak_memory", self.peak_memory);
         w.num("memory_limit", self.memory_limit);
+        w.num("broadcast_builds", self.broadcast_builds);
         w.array("stages", self.stages.iter().map(stage_json));
         w.end()
     }
@@ -288,6 +295,7 @@ fn stage_json(s: &StageSummary) -> String {
     o.str("description", &s.description);
     o.str("output", &s.output);
     o.num("num_tasks", s.num_tasks as u64);
+    o.num("partitions", s.partitions as u64);
     o.num("rows_in", s.rows_in);
     o.num("bytes_in", s.bytes_in);
     o.num("rows_out", s.rows_out);

@@ -125,6 +125,12 @@ impl Session {
             .task = hook;
     }
 
+    /// The map-output tracker: committed map outputs per shuffle (tests
+    /// observe from hooks which outputs are committed).
+    pub fn map_output_tracker(&self) -> &Arc<MapOutputTracker> {
+        &self.state.tracker
+    }
+
     /// The session's executors (`engine.executors`).
     pub fn executors(&self) -> &Arc<Executors> {
         &self.state.executors
@@ -142,7 +148,9 @@ impl Session {
     /// Reports executor `executor` lost, as a cluster manager would: its
     /// running task attempts are killed (and re-run), and unless the shuffle
     /// backend stores outputs reliably (S3), the map outputs it committed are
-    /// forgotten, so the tasks that need them re-run their maps.
+    /// forgotten, so the tasks that need them re-run their maps. With
+    /// reliable storage, local copies of its outputs are dropped instead
+    /// (`ShuffleManager::drop_local_copies`), so they are read from storage.
     pub fn lose_executor(&self, executor: usize) -> Result<ExecutorLoss> {
         let count = self.state.executors.count();
         if executor >= count {
@@ -151,11 +159,19 @@ impl Session {
                 format!("no executor {executor}: the session has {count} (0..{count})"),
             ));
         }
-        Ok(self.state.executors.lose(
-            executor,
-            &self.state.tracker,
-            self.state.manager.supports_reliable_storage(),
-        ))
+        let reliable = self.state.manager.supports_reliable_storage();
+        let loss = self
+            .state
+            .executors
+            .lose(executor, &self.state.tracker, reliable);
+        if reliable {
+            // The outputs stay in storage, but any local copy (the S3
+            // backend's cache, shared by the in-process executors) went with
+            // the executor on a real cluster: later reads go to storage.
+            let held = self.state.tracker.committed_on(executor);
+            self.state.manager.drop_local_copies(&held);
+        }
+        Ok(loss)
     }
 
     /// A DataFrame over in-memory batches (split into `scan.partitions` partitions).

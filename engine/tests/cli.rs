@@ -109,6 +109,7 @@ fn q80_end_to_end_with_output_and_report() {
         "local_disk_bytes",
         "s3_bytes",
         "s3_requests",
+        "local_cache",
         "retries",
         "memory",
         "peak_rss_bytes",

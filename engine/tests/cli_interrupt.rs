@@ -145,7 +145,7 @@ fn sigterm_with_keep_shuffle_removes_spills_only() {
     let committed = || {
         files_under(&local)
             .iter()
-            .any(|p| p.to_string_lossy().ends_with(".index"))
+            .any(|p| p.to_string_lossy().ends_with(".data"))
     };
     let (out, _) = stop_when(
         "TERM",
@@ -162,7 +162,7 @@ fn sigterm_with_keep_shuffle_removes_spills_only() {
         .collect();
     assert!(spills.is_empty(), "spill files kept: {spills:?}");
     assert!(
-        left.iter().any(|p| p.to_string_lossy().ends_with(".index")),
+        left.iter().any(|p| p.to_string_lossy().ends_with(".data")),
         "no committed map output kept: {left:?}"
     );
 }

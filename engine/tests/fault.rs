@@ -244,6 +244,9 @@ fn unread_spill_runs_are_deleted_when_dropped() {
             manager: Arc::new(manager.clone()) as Arc<dyn ShuffleManager>,
             tracker: Arc::new(engine::scheduler::tracker::MapOutputTracker::new()),
             metrics: Arc::default(),
+            read_ranges: None,
+            executor: 0,
+            broadcasts: Arc::default(),
         });
         let rows: Vec<RowA> = (0..100)
             .map(|i| (Some(i), Some("k".to_string()), Some(i), None))

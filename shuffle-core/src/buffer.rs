@@ -31,10 +31,10 @@ use bytes::Bytes;
 
 use crate::format::frame::{encode_frame_into, max_frame_len};
 use crate::format::Codec;
-use crate::manager::MapStatus;
 use crate::memory::MemoryReservation;
 use crate::metrics::{add, ShuffleMetrics};
 use crate::spill::{SpillFile, SpillReader, SpillStore, SpillWriter};
+use crate::status::MapStatus;
 use crate::writer::MapOutputWriter;
 use crate::{Error, Result};
 
@@ -336,7 +336,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::manager::Layout;
+    use crate::layout::Layout;
     use crate::memory::MemoryPool;
     use crate::spill::LocalSpillStore;
     use crate::store::{ObjectKey, ObjectMeta, ObjectSink, PutOutcome, ShuffleStore};
@@ -442,6 +442,8 @@ mod tests {
             0,
             4,
             Default::default(),
+            Default::default(),
+            false,
         );
         let spill: Arc<dyn SpillStore> = Arc::new(LocalSpillStore::new(vec![dir.into()]));
         let mut buf = MapOutputBuffer::new(

@@ -80,6 +80,10 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "fetch.max_bytes_in_flight", aliases: &["spark.reducer.maxSizeInFlight"], default: "48MiB", doc: "Bytes a reader fetches ahead of its consumer." },
     KeyDoc { key: "fetch.max_requests_in_flight", aliases: &["spark.reducer.maxReqsInFlight"], default: "8", doc: "Concurrent read requests per reader." },
     KeyDoc { key: "fetch.chunk_bytes", aliases: &[], default: "8MiB", doc: "Largest single ranged read; larger map-output ranges are split." },
+    KeyDoc { key: "cache.enabled", aliases: &[], default: "true", doc: "Keep a local copy of map outputs written to S3 so readers in the same process skip the GET (S3 backend only; the local backend ignores it)." },
+    KeyDoc { key: "cache.memory", aliases: &[], default: "128MiB", doc: "Memory for local copies (a budget of its own, apart from `memory.limit`); beyond it the oldest copies move to `cache.dir`." },
+    KeyDoc { key: "cache.disk", aliases: &[], default: "1GiB", doc: "Local disk for copies moved out of memory; the oldest go first, and what does not fit is read from S3. `0` keeps copies in memory only." },
+    KeyDoc { key: "cache.dir", aliases: &[], default: "`<temp dir>`", doc: "Parent of the private directory (`shovel-cache-<pid>-<n>`) the cache creates and removes; if it is unusable or full, reads fall through to S3." },
     KeyDoc { key: "job.heartbeat", aliases: &[], default: "30s", doc: "How often a running job refreshes its marker `<app_id>/_shovel_job.json`; `gc --older-than` should be well above it." },
 ];
 
@@ -96,6 +100,14 @@ pub struct ShuffleConfig {
     pub fetch_max_bytes_in_flight: u64,
     pub fetch_max_requests_in_flight: usize,
     pub fetch_chunk_bytes: u64,
+    /// Local copies of map outputs in front of S3 (`cache.enabled`).
+    pub cache_enabled: bool,
+    /// Memory for local copies (`cache.memory`).
+    pub cache_memory: u64,
+    /// Local disk for local copies (`cache.disk`).
+    pub cache_disk: u64,
+    /// Parent of the cache's private directory (`cache.dir`).
+    pub cache_dir: PathBuf,
     /// How often the job marker is refreshed (`job.heartbeat`).
     pub job_heartbeat: Duration,
     /// Keys for the backend (`s3.*`), unparsed.
@@ -115,6 +127,10 @@ impl Default for ShuffleConfig {
             fetch_max_bytes_in_flight: 48 << 20,
             fetch_max_requests_in_flight: 8,
             fetch_chunk_bytes: 8 << 20,
+            cache_enabled: true,
+            cache_memory: 128 << 20,
+            cache_disk: 1 << 30,
+            cache_dir: std::env::temp_dir(),
             job_heartbeat: Duration::from_secs(30),
             backend_options: BTreeMap::new(),
         }
@@ -232,6 +248,15 @@ impl ShuffleConfig {
                     .map_err(|_| Error::config(key, format!("`{v}` is not a positive integer")))?
             }
             "fetch.chunk_bytes" => self.fetch_chunk_bytes = parse_size(key, v)?,
+            "cache.enabled" => self.cache_enabled = parse_bool(key, v)?,
+            "cache.memory" => self.cache_memory = parse_size(key, v)?,
+            "cache.disk" => self.cache_disk = parse_size(key, v)?,
+            "cache.dir" => {
+                if v.is_empty() {
+                    return Err(Error::config(key, "needs a directory, like /mnt/nvme"));
+                }
+                self.cache_dir = PathBuf::from(v);
+            }
             "job.heartbeat" => {
                 self.job_heartbeat = parse_duration(key, v)?;
                 if self.job_heartbeat.is_zero() {
@@ -301,12 +326,20 @@ mod tests {
             "memory=2GiB",
             "s3.bucket=s3://b/p",
             "--write-shuffle-spills-to-s3=true",
+            "cache.memory=32MiB",
+            "cache.disk=2g",
+            "cache.dir=/var/cache/shovel",
         ])
         .expect("valid");
         assert_eq!(cfg.backend, BackendKind::S3);
         assert_eq!(cfg.fetch_max_bytes_in_flight, 16 << 20);
         assert_eq!(cfg.memory_limit, 2 << 30);
+        assert_eq!(
+            (cfg.cache_memory, cfg.cache_disk, cfg.cache_dir.clone()),
+            (32 << 20, 2 << 30, PathBuf::from("/var/cache/shovel"))
+        );
         assert!(cfg.spill_to_s3);
+        assert!(cfg.cache_enabled);
         assert_eq!(
             cfg.backend_options.get("s3.bucket").map(String::as_str),
             Some("s3://b/p")
@@ -354,6 +387,10 @@ mod tests {
             ("fetch.max_bytes_in_flight", "1m"),
             ("fetch.max_requests_in_flight", "2"),
             ("fetch.chunk_bytes", "1m"),
+            ("cache.enabled", "false"),
+            ("cache.memory", "64m"),
+            ("cache.disk", "0"),
+            ("cache.dir", "/tmp/c"),
             ("job.heartbeat", "10s"),
         ];
         assert_eq!(samples.len(), KEYS.len());

@@ -17,6 +17,15 @@ pub enum Error {
     #[error("shuffle object not found: {object}")]
     NotFound { object: String },
 
+    /// A conditional create ([`ShuffleStore::create_if_absent`](crate::store::ShuffleStore::create_if_absent))
+    /// found an object under the key: another writer published first, and
+    /// nothing of this writer's became visible.
+    #[error(
+        "shuffle object {object} already exists: another attempt published it first; \
+         read its footer for the winning status"
+    )]
+    AlreadyExists { object: String },
+
     /// A stored checksum does not match the bytes read back.
     #[error(
         "checksum mismatch in {object} (partition {partition}): expected crc32 {expected:#010x}, \

@@ -106,6 +106,8 @@ pub struct FileSink {
     written: u64,
     quota: Option<Arc<DirQuota>>,
     done: bool,
+    /// Publish only if the final name is free (see [`FileSink::create_new`]).
+    no_replace: bool,
 }
 
 impl FileSink {
@@ -134,7 +136,23 @@ impl FileSink {
             written: 0,
             quota,
             done: false,
+            no_replace: false,
         })
+    }
+
+    /// Like [`FileSink::create`], but `finish` publishes only if nothing has
+    /// the final name: it hard-links the temporary file to it (the OS
+    /// refuses atomically when the name exists, whoever created it) and
+    /// then removes the temporary name. An existing name fails `finish`
+    /// with [`Error::AlreadyExists`] and leaves nothing of this sink.
+    pub async fn create_new(
+        root: PathBuf,
+        final_path: PathBuf,
+        quota: Option<Arc<DirQuota>>,
+    ) -> Result<Self> {
+        let mut sink = Self::create(root, final_path, quota).await?;
+        sink.no_replace = true;
+        Ok(sink)
     }
 
     async fn flush_buf(&mut self) -> Result<()> {
@@ -211,9 +229,25 @@ impl ObjectSink for FileSink {
             self.tmp_path.clone(),
             self.final_path.clone(),
         );
+        let no_replace = self.no_replace;
         let res = blocking(move || {
             drop(file);
-            std::fs::rename(&tmp, &fin).map_err(|e| map_write_err(&root, &fin, e))
+            if !no_replace {
+                return std::fs::rename(&tmp, &fin).map_err(|e| map_write_err(&root, &fin, e));
+            }
+            match std::fs::hard_link(&tmp, &fin) {
+                Ok(()) => {
+                    // The object is published; the temporary name goes.
+                    let _ = std::fs::remove_file(&tmp);
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(Error::AlreadyExists {
+                        object: fin.display().to_string(),
+                    })
+                }
+                Err(e) => Err(map_write_err(&root, &fin, e)),
+            }
         })
         .await;
         match res {
@@ -282,4 +316,20 @@ pub fn remove_file(path: &Path) -> Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(Error::io(path, e)),
     }
+}
+
+/// Reads the last `len` bytes of a file (all of it when shorter) with one
+/// positioned read from the end.
+pub async fn read_suffix(path: PathBuf, len: u64) -> Result<Bytes> {
+    blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let start = size.saturating_sub(len);
+        let mut buf = vec![0u8; (size - start) as usize];
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Bytes::from(buf))
+    })
+    .await
 }

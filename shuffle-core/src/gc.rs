@@ -6,8 +6,9 @@
 //! ([`Layout::parse`]):
 //!
 //! ```text
-//! <app>/shuffle-<u32>/map-<u32>-<u32>.data     map output data
-//! <app>/shuffle-<u32>/map-<u32>.index          map output index
+//! <app>/shuffle-<u32>/map-<u32>-<u32>.data     map output (attempt in key), index as footer
+//! <app>/shuffle-<u32>/map-<u32>.data           map output (conditional create), index as footer
+//! <app>/shuffle-<u32>/map-<u32>.index          map output index of older versions
 //! <app>/_shovel_job.json                        job marker (see crate::job)
 //! spill/<app>/spill-<suffix>.bin                spill file
 //! the same names with `.tmp-<suffix>` in place of the extension (temporary files)
@@ -38,7 +39,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::job::{now_unix_secs, JobMarker};
-use crate::manager::{Layout, ObjectKind, SPILL_DIR};
+use crate::layout::{Layout, ObjectKind, SPILL_DIR};
 use crate::store::{ObjectKey, ObjectMeta, ShuffleStore};
 use crate::Result;
 

@@ -9,10 +9,44 @@
 //!   remove_shuffle(id)   ──▶  every object of the shuffle deleted
 //! ```
 //!
+//! # Committing: one write, first attempt wins
+//! A map output is one data object with its index as a footer
+//! ([`crate::format`]); publishing it is the commit, so a map task commits
+//! with a single write, and an all-empty output writes nothing (its status,
+//! all lengths 0, is the whole commit). Who wins between attempts of one
+//! map depends on the store:
+//!
+//! - **Conditional create** ([`ShuffleStore::supports_conditional_create`],
+//!   local disk and S3 with `s3.conditional_writes`): the key has no
+//!   attempt (`map-<m>.data`) and is published with `create_if_absent`, so
+//!   storage picks the winner across processes. A loser's bytes never
+//!   become visible; it reads the winner's footer (one suffix read) and
+//!   returns the winner's [`MapStatus`]. A retried conditional PUT whose
+//!   first response was lost sees its own object and reads it back the
+//!   same way.
+//! - **Otherwise** (a store that ignores `If-None-Match`): every attempt
+//!   writes its own key (`map-<m>-<a>.data`, never overwritten) and the
+//!   manager arbitrates in-process: the first commit recorded for
+//!   (shuffle, map) wins; a later attempt deletes its object and returns
+//!   the winner's status. Across processes the driver's map-output tracker
+//!   arbitrates (it keeps the first status it is given); the objects of
+//!   other losers are removed with the shuffle.
+//!
+//! In both modes the manager keeps the first status per map it saw (cheap),
+//! so a later attempt in the same process loses without a request and
+//! [`ShuffleManager::committed_map_status`] answers for maps committed here
+//! without one. For other maps it reads storage: with conditional create
+//! one suffix read of `map-<m>.data`; otherwise one LIST of
+//! `shuffle-<s>/map-<m>-` (across the store's shards: this is the recovery
+//! path only, never the normal one) and the footer of the lowest attempt
+//! whose footer is valid. An all-empty output is not on storage: for a
+//! process that did not commit it, `committed_map_status` says `NotFound`
+//! and the caller recomputes it, which is cheap since it has no rows.
+//!
 //! # Cleanup without listing
 //! A [`StoreShuffleManager`] records every key it may write *before* it
-//! writes it (a [`KeyLog`]: the data object of each attempt, the index of
-//! each map), so the set it knows is a superset of what it wrote, whatever
+//! writes it (a [`KeyLog`]: the data object of each attempt or
+//! map), so the set it knows is a superset of what it wrote, whatever
 //! failed or was cancelled half-way. [`ShuffleManager::remove_shuffles`] and
 //! [`ShuffleManager::cleanup_app`] delete exactly those keys with the store's
 //! batched `delete` (one S3 DeleteObjects per bucket and 1,000 keys) and never
@@ -23,19 +57,7 @@
 //! without a manager.
 //!
 //! # Object layout
-//! Relative to a store's root (a local directory, or `s3://bucket/prefix/<shard>`):
-//!
-//! ```text
-//! <app_id>/shuffle-<shuffle_id>/map-<map_id>-<attempt>.data   frames of every partition
-//! <app_id>/shuffle-<shuffle_id>/map-<map_id>.index            index; written last, once
-//! ```
-//!
-//! Attempt ids in data keys mean two attempts never write the same object.
-//! The index key has no attempt: it is created with `put_if_absent` and so
-//! records the winning attempt. Stores that ignore conditional writes may let
-//! a later attempt replace the index; readers that hold a [`MapStatus`] read
-//! the data object it names directly and are unaffected, and the engine's
-//! map-output tracker keeps the first status it was given.
+//! See [`crate::layout`].
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -46,7 +68,7 @@ use async_trait::async_trait;
 
 use crate::buffer::MapOutputBuffer;
 use crate::config::ShuffleConfig;
-use crate::format::{Codec, IndexFile};
+use crate::format::Codec;
 use crate::job::{Heartbeat, JobMarker};
 use crate::memory::MemoryPool;
 use crate::metrics::ShuffleMetrics;
@@ -56,387 +78,10 @@ use crate::store::{ObjectKey, ShuffleStore};
 use crate::writer::MapOutputWriter;
 use crate::{Error, Result};
 
-/// A registered shuffle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShuffleHandle {
-    pub shuffle_id: u32,
-    pub num_maps: u32,
-    pub num_partitions: u32,
-}
-
-/// What a committed map output is and where it lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapStatus {
-    pub shuffle_id: u32,
-    pub map_id: u32,
-    /// The attempt whose output this is.
-    pub attempt: u32,
-    /// The data object (meaningless when every length is 0).
-    pub location: ObjectKey,
-    /// Stored bytes per partition.
-    pub lengths: Vec<u64>,
-    /// crc32 of each partition's stored bytes.
-    pub checksums: Vec<u32>,
-    /// Records per partition, as counted by the writer.
-    pub records: Vec<u64>,
-    /// Raw (uncompressed) bytes written, when known (0 otherwise).
-    pub raw_bytes: u64,
-}
-
-impl MapStatus {
-    pub(crate) fn from_index(index: &IndexFile, raw_bytes: u64, layout: &Layout) -> Self {
-        Self {
-            shuffle_id: index.shuffle_id,
-            map_id: index.map_id,
-            attempt: index.attempt,
-            location: layout.data_key(index.shuffle_id, index.map_id, index.attempt),
-            lengths: index.lengths(),
-            checksums: index.checksums.clone(),
-            records: index.records.clone(),
-            raw_bytes,
-        }
-    }
-
-    pub fn num_partitions(&self) -> u32 {
-        self.lengths.len() as u32
-    }
-
-    /// Stored bytes of all partitions.
-    pub fn total_bytes(&self) -> u64 {
-        self.lengths.iter().sum()
-    }
-
-    /// Byte range of a contiguous partition range in the data object.
-    pub fn byte_range(&self, partitions: Range<u32>) -> Range<u64> {
-        let start: u64 = self.lengths[..partitions.start as usize].iter().sum();
-        let len: u64 = self.lengths[partitions.start as usize..partitions.end as usize]
-            .iter()
-            .sum();
-        start..start + len
-    }
-}
-
-/// The keys a manager may have written, per shuffle (see the module docs).
-///
-/// Writers record a key *before* they write it and forget it once they
-/// deleted it themselves, so deleting every recorded key leaves nothing of
-/// what went through the manager, and the count is close to the number of
-/// objects that exist (a write cut off mid-request is counted too).
-#[derive(Debug, Default)]
-pub struct KeyLog {
-    keys: Mutex<HashMap<u32, std::collections::BTreeSet<ObjectKey>>>,
-}
-
-impl KeyLog {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u32, std::collections::BTreeSet<ObjectKey>>> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes that `key` of `shuffle_id` is about to be written.
-    pub fn record(&self, shuffle_id: u32, key: ObjectKey) {
-        self.lock().entry(shuffle_id).or_default().insert(key);
-    }
-
-    /// Notes that `key` was deleted by whoever wrote it.
-    pub fn forget(&self, shuffle_id: u32, key: &ObjectKey) {
-        if let Some(keys) = self.lock().get_mut(&shuffle_id) {
-            keys.remove(key);
-        }
-    }
-
-    /// Removes and returns the keys of the given shuffles (of every shuffle
-    /// with `None`), with the shuffle each belongs to.
-    pub fn take(&self, shuffle_ids: Option<&[u32]>) -> Vec<(u32, ObjectKey)> {
-        let mut g = self.lock();
-        let ids: Vec<u32> = match shuffle_ids {
-            Some(ids) => ids.to_vec(),
-            None => g.keys().copied().collect(),
-        };
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(keys) = g.remove(&id) {
-                out.extend(keys.into_iter().map(|k| (id, k)));
-            }
-        }
-        out
-    }
-
-    /// Puts back keys whose delete failed, so a later cleanup retries them.
-    pub fn restore(&self, keys: Vec<(u32, ObjectKey)>) {
-        let mut g = self.lock();
-        for (id, k) in keys {
-            g.entry(id).or_default().insert(k);
-        }
-    }
-
-    /// Keys recorded and not yet deleted.
-    pub fn len(&self) -> usize {
-        self.lock().values().map(|k| k.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Names objects; see the module docs.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    app_id: String,
-}
-
-impl Layout {
-    pub fn new(app_id: impl Into<String>) -> Self {
-        Self {
-            app_id: app_id.into(),
-        }
-    }
-
-    pub fn app_id(&self) -> &str {
-        &self.app_id
-    }
-
-    /// Spreads a map's objects across directories, buckets and prefixes.
-    pub fn shard(shuffle_id: u32, map_id: u32) -> u64 {
-        // splitmix64 finaliser: consecutive ids land on unrelated shards.
-        let mut z = ((shuffle_id as u64) << 32 | map_id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// The prefix holding every object of the app.
-    pub fn app_prefix(&self) -> String {
-        format!("{}/", self.app_id)
-    }
-
-    /// The prefix holding every object of a shuffle.
-    pub fn shuffle_prefix(&self, shuffle_id: u32) -> String {
-        format!("{}/shuffle-{shuffle_id}/", self.app_id)
-    }
-
-    pub fn data_key(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> ObjectKey {
-        ObjectKey::new(
-            Self::shard(shuffle_id, map_id),
-            format!(
-                "{}map-{map_id}-{attempt}.data",
-                self.shuffle_prefix(shuffle_id)
-            ),
-        )
-    }
-
-    pub fn index_key(&self, shuffle_id: u32, map_id: u32) -> ObjectKey {
-        ObjectKey::new(
-            Self::shard(shuffle_id, map_id),
-            format!("{}map-{map_id}.index", self.shuffle_prefix(shuffle_id)),
-        )
-    }
-}
-
-/// The name of the job marker object under `<app_id>/` (see [`crate::job`]).
-pub const JOB_MARKER: &str = "_shovel_job.json";
-
-/// The object a start-up probe of a store writes and deletes under
-/// `<app_id>/` (S3's `s3.probe`); one left by a probe that was cut off is
-/// a temporary file to `gc`.
-pub const PROBE_OBJECT: &str = "_shovel_probe";
-
-/// The top-level directory of spill objects (`spill/<app_id>/...`); never an app id.
-pub const SPILL_DIR: &str = "spill";
-
-/// What kind of object Shovel wrote under a key (see [`Layout::parse`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectKind {
-    /// `<app>/shuffle-<s>/map-<m>-<attempt>.data`
-    Data {
-        shuffle_id: u32,
-        map_id: u32,
-        attempt: u32,
-    },
-    /// `<app>/shuffle-<s>/map-<m>.index`
-    Index { shuffle_id: u32, map_id: u32 },
-    /// `spill/<app>/spill-<suffix>.bin`
-    Spill,
-    /// `<app>/_shovel_job.json`, the job marker.
-    JobMarker,
-    /// A local file sink's temporary file for one of the above
-    /// (`<stem>.tmp-<suffix>`), left behind when a process is killed mid-write.
-    Temp,
-}
-
-/// A key Shovel wrote: whose job it belongs to and what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShovelObject {
-    pub app_id: String,
-    pub kind: ObjectKind,
-}
-
-impl Layout {
-    /// Checks that `app_id` is usable as the first segment of every key:
-    /// 1 to 128 characters of `[A-Za-z0-9._-]`, not starting with `.`, and
-    /// not `spill` (the spill directory). This keeps [`Layout::parse`]
-    /// unambiguous.
-    pub fn validate_app_id(app_id: &str) -> Result<()> {
-        let bad = |why: &str| {
-            Err(Error::config(
-                "shuffle.app_id",
-                format!("`{app_id}` {why}; use 1 to 128 characters of A-Z a-z 0-9 . _ - such as my-job-42"),
-            ))
-        };
-        if app_id.is_empty() || app_id.len() > 128 {
-            return bad("has the wrong length");
-        }
-        if let Some(c) = app_id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return bad(&format!("contains `{c}`"));
-        }
-        if app_id.starts_with('.') {
-            return bad("starts with `.`");
-        }
-        if app_id == SPILL_DIR {
-            return bad("is reserved for spill files");
-        }
-        Ok(())
-    }
-
-    /// The job marker's key on root `shard` (see [`ShuffleStore::root_shards`]).
-    pub fn marker_key(&self, shard: u64) -> ObjectKey {
-        ObjectKey::new(shard, format!("{}/{JOB_MARKER}", self.app_id))
-    }
-
-    /// The prefix of this app's spill objects in an object store.
-    pub fn spill_prefix(&self) -> String {
-        format!("{SPILL_DIR}/{}/", self.app_id)
-    }
-
-    /// Parses a key path relative to a store root into what Shovel wrote
-    /// there, or `None` for anything Shovel never writes. This is the whole
-    /// grammar; `gc` deletes nothing it does not recognise:
-    ///
-    /// ```text
-    /// <app>/shuffle-<u32>/map-<u32>-<u32>.data
-    /// <app>/shuffle-<u32>/map-<u32>.index
-    /// <app>/_shovel_job.json
-    /// spill/<app>/spill-<suffix>.bin
-    /// any of the file names above with its extension replaced by
-    ///     .tmp-<suffix>                     (a local sink's temporary file)
-    /// <app>    = a valid app id (see validate_app_id)
-    /// <suffix> = [0-9a-f-]+                 (see fs::unique_suffix)
-    /// ```
-    pub fn parse(path: &str) -> Option<ShovelObject> {
-        let parts: Vec<&str> = path.split('/').collect();
-        let (app, kind) = match parts.as_slice() {
-            [SPILL_DIR, app, file] => {
-                let kind = match split_temp(file) {
-                    Some(stem) => is_spill_stem(stem).then_some(ObjectKind::Temp),
-                    None => file
-                        .strip_suffix(".bin")
-                        .filter(|s| is_spill_stem(s))
-                        .map(|_| ObjectKind::Spill),
-                }?;
-                (*app, kind)
-            }
-            [app, file] => {
-                let kind = match split_temp(file) {
-                    Some(stem) => (stem == marker_stem()).then_some(ObjectKind::Temp),
-                    None if *file == JOB_MARKER => Some(ObjectKind::JobMarker),
-                    None => (*file == PROBE_OBJECT).then_some(ObjectKind::Temp),
-                }?;
-                (*app, kind)
-            }
-            [app, dir, file] => {
-                let shuffle_id = parse_u32(dir.strip_prefix("shuffle-")?)?;
-                let kind = match split_temp(file) {
-                    Some(stem) => parse_map_stem(stem).map(|_| ObjectKind::Temp),
-                    None => {
-                        if let Some(stem) = file.strip_suffix(".data") {
-                            match parse_map_stem(stem)? {
-                                (map_id, Some(attempt)) => Some(ObjectKind::Data {
-                                    shuffle_id,
-                                    map_id,
-                                    attempt,
-                                }),
-                                (_, None) => None,
-                            }
-                        } else if let Some(stem) = file.strip_suffix(".index") {
-                            match parse_map_stem(stem)? {
-                                (map_id, None) => Some(ObjectKind::Index { shuffle_id, map_id }),
-                                (_, Some(_)) => None,
-                            }
-                        } else {
-                            None
-                        }
-                    }
-                }?;
-                (*app, kind)
-            }
-            _ => return None,
-        };
-        Self::validate_app_id(app).ok()?;
-        Some(ShovelObject {
-            app_id: app.to_string(),
-            kind,
-        })
-    }
-
-    /// True when `dir` (a relative directory path, no trailing `/`) is one
-    /// Shovel creates: `<app>`, `<app>/shuffle-<u32>`, `spill`, `spill/<app>`.
-    pub fn is_shovel_dir(dir: &str) -> bool {
-        let parts: Vec<&str> = dir.split('/').collect();
-        match parts.as_slice() {
-            [SPILL_DIR] => true,
-            [SPILL_DIR, app] | [app] => Self::validate_app_id(app).is_ok(),
-            [app, sub] => {
-                Self::validate_app_id(app).is_ok()
-                    && sub.strip_prefix("shuffle-").and_then(parse_u32).is_some()
-            }
-            _ => false,
-        }
-    }
-}
-
-fn marker_stem() -> &'static str {
-    JOB_MARKER.strip_suffix(".json").unwrap_or(JOB_MARKER)
-}
-
-/// A canonical decimal `u32` (no sign, no leading zeros).
-fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn is_suffix(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'))
-}
-
-fn is_spill_stem(stem: &str) -> bool {
-    stem.strip_prefix("spill-").is_some_and(is_suffix)
-}
-
-/// `<stem>.tmp-<suffix>` gives `stem`.
-fn split_temp(file: &str) -> Option<&str> {
-    let (stem, ext) = file.rsplit_once('.')?;
-    ext.strip_prefix("tmp-").filter(|s| is_suffix(s))?;
-    Some(stem)
-}
-
-/// `map-<m>` or `map-<m>-<attempt>`.
-fn parse_map_stem(stem: &str) -> Option<(u32, Option<u32>)> {
-    let rest = stem.strip_prefix("map-")?;
-    match rest.split_once('-') {
-        Some((m, a)) => Some((parse_u32(m)?, Some(parse_u32(a)?))),
-        None => Some((parse_u32(rest)?, None)),
-    }
-}
+// The types engines reach through `manager::` (they live in their own modules).
+pub use crate::layout::{Layout, ObjectKind, ShovelObject, JOB_MARKER, PROBE_OBJECT, SPILL_DIR};
+use crate::status::{read_footer, Winners};
+pub use crate::status::{KeyLog, MapStatus, ShuffleHandle};
 
 /// The shuffle contract (Spark's `ShuffleDataIO`, engine-agnostic: bytes in, bytes out).
 ///
@@ -484,12 +129,16 @@ pub trait ShuffleManager: Send + Sync + Debug {
         maps: Vec<MapStatus>,
         partitions: Range<u32>,
     ) -> Result<ShuffleReader>;
-    /// The committed status of a map, from storage (for a process that has
-    /// only the ids); cached.
+    /// The committed status of a map: the one committed in this process,
+    /// else from storage (the footer; see the module docs), cached. An
+    /// all-empty output is not on storage: another process gets
+    /// [`Error::NotFound`] and recomputes it.
     async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus>;
     /// Forgets a committed map output found lost or corrupt, so that a
-    /// re-run of its map task can commit in its place: deletes the index if
-    /// it still names `attempt` (or cannot be read), and that attempt's data.
+    /// re-run of its map task can commit in its place: deletes the data
+    /// object if it is `attempt`'s (with conditional create: if its footer
+    /// names `attempt` or cannot be read; otherwise the attempt's own key),
+    /// and forgets the in-process winner if it is `attempt`.
     async fn invalidate_map_output(&self, shuffle_id: u32, map_id: u32, attempt: u32)
         -> Result<()>;
     /// Deletes every object of a shuffle (see the Contract: known keys, no
@@ -518,6 +167,13 @@ pub trait ShuffleManager: Send + Sync + Debug {
     async fn release_app(&self) -> Result<Vec<String>>;
     /// True when committed outputs outlive their writer's process.
     fn supports_reliable_storage(&self) -> bool;
+    /// Forgets any copy of these committed map outputs kept in this process
+    /// besides storage (a local tier's cache), so later reads come from
+    /// storage: called for the outputs of a lost executor, whose local
+    /// copies would be gone on a real cluster. Default: none are kept.
+    fn drop_local_copies(&self, maps: &[MapStatus]) {
+        let _ = maps;
+    }
     fn metrics(&self) -> &Arc<ShuffleMetrics>;
     fn memory_pool(&self) -> &Arc<MemoryPool>;
     fn spill_store(&self) -> &Arc<dyn SpillStore>;
@@ -572,6 +228,11 @@ struct Inner {
     statuses: moka::future::Cache<(u32, u32), MapStatus>,
     /// Every key a writer of this manager may have written.
     written: Arc<KeyLog>,
+    /// The first commit per map seen by this process (see the module docs).
+    winners: Arc<Winners>,
+    /// Whether the store decides winners (`create_if_absent`), fixed when
+    /// the manager is built so keys never mix within a job.
+    conditional: bool,
     /// The job marker and its refresh task, once `start_app` ran.
     job: tokio::sync::Mutex<Option<Heartbeat>>,
 }
@@ -614,6 +275,7 @@ impl StoreShuffleManagerBuilder {
                     .collect(),
             ))
         });
+        let conditional = self.store.supports_conditional_create();
         StoreShuffleManager {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -629,6 +291,8 @@ impl StoreShuffleManagerBuilder {
                     .support_invalidation_closures()
                     .build(),
                 written: Arc::new(KeyLog::default()),
+                winners: Arc::new(Winners::default()),
+                conditional,
                 job: tokio::sync::Mutex::new(None),
                 config,
             }),
@@ -792,6 +456,8 @@ impl ShuffleManager for StoreShuffleManager {
             attempt,
             h.num_partitions,
             Arc::clone(&self.inner.written),
+            Arc::clone(&self.inner.winners),
+            self.inner.conditional,
         ))
     }
 
@@ -817,18 +483,30 @@ impl ShuffleManager for StoreShuffleManager {
     }
 
     async fn committed_map_status(&self, shuffle_id: u32, map_id: u32) -> Result<MapStatus> {
+        if let Some(status) = self.inner.winners.get(shuffle_id, map_id) {
+            return Ok(status);
+        }
         let inner = Arc::clone(&self.inner);
+        let partitions = self.handle(shuffle_id).ok().map(|h| h.num_partitions);
         self.inner
             .statuses
             .try_get_with((shuffle_id, map_id), async move {
-                let key = inner.layout.index_key(shuffle_id, map_id);
-                let name = inner.store.describe(&key);
-                let bytes = inner.store.get(&key).await?;
-                let index = IndexFile::decode(&bytes, &name)?;
-                if index.shuffle_id != shuffle_id || index.map_id != map_id {
-                    return Err(Error::corrupt(name, "index names another map output"));
+                let status = if inner.conditional {
+                    let key = inner.layout.map_key(shuffle_id, map_id);
+                    read_footer(&*inner.store, &key, partitions).await?
+                } else {
+                    inner.status_from_attempts(shuffle_id, map_id, partitions).await?
+                };
+                if status.shuffle_id != shuffle_id || status.map_id != map_id {
+                    return Err(Error::corrupt(
+                        inner.store.describe(&status.location),
+                        format!(
+                            "its footer names shuffle {} map {}, not shuffle {shuffle_id} map {map_id}",
+                            status.shuffle_id, status.map_id
+                        ),
+                    ));
                 }
-                Ok::<_, Error>(MapStatus::from_index(&index, 0, &inner.layout))
+                Ok::<_, Error>(status)
             })
             .await
             .map_err(|e: Arc<Error>| clone_error(&e))
@@ -842,23 +520,28 @@ impl ShuffleManager for StoreShuffleManager {
     ) -> Result<()> {
         let inner = &self.inner;
         inner.statuses.invalidate(&(shuffle_id, map_id)).await;
-        let index_key = inner.layout.index_key(shuffle_id, map_id);
-        let names_attempt = match inner.store.get(&index_key).await {
-            Ok(bytes) => match IndexFile::decode(&bytes, &inner.store.describe(&index_key)) {
-                Ok(index) => Some(index.attempt == attempt),
-                Err(_) => Some(true), // unreadable: it cannot stand
-            },
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
+        let known = inner.winners.get(shuffle_id, map_id);
+        inner.winners.forget(shuffle_id, map_id, Some(attempt));
+        let key = if inner.conditional {
+            let key = inner.layout.map_key(shuffle_id, map_id);
+            // Delete the object only if it is `attempt`'s (or unreadable).
+            let names_attempt = match known {
+                Some(w) => w.attempt == attempt,
+                None => match read_footer(&*inner.store, &key, None).await {
+                    Ok(status) => status.attempt == attempt,
+                    Err(Error::NotFound { .. }) => false,
+                    Err(e) if e.is_data_loss() => true, // unreadable: it cannot stand
+                    Err(e) => return Err(e),
+                },
+            };
+            names_attempt.then_some(key)
+        } else {
+            // The key is the attempt's own: nobody else's output is there.
+            Some(inner.layout.data_key(shuffle_id, map_id, attempt))
         };
-        if names_attempt == Some(true) {
-            inner.store.delete(std::slice::from_ref(&index_key)).await?;
-            inner.written.forget(shuffle_id, &index_key);
-        }
-        if names_attempt != Some(false) {
-            let data = inner.layout.data_key(shuffle_id, map_id, attempt);
-            inner.store.delete(std::slice::from_ref(&data)).await?;
-            inner.written.forget(shuffle_id, &data);
+        if let Some(key) = key {
+            inner.store.delete(std::slice::from_ref(&key)).await?;
+            inner.written.forget(shuffle_id, &key);
         }
         tracing::info!(
             shuffle_id,
@@ -883,6 +566,7 @@ impl ShuffleManager for StoreShuffleManager {
                 s.remove(id);
             }
         }
+        self.inner.winners.forget_shuffles(Some(shuffle_ids));
         let ids: Vec<u32> = shuffle_ids.to_vec();
         self.inner
             .statuses
@@ -919,6 +603,7 @@ impl ShuffleManager for StoreShuffleManager {
     async fn cleanup_app(&self) -> Result<u64> {
         self.stop_job_marker().await?;
         self.inner.statuses.invalidate_all();
+        self.inner.winners.forget_shuffles(None);
         let shuffle = self.delete_known(None).await?;
         let spills = self.inner.spill.cleanup().await?;
         Ok(shuffle + spills)
@@ -926,6 +611,10 @@ impl ShuffleManager for StoreShuffleManager {
 
     fn supports_reliable_storage(&self) -> bool {
         self.inner.store.supports_reliable_storage()
+    }
+    fn drop_local_copies(&self, maps: &[MapStatus]) {
+        let keys: Vec<ObjectKey> = maps.iter().map(|m| m.location.clone()).collect();
+        self.inner.store.drop_local_copies(&keys);
     }
     fn metrics(&self) -> &Arc<ShuffleMetrics> {
         &self.inner.metrics
@@ -944,6 +633,49 @@ impl ShuffleManager for StoreShuffleManager {
     }
     fn codec(&self) -> Codec {
         self.inner.config.codec
+    }
+}
+
+impl Inner {
+    /// The status of a map whose attempts have keys of their own: the
+    /// lowest attempt with a valid footer (the recovery path; one LIST).
+    async fn status_from_attempts(
+        &self,
+        shuffle_id: u32,
+        map_id: u32,
+        partitions: Option<u32>,
+    ) -> Result<MapStatus> {
+        let prefix = self.layout.attempts_prefix(shuffle_id, map_id);
+        let mut attempts: Vec<(u32, ObjectKey)> = self
+            .store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| match Layout::parse(&o.key.path)?.kind {
+                ObjectKind::Data {
+                    shuffle_id: s,
+                    map_id: m,
+                    attempt,
+                } if s == shuffle_id && m == map_id => {
+                    Some((attempt, self.layout.data_key(shuffle_id, map_id, attempt)))
+                }
+                _ => None,
+            })
+            .collect();
+        attempts.sort();
+        let mut first_err = None;
+        for (_, key) in attempts {
+            match read_footer(&*self.store, &key, partitions).await {
+                Ok(status) => return Ok(status),
+                Err(e) if e.is_data_loss() => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_err.unwrap_or_else(|| Error::NotFound {
+            object: self.store.describe_prefix(&prefix).join(", "),
+        }))
     }
 }
 
@@ -970,117 +702,5 @@ fn clone_error(e: &Error) -> Error {
             message: other.to_string(),
             source: None,
         },
-    }
-}
-
-#[cfg(test)]
-mod grammar_tests {
-    use super::*;
-
-    fn kind(path: &str) -> Option<ObjectKind> {
-        Layout::parse(path).map(|o| {
-            assert_eq!(o.app_id, "app-1-2", "{path}");
-            o.kind
-        })
-    }
-
-    #[test]
-    fn parses_every_name_shovel_writes() {
-        let layout = Layout::new("app-1-2");
-        let data = layout.data_key(3, 7, 1);
-        let index = layout.index_key(3, 7);
-        assert_eq!(
-            kind(&data.path),
-            Some(ObjectKind::Data {
-                shuffle_id: 3,
-                map_id: 7,
-                attempt: 1
-            })
-        );
-        assert_eq!(
-            kind(&index.path),
-            Some(ObjectKind::Index {
-                shuffle_id: 3,
-                map_id: 7
-            })
-        );
-        assert_eq!(
-            kind(&layout.marker_key(0).path),
-            Some(ObjectKind::JobMarker)
-        );
-        let suffix = crate::fs::unique_suffix();
-        let spill = format!("{}spill-{suffix}.bin", layout.spill_prefix());
-        assert_eq!(kind(&spill), Some(ObjectKind::Spill));
-        // Temporary names exactly as FileSink makes them.
-        for fin in [&data.path, &index.path, &layout.marker_key(0).path, &spill] {
-            let tmp = std::path::Path::new(fin)
-                .with_extension(format!("tmp-{}", crate::fs::unique_suffix()));
-            let tmp = tmp.to_string_lossy();
-            assert_eq!(kind(&tmp), Some(ObjectKind::Temp), "{tmp}");
-        }
-        // What an interrupted start-up probe leaves.
-        assert_eq!(
-            kind(&format!("{}{PROBE_OBJECT}", layout.app_prefix())),
-            Some(ObjectKind::Temp)
-        );
-    }
-
-    #[test]
-    fn rejects_everything_else() {
-        for path in [
-            ".git/HEAD",
-            "report.parquet",
-            ".hidden",
-            "app-1-2/shuffle-3/notes.txt",
-            "app-1-2/shuffle-3/map-1-0.data.bak",
-            "app-1-2/shuffle-3/map-1.data",
-            "app-1-2/shuffle-3/map-1-0.index",
-            "app-1-2/shuffle-03/map-1-0.data",
-            "app-1-2/shuffle-x/map-1-0.data",
-            "app-1-2/shuffle-3/map--1-0.data",
-            "app-1-2/shuffle-3/map-1-0.tmp-xyz",
-            "app-1-2/shuffle-3/sub/map-1-0.data",
-            "app-1-2/map-1-0.data",
-            "app-1-2/_shovel_job.json.bak",
-            "app-1-2/other.json",
-            ".app/_shovel_job.json",
-            "spill/_shovel_job.json",
-            "spill/shuffle-1/map-1-0.data",
-            "spill/app-1-2/spill-1.txt",
-            "spill/app-1-2/notspill-1.bin",
-            "spill/app-1-2/spill-XYZ.bin",
-            "spill/.x/spill-1.bin",
-            "spill/app-1-2/deeper/spill-1.bin",
-            "a b/_shovel_job.json",
-            "/app-1-2/_shovel_job.json",
-            "",
-        ] {
-            assert_eq!(Layout::parse(path), None, "{path}");
-        }
-    }
-
-    #[test]
-    fn shovel_dirs() {
-        for d in ["app-1", "app-1/shuffle-0", "spill", "spill/app-1"] {
-            assert!(Layout::is_shovel_dir(d), "{d}");
-        }
-        for d in [
-            ".git",
-            "app-1/shuffle-x",
-            "app-1/other",
-            "spill/.x",
-            "a/b/c",
-            "",
-        ] {
-            assert!(!Layout::is_shovel_dir(d), "{d}");
-        }
-    }
-
-    #[test]
-    fn app_ids() {
-        assert!(Layout::validate_app_id("app-1700000000-42").is_ok());
-        for bad in ["", ".x", "spill", "a/b", "a b", "ü", &"x".repeat(129)] {
-            assert!(Layout::validate_app_id(bad).is_err(), "{bad}");
-        }
     }
 }

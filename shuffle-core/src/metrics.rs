@@ -84,12 +84,31 @@ counters!(
     }
 );
 
+counters!(
+    /// The local tier in front of a durable store (see `tier`).
+    CacheCounters, CacheSnapshot {
+        /// Reads served from a local copy (no request).
+        hits,
+        /// Reads the tier passed to the store.
+        misses,
+        /// Bytes served from local copies.
+        bytes_served,
+        /// Bytes of copies dropped to stay within `cache.memory` and `cache.disk`.
+        bytes_evicted,
+        /// Local I/O errors (full disk, quota, unusable `cache.dir`) that
+        /// dropped a copy; the store served instead.
+        fall_throughs,
+    }
+);
+
 /// All metrics of one shuffle manager.
 #[derive(Debug, Default)]
 pub struct ShuffleMetrics {
     pub shuffle: ShuffleCounters,
     /// Backend request counts (zero for backends that make none).
     pub requests: RequestMetrics,
+    /// The local tier (zero without one).
+    pub cache: CacheCounters,
 }
 
 /// A snapshot of [`ShuffleMetrics`].
@@ -97,6 +116,7 @@ pub struct ShuffleMetrics {
 pub struct MetricsSnapshot {
     pub shuffle: ShuffleSnapshot,
     pub requests: RequestSnapshot,
+    pub cache: CacheSnapshot,
 }
 
 impl ShuffleMetrics {
@@ -104,6 +124,7 @@ impl ShuffleMetrics {
         MetricsSnapshot {
             shuffle: self.shuffle.snapshot(),
             requests: self.requests.snapshot(),
+            cache: self.cache.snapshot(),
         }
     }
 }
@@ -113,6 +134,7 @@ impl MetricsSnapshot {
         Self {
             shuffle: self.shuffle.delta(&earlier.shuffle),
             requests: self.requests.delta(&earlier.requests),
+            cache: self.cache.delta(&earlier.cache),
         }
     }
 }

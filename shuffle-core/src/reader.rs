@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::format::frame::{decode_frame, FrameDecoder};
-use crate::manager::MapStatus;
 use crate::metrics::{add, ShuffleMetrics};
+use crate::status::MapStatus;
 use crate::store::{ObjectKey, ShuffleStore};
 use crate::{Error, Result};
 

@@ -21,6 +21,20 @@
 //!   S3-compatible stores ignore `If-None-Match`) may return `Created` twice;
 //!   correctness then rests on attempt ids in keys and on the map status the
 //!   caller records (see `manager`).
+//! - [`ShuffleStore::create_if_absent`] returns a sink like `create`'s whose
+//!   `finish` publishes only if no object has the key, atomically against
+//!   every other writer of any process; otherwise `finish` fails with
+//!   [`Error::AlreadyExists`](crate::Error::AlreadyExists) and nothing of its
+//!   own stays visible. A store reports whether it can honour this with
+//!   [`ShuffleStore::supports_conditional_create`]; when it says `false`,
+//!   shuffle-core never calls `create_if_absent` and keeps attempts apart by
+//!   attempt ids in keys instead (see `manager`). The local store publishes
+//!   with a hard link, which the OS refuses when the name exists; S3 sends
+//!   `If-None-Match: *` on PutObject / CompleteMultipartUpload (412 or 409
+//!   means `AlreadyExists`).
+//! - [`ShuffleStore::get_suffix`] returns the last `len` bytes of an object
+//!   (all of it when shorter), or `NotFound`: one request (S3's
+//!   `Range: bytes=-len`), used to read a data object's footer.
 //! - [`ShuffleStore::get_range`] returns exactly the bytes asked for, or fewer
 //!   when the object is shorter (the caller reports truncation), or
 //!   [`Error::NotFound`](crate::Error::NotFound).
@@ -126,6 +140,35 @@ pub trait ShuffleStore: Send + Sync + Debug + 'static {
     /// Writes a small object only if none exists under `key`.
     async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> Result<PutOutcome>;
 
+    /// True when [`ShuffleStore::create_if_absent`] is atomic across
+    /// processes (see the Contract). The default is `false`.
+    fn supports_conditional_create(&self) -> bool {
+        false
+    }
+
+    /// Starts a streaming write of `key` whose `finish` publishes only if
+    /// no object has the key, else fails with
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) and leaves
+    /// nothing of its own. The default fails: the store cannot.
+    async fn create_if_absent(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
+        Err(crate::Error::Protocol(format!(
+            "the {} store cannot create {} conditionally; check supports_conditional_create \
+             before calling create_if_absent",
+            self.name(),
+            self.describe(key)
+        )))
+    }
+
+    /// Reads the last `len` bytes of an object (the whole object when it is
+    /// shorter). The default reads the whole object.
+    async fn get_suffix(&self, key: &ObjectKey, len: u64) -> Result<Bytes> {
+        let all = self.get(key).await?;
+        let start = all
+            .len()
+            .saturating_sub(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(all.slice(start..))
+    }
+
     /// Reads a whole object.
     async fn get(&self, key: &ObjectKey) -> Result<Bytes>;
 
@@ -173,6 +216,15 @@ pub trait ShuffleStore: Send + Sync + Debug + 'static {
     /// LIST is a paid request per bucket and hash prefix.
     fn cheap_listing(&self) -> bool {
         false
+    }
+
+    /// Forgets any copy of `keys` this process keeps besides the store (a
+    /// local tier's cached copies), so later reads come from the store
+    /// itself: the engine calls it with the map outputs of a lost executor,
+    /// whose local copies would be gone on a real cluster. Stores without
+    /// local copies keep the default no-op.
+    fn drop_local_copies(&self, keys: &[ObjectKey]) {
+        let _ = keys;
     }
 
     /// Deletes every object whose path starts with `prefix`, across all

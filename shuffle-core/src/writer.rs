@@ -5,17 +5,16 @@
 //!  partition_writer(0) ─▶ write/write_block ─┐
 //!  partition_writer(2) ─▶ ...                ├─▶ frames ─▶ ObjectSink (data object, streamed)
 //!  partition_writer(5) ─▶ ...                ┘
-//!  commit() ─▶ finish data object ─▶ put_if_absent(index)  ─▶ MapStatus (the winner's)
+//!  commit() ─▶ footer (index) appended ─▶ finish: ONE write publishes ─▶ MapStatus (the winner's)
 //!  abort()  ─▶ data object discarded, nothing visible
 //! ```
 //!
 //! Partition writers are handed out in strictly increasing partition order,
 //! so the data object is written front to back and never buffered whole.
 //! Skipped partitions are empty. Lengths, crc32s and record counts are
-//! tracked as bytes go by; `commit` writes the index last, as the commit
-//! record, with `put_if_absent`: if another attempt of the same map already
-//! committed, this attempt's data is deleted and the winner's status is
-//! returned, so the first successful attempt always wins.
+//! tracked as bytes go by; `commit` appends the index as the footer and
+//! publishes the object, which is the whole commit (see `manager` for who
+//! wins between attempts). An all-empty output writes nothing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,10 +22,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::format::frame::encode_frame;
-use crate::format::{Codec, IndexFile};
-use crate::manager::{KeyLog, Layout, MapStatus};
+use crate::format::{encode_footer, footer_len, Codec, IndexFile};
+use crate::layout::Layout;
 use crate::metrics::{add, ShuffleMetrics};
-use crate::store::{ObjectSink, PutOutcome, ShuffleStore};
+use crate::status::{read_footer, KeyLog, MapStatus, Winners};
+use crate::store::{ObjectKey, ObjectSink, ShuffleStore};
 use crate::{Error, Result};
 
 /// Encoded frames are handed to the sink in batches of about this size.
@@ -46,6 +46,10 @@ pub struct MapOutputWriter {
     num_partitions: u32,
     /// Where every key is recorded before it is written (see `manager`).
     written: Arc<KeyLog>,
+    /// The manager's first commit per map (see `manager`).
+    winners: Arc<Winners>,
+    /// The store's `create_if_absent` decides the winner (key without attempt).
+    conditional: bool,
     sink: Option<Box<dyn ObjectSink>>,
     /// Next partition that may be opened.
     next_partition: u32,
@@ -86,6 +90,8 @@ impl MapOutputWriter {
         attempt: u32,
         num_partitions: u32,
         written: Arc<KeyLog>,
+        winners: Arc<Winners>,
+        conditional: bool,
     ) -> Self {
         let n = num_partitions as usize;
         Self {
@@ -98,6 +104,8 @@ impl MapOutputWriter {
             attempt,
             num_partitions,
             written,
+            winners,
+            conditional,
             sink: None,
             next_partition: 0,
             current: None,
@@ -198,13 +206,26 @@ impl MapOutputWriter {
         self.sink_write(data).await
     }
 
+    /// The data object's key: one per map with conditional create, one
+    /// per attempt without.
+    fn key(&self) -> ObjectKey {
+        if self.conditional {
+            self.layout.map_key(self.shuffle_id, self.map_id)
+        } else {
+            self.layout
+                .data_key(self.shuffle_id, self.map_id, self.attempt)
+        }
+    }
+
     async fn sink_write(&mut self, data: Bytes) -> Result<()> {
         if self.sink.is_none() {
-            let key = self
-                .layout
-                .data_key(self.shuffle_id, self.map_id, self.attempt);
+            let key = self.key();
             self.written.record(self.shuffle_id, key.clone());
-            self.sink = Some(self.store.create(&key).await?);
+            self.sink = Some(if self.conditional {
+                self.store.create_if_absent(&key).await?
+            } else {
+                self.store.create(&key).await?
+            });
         }
         match self.sink.as_mut() {
             Some(sink) => sink.write(data).await,
@@ -227,20 +248,12 @@ impl MapOutputWriter {
 
     async fn commit_inner(&mut self) -> Result<MapStatus> {
         self.close_partition().await?;
-        self.flush_out().await?;
-        let data_key = self
-            .layout
-            .data_key(self.shuffle_id, self.map_id, self.attempt);
-        let total: u64 = self.lengths.iter().sum();
-        if let Some(sink) = self.sink.take() {
-            let written = sink.finish().await?;
-            if written != total {
-                return Err(Error::corrupt(
-                    self.store.describe(&data_key),
-                    format!("wrote {written} bytes but partitions add up to {total}"),
-                ));
-            }
+        let key = self.key();
+        // A map this process already committed keeps its winner: no request.
+        if let Some(winner) = self.winners.get(self.shuffle_id, self.map_id) {
+            return Ok(self.lost_to(winner, &key, false).await);
         }
+        let total: u64 = self.lengths.iter().sum();
         let index = IndexFile::from_lengths(
             self.shuffle_id,
             self.map_id,
@@ -249,37 +262,90 @@ impl MapOutputWriter {
             self.checksums.clone(),
             self.records.clone(),
         );
-        let index_key = self.layout.index_key(self.shuffle_id, self.map_id);
-        self.finished = true;
-        self.written.record(self.shuffle_id, index_key.clone());
-        match self.store.put_if_absent(&index_key, index.encode()).await {
-            Ok(PutOutcome::Created) => {
-                let m = &self.metrics.shuffle;
-                add(&m.bytes_written, total);
-                add(&m.raw_bytes_written, self.raw_bytes);
-                add(&m.records_written, self.records.iter().sum());
-                add(&m.maps_committed, 1);
-                Ok(MapStatus::from_index(&index, self.raw_bytes, &self.layout))
+        if total == 0 {
+            // All empty: the status is the whole output; nothing is stored.
+            self.finished = true;
+            let status = MapStatus::from_index(&index, self.raw_bytes, key.clone());
+            return match self.winners.claim(status) {
+                Ok(status) => {
+                    self.count_commit(0);
+                    Ok(status)
+                }
+                Err(winner) => Ok(self.lost_to(*winner, &key, false).await),
+            };
+        }
+        self.out.extend_from_slice(&encode_footer(&index));
+        self.flush_out().await?;
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| Error::Protocol("data sink missing at commit".into()))?;
+        let expected = total + footer_len(self.lengths.len()) as u64;
+        match sink.finish().await {
+            Ok(written) => {
+                self.finished = true;
+                if written != expected {
+                    return Err(Error::corrupt(
+                        self.store.describe(&key),
+                        format!(
+                            "wrote {written} bytes but partitions and footer add up to {expected}"
+                        ),
+                    ));
+                }
+                let status = MapStatus::from_index(&index, self.raw_bytes, key.clone());
+                if self.conditional {
+                    // The store published ours: it is the winner.
+                    self.winners.set(status.clone());
+                } else if let Err(winner) = self.winners.claim(status.clone()) {
+                    // Another attempt of this process committed meanwhile.
+                    return Ok(self.lost_to(*winner, &key, true).await);
+                }
+                self.count_commit(total);
+                Ok(status)
             }
-            Ok(PutOutcome::AlreadyExists) => {
-                // Another attempt won: drop ours, report theirs.
+            Err(Error::AlreadyExists { .. }) if self.conditional => {
+                // Another attempt (perhaps another process) published
+                // first; ours never became visible. Its footer says who.
+                self.finished = true;
                 add(&self.metrics.shuffle.commit_conflicts, 1);
-                if total > 0 {
-                    self.store.delete(std::slice::from_ref(&data_key)).await?;
-                    self.written.forget(self.shuffle_id, &data_key);
-                }
-                let bytes = self.store.get(&index_key).await?;
-                let winner = IndexFile::decode(&bytes, &self.store.describe(&index_key))?;
-                Ok(MapStatus::from_index(&winner, 0, &self.layout))
+                let winner = read_footer(&*self.store, &key, Some(self.num_partitions)).await?;
+                self.winners.set(winner.clone());
+                Ok(winner)
             }
-            Err(e) => {
-                self.finished = false;
-                if total > 0 {
-                    let _ = self.store.delete(&[data_key]).await;
-                }
-                Err(e)
+            Err(e) => Err(e),
+        }
+    }
+
+    fn count_commit(&self, total: u64) {
+        let m = &self.metrics.shuffle;
+        add(&m.bytes_written, total);
+        add(&m.raw_bytes_written, self.raw_bytes);
+        add(&m.records_written, self.records.iter().sum());
+        add(&m.maps_committed, 1);
+    }
+
+    /// Gives up this attempt for `winner`: discards what it wrote (its
+    /// own object when `published`, which only happens with attempt ids in
+    /// keys) and reports the winner.
+    async fn lost_to(&mut self, winner: MapStatus, key: &ObjectKey, published: bool) -> MapStatus {
+        add(&self.metrics.shuffle.commit_conflicts, 1);
+        self.finished = true;
+        self.discard().await;
+        if !published && !self.conditional {
+            // Nothing of ours became visible.
+            self.written.forget(self.shuffle_id, key);
+        }
+        if published && winner.location != *key {
+            match self.store.delete(std::slice::from_ref(key)).await {
+                Ok(()) => self.written.forget(self.shuffle_id, key),
+                Err(e) => tracing::warn!(
+                    object = %self.store.describe(key),
+                    error = %e,
+                    "could not delete a losing attempt's data object; cleanup retries it"
+                ),
             }
         }
+        winner
     }
 
     async fn discard(&mut self) {
@@ -295,10 +361,11 @@ impl MapOutputWriter {
         match self.sink.take() {
             Some(sink) => {
                 sink.abort().await?;
-                let key = self
-                    .layout
-                    .data_key(self.shuffle_id, self.map_id, self.attempt);
-                self.written.forget(self.shuffle_id, &key);
+                if !self.conditional {
+                    // With conditional create the key may be the winner's.
+                    let key = self.key();
+                    self.written.forget(self.shuffle_id, &key);
+                }
                 Ok(())
             }
             None => Ok(()),

@@ -3,8 +3,11 @@
 //! always caught).
 
 use proptest::prelude::*;
+use shuffle_core::format::footer::index_len;
 use shuffle_core::format::frame::{decode_frame, encode_frame, FrameDecoder};
-use shuffle_core::format::{Codec, IndexFile};
+use shuffle_core::format::{
+    decode_footer, encode_footer, footer_len, Codec, IndexFile, TRAILER_LEN,
+};
 
 fn codec() -> impl Strategy<Value = Codec> {
     prop_oneof![Just(Codec::Lz4), Just(Codec::None)]
@@ -170,4 +173,48 @@ fn incompressible_blocks_are_stored_raw_and_errors_name_the_object() {
         msg.contains("s3://b/k.data") && msg.contains("partition 4"),
         "{msg}"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A data object (segments + footer) gives back its index from any
+    /// suffix that holds the footer, asks for more from a shorter one, and
+    /// rejects a cut end or a damaged footer byte.
+    #[test]
+    fn footer_round_trips_and_rejects_damage(
+        segments in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..12),
+        extra in 0usize..64,
+        cut in 1usize..40,
+        pos in any::<prop::sample::Index>(),
+        delta in 1u8..=255,
+    ) {
+        let lengths: Vec<u64> = segments.iter().map(|s| s.len() as u64).collect();
+        let checksums: Vec<u32> = segments.iter().map(|s| crc32fast::hash(s)).collect();
+        let records: Vec<u64> = segments.iter().map(|s| s.len() as u64 / 3).collect();
+        let idx = IndexFile::from_lengths(5, 9, 1, &lengths, checksums, records);
+        let mut object: Vec<u8> = segments.concat();
+        let data_len = object.len();
+        object.extend_from_slice(&encode_footer(&idx));
+        let n = segments.len();
+        prop_assert_eq!(object.len(), data_len + footer_len(n));
+        // Exactly the footer, or more of the object.
+        let take = (footer_len(n) + extra).min(object.len());
+        let tail = &object[object.len() - take..];
+        prop_assert_eq!(decode_footer(tail, "obj").expect("decode"), Some(idx.clone()));
+        // Only the trailer: it names the index length, asks for more.
+        let tail = &object[object.len() - TRAILER_LEN..];
+        prop_assert_eq!(index_len(tail, "obj").expect("trailer"), IndexFile::encoded_len(n));
+        prop_assert_eq!(decode_footer(tail, "obj").expect("short"), None);
+        // A cut end is never taken for a footer.
+        let cut_obj = &object[..object.len() - cut.min(object.len())];
+        let take = footer_len(n).min(cut_obj.len());
+        prop_assert!(decode_footer(&cut_obj[cut_obj.len() - take..], "obj").is_err());
+        // One damaged footer byte is caught.
+        let mut damaged = object.clone();
+        let i = data_len + pos.index(footer_len(n));
+        damaged[i] ^= delta;
+        let tail = &damaged[damaged.len() - footer_len(n)..];
+        prop_assert!(!matches!(decode_footer(tail, "obj"), Ok(Some(ref got)) if *got == idx));
+    }
 }

@@ -3,8 +3,7 @@
 //! Objects are files under one or more root directories:
 //!
 //! ```text
-//! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>-<attempt>.data
-//! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>.index
+//! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>.data    (index as footer)
 //! <root[i]>/spill/<app_id>/spill-<pid>-<n>-<nanos>.bin (local spill store)
 //! <root[i]>/<app_id>/_shovel_job.json                   (job marker, on every root)
 //! ```
@@ -15,9 +14,12 @@
 //! on its way from the root are real directories and it is empty.
 //!
 //! - **Atomic publish**: every object is written under a temporary name and
-//!   renamed into place; `put_if_absent` hard-links the finished temporary
-//!   file to the final name, which the OS refuses if it exists, so the first
-//!   commit of a map wins even across processes.
+//!   renamed into place; `create_if_absent` and `put_if_absent` hard-link
+//!   the finished temporary file to the final name instead, which the OS
+//!   refuses if it exists, so the first commit of a map wins even across
+//!   processes (`supports_conditional_create()` is true).
+//! - **Reads** of a footer are one positioned read from the end
+//!   (`get_suffix`).
 //! - **Reads** are positioned reads (`pread`) of exactly the requested range.
 //! - **Out of space**: `ENOSPC`/`EDQUOT` from the OS, or the optional
 //!   per-directory quota `local.max_bytes`, become
@@ -163,6 +165,21 @@ impl ShuffleStore for LocalStore {
         let root = self.root(key);
         let sink = FileSink::create(root.dir.clone(), self.path(key), root.quota.clone()).await?;
         Ok(Box::new(sink))
+    }
+
+    fn supports_conditional_create(&self) -> bool {
+        true
+    }
+
+    async fn create_if_absent(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
+        let root = self.root(key);
+        let sink =
+            FileSink::create_new(root.dir.clone(), self.path(key), root.quota.clone()).await?;
+        Ok(Box::new(sink))
+    }
+
+    async fn get_suffix(&self, key: &ObjectKey, len: u64) -> Result<Bytes> {
+        fs::read_suffix(self.path(key), len).await
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {

@@ -218,6 +218,10 @@ pub struct S3Config {
     /// Check the store answers like S3 and the buckets can be written
     /// before any work (see [`S3Store::probe`](crate::S3Store::probe)).
     pub probe: bool,
+    /// Commit map outputs with conditional writes (`If-None-Match: *`), so
+    /// S3 decides which attempt wins (`s3.conditional_writes`); `false` for
+    /// stores that ignore the header (then attempt ids go into keys).
+    pub conditional_writes: bool,
 }
 
 impl fmt::Debug for S3Config {
@@ -246,6 +250,7 @@ impl fmt::Debug for S3Config {
             .field("credentials_timeout", &self.credentials_timeout)
             .field("retry", &self.retry)
             .field("probe", &self.probe)
+            .field("conditional_writes", &self.conditional_writes)
             .finish()
     }
 }
@@ -314,6 +319,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "s3.retry.max_backoff", aliases: &[], default: "10s", doc: "Largest backoff cap." },
     KeyDoc { key: "s3.retry.total_deadline", aliases: &["s3.retry.deadline"], default: "120s", doc: "Time budget of one request across attempts and backoffs." },
     KeyDoc { key: "s3.probe", aliases: &["s3.check"], default: "true", doc: "Before any work, check every bucket exists and answers like S3, and that a small object can be written, read and deleted under the job's prefix; fails within 15s with one line naming the endpoint or bucket and the fix." },
+    KeyDoc { key: "s3.conditional_writes", aliases: &[], default: "true", doc: "Commit each map output with one conditional PUT (If-None-Match: *) under a key without attempt, so S3 picks the winning attempt; set false for stores that ignore If-None-Match (attempt ids then go into keys). The start-up check detects such a store and switches this off with a warning." },
 ];
 
 /// The canonical name of `key` (itself or an alias; `-` and `_` alike), if known.
@@ -368,6 +374,7 @@ pub struct S3ConfigBuilder {
     credentials_timeout: Option<Duration>,
     retry: RetryConfig,
     probe: Option<bool>,
+    conditional_writes: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,6 +479,12 @@ impl S3ConfigBuilder {
         self
     }
 
+    /// Turns conditional commits (`s3.conditional_writes`) on or off.
+    pub fn conditional_writes(mut self, on: bool) -> Self {
+        self.conditional_writes = Some(on);
+        self
+    }
+
     pub fn credentials_timeout(mut self, d: Duration) -> Self {
         self.credentials_timeout = Some(d);
         self
@@ -545,6 +558,7 @@ impl S3ConfigBuilder {
             "s3.endpoint" => self.endpoint = Some(non_empty(key, v, "http(s)://host[:port]")?),
             "s3.path_style" => self.force_path_style = Some(parse_bool(key, v)?),
             "s3.probe" => self.probe = Some(parse_bool(key, v)?),
+            "s3.conditional_writes" => self.conditional_writes = Some(parse_bool(key, v)?),
             "s3.access_key_id" => self.access_key_id = Some(non_empty(key, v, "an access key id")?),
             "s3.secret_access_key" => {
                 self.secret_access_key = Some(Secret::new(non_empty(key, v, "a secret key")?))
@@ -742,6 +756,7 @@ impl S3ConfigBuilder {
             credentials_timeout,
             retry: self.retry,
             probe: self.probe.unwrap_or(true),
+            conditional_writes: self.conditional_writes.unwrap_or(true),
         })
     }
 }

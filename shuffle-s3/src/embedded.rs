@@ -17,6 +17,9 @@
 //! - [`EmbeddedS3::fail_all`]: every request gets 500 InternalError;
 //! - [`EmbeddedS3::set_read_only`]: every write (PUT, multipart, copy,
 //!   delete) gets 403 AccessDenied, as for read-only credentials;
+//! - [`EmbeddedS3::set_ignore_if_none_match`]: `If-None-Match` is dropped
+//!   before the request is handled, as by stores that ignore conditional
+//!   writes (a second conditional PUT replaces the object);
 //! - [`EmbeddedS3::set_latency`]: every request waits a fixed time before it
 //!   is handled (a `tokio::time::sleep`, never blocking), which models the
 //!   round trip to a remote store; 0 (the default) adds nothing;
@@ -231,6 +234,8 @@ struct Faults {
     config: Mutex<(FaultConfig, StdRng)>,
     fail_all: AtomicBool,
     read_only: AtomicBool,
+    /// Drop `If-None-Match` before s3s sees it (a store that ignores it).
+    ignore_if_none_match: AtomicBool,
     /// Added latency per request, in nanoseconds.
     latency_nanos: AtomicU64,
     stats: Mutex<ServerStats>,
@@ -433,6 +438,10 @@ impl FaultService {
                 "Access Denied (read-only server)",
             ));
         }
+        let mut req = req;
+        if self.faults.ignore_if_none_match.load(Ordering::Relaxed) {
+            req.headers_mut().remove(hyper::header::IF_NONE_MATCH);
+        }
         let conditional = matches!(op, S3Op::PutObject | S3Op::CompleteMultipartUpload)
             && req.headers().contains_key(hyper::header::IF_NONE_MATCH);
         let _guard = if conditional {
@@ -539,6 +548,7 @@ impl EmbeddedS3 {
             config: Mutex::new((FaultConfig::none(), StdRng::seed_from_u64(0))),
             fail_all: AtomicBool::new(false),
             read_only: AtomicBool::new(false),
+            ignore_if_none_match: AtomicBool::new(false),
             latency_nanos: AtomicU64::new(0),
             stats: Mutex::new(ServerStats::default()),
             conditional: tokio::sync::Mutex::new(()),
@@ -655,6 +665,16 @@ impl EmbeddedS3 {
     /// credentials, or not. Reads and lists still work.
     pub fn set_read_only(&self, on: bool) {
         self.faults.read_only.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes the server ignore `If-None-Match` (`true`), as some
+    /// S3-compatible stores do: a conditional PutObject or
+    /// CompleteMultipartUpload then replaces an existing object instead of
+    /// getting 412 PreconditionFailed.
+    pub fn set_ignore_if_none_match(&self, on: bool) {
+        self.faults
+            .ignore_if_none_match
+            .store(on, Ordering::Relaxed);
     }
 
     /// Adds `latency` before every request is handled (0 = none, the

@@ -15,8 +15,8 @@
 //! ## Key layout
 //!
 //! ```text
-//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>/map-<m>-<attempt>.data
-//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>/map-<m>.index
+//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>/map-<m>.data            (s3.conditional_writes, the default)
+//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>/map-<m>-<attempt>.data  (stores that ignore If-None-Match)
 //!   s3://<bucket>/<prefix>/<hp>/spill/<app_id>/spill-<n>.bin
 //! ```
 //!
@@ -26,6 +26,14 @@
 //! shard, so load spreads over S3's per-prefix request limits and over
 //! buckets (the private `layout` module has the exact mapping). `list` and
 //! `delete_prefix` visit every bucket x hash prefix.
+//!
+//! ## Local tier
+//!
+//! With `cache.enabled` (the default) the manager writes and reads map
+//! outputs through a [`TieredStore`](shuffle_core::TieredStore): a copy of
+//! each output stays in a bounded local cache once its upload finished, so
+//! readers in the same process skip the GET; S3 serves whatever the cache no
+//! longer holds. Spills bypass it.
 //!
 //! ## Modules
 //! - [`config`]: [`S3Config`], typed builder and `key=value`/env parsing.
@@ -58,7 +66,10 @@ pub mod store;
 use std::sync::Arc;
 
 use shuffle_core::memory::MemoryPool;
-use shuffle_core::{Result, ShuffleConfig, ShuffleMetrics, StoreShuffleManager};
+use shuffle_core::{
+    Result, ShuffleConfig, ShuffleMetrics, ShuffleStore, StoreShuffleManager, TierConfig,
+    TieredStore,
+};
 
 pub use config::{BucketUri, Credentials, S3Config, S3ConfigBuilder, Sse};
 #[cfg(feature = "embedded")]
@@ -71,6 +82,8 @@ pub use store::S3Store;
 pub struct S3Shuffle {
     pub manager: StoreShuffleManager,
     pub store: S3Store,
+    /// The local tier the manager writes and reads through (`cache.enabled`).
+    pub tier: Option<Arc<TieredStore>>,
     pub metrics: Arc<ShuffleMetrics>,
     /// The in-process server, when one was started (keep it alive as long
     /// as the manager is used; it stops when dropped).
@@ -92,6 +105,7 @@ pub struct S3ShuffleBuilder {
     metrics: Option<Arc<ShuffleMetrics>>,
     pool: Option<Arc<MemoryPool>>,
     spill_to_s3: Option<bool>,
+    cache: Option<bool>,
     #[cfg(feature = "embedded")]
     embedded_fallback: bool,
 }
@@ -104,6 +118,7 @@ impl S3ShuffleBuilder {
             metrics: None,
             pool: None,
             spill_to_s3: None,
+            cache: None,
             #[cfg(feature = "embedded")]
             embedded_fallback: false,
         }
@@ -130,6 +145,12 @@ impl S3ShuffleBuilder {
     /// Overrides `spill.to_s3`.
     pub fn spill_to_s3(mut self, on: bool) -> Self {
         self.spill_to_s3 = Some(on);
+        self
+    }
+
+    /// Overrides `cache.enabled` (the local tier in front of S3).
+    pub fn cache(mut self, on: bool) -> Self {
+        self.cache = Some(on);
         self
     }
 
@@ -181,8 +202,21 @@ impl S3ShuffleBuilder {
         if store.config().probe {
             store.probe(&app_id).await?;
         }
-        let mut builder = StoreShuffleManager::builder(Arc::new(store.clone()), self.shuffle)
-            .metrics(Arc::clone(&metrics));
+        // Map outputs go through the local tier; spills (below) do not: a
+        // spill is read back once, by its writer, straight from S3.
+        let tier = self.cache.unwrap_or(self.shuffle.cache_enabled).then(|| {
+            Arc::new(TieredStore::new(
+                Arc::new(store.clone()),
+                TierConfig::from_config(&self.shuffle),
+                Arc::clone(&metrics),
+            ))
+        });
+        let shuffle_store: Arc<dyn ShuffleStore> = match &tier {
+            Some(t) => Arc::clone(t) as Arc<dyn ShuffleStore>,
+            None => Arc::new(store.clone()),
+        };
+        let mut builder =
+            StoreShuffleManager::builder(shuffle_store, self.shuffle).metrics(Arc::clone(&metrics));
         if let Some(pool) = self.pool {
             builder = builder.memory_pool(pool);
         }
@@ -192,6 +226,7 @@ impl S3ShuffleBuilder {
         Ok(S3Shuffle {
             manager: builder.build(),
             store,
+            tier,
             metrics,
             #[cfg(feature = "embedded")]
             embedded,

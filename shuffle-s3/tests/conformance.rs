@@ -1,7 +1,10 @@
 //! shuffle-core's conformance suite against S3Store over the embedded S3
-//! server (real HTTP), three ways: plain; with spills to S3; and with 20%
-//! injected faults (503 SlowDown, 500, dropped connections, delays) that
-//! retries must hide completely.
+//! server (real HTTP): plain (through the local tier, `cache.enabled`'s
+//! default); with spills to S3; with 20% injected faults (503 SlowDown, 500,
+//! dropped connections, delays) that retries must hide completely; without
+//! the tier (bare S3Store); with a tier so small that copies move to disk
+//! and get evicted all the time; and on a server that ignores
+//! `If-None-Match`, which the start-up probe must detect.
 
 use async_trait::async_trait;
 use shuffle_core::testing::Backend;
@@ -14,6 +17,10 @@ struct S3Backend {
     server: tokio::sync::OnceCell<EmbeddedS3>,
     faults: Option<FaultConfig>,
     spill_to_s3: bool,
+    /// `cache.*` settings over the defaults.
+    cache: &'static [(&'static str, &'static str)],
+    /// The server ignores `If-None-Match`; the probe must notice.
+    ignore_if_none_match: bool,
 }
 
 impl S3Backend {
@@ -22,13 +29,30 @@ impl S3Backend {
             server: tokio::sync::OnceCell::new(),
             faults,
             spill_to_s3,
+            cache: &[],
+            ignore_if_none_match: false,
         }
+    }
+
+    fn ignoring_if_none_match() -> Self {
+        Self {
+            ignore_if_none_match: true,
+            ..Self::new(false, None)
+        }
+    }
+
+    fn with_cache(mut self, cache: &'static [(&'static str, &'static str)]) -> Self {
+        self.cache = cache;
+        self
     }
 }
 
 #[async_trait]
 impl Backend for S3Backend {
-    async fn manager(&self, config: ShuffleConfig) -> StoreShuffleManager {
+    async fn manager(&self, mut config: ShuffleConfig) -> StoreShuffleManager {
+        for (k, v) in self.cache {
+            config.set(k, v).expect("cache setting");
+        }
         let server = self
             .server
             .get_or_init(|| async {
@@ -36,6 +60,7 @@ impl Backend for S3Backend {
                 if let Some(f) = &self.faults {
                     s.set_faults(f.clone());
                 }
+                s.set_ignore_if_none_match(self.ignore_if_none_match);
                 s
             })
             .await;
@@ -50,13 +75,18 @@ impl Backend for S3Backend {
             })
             .build()
             .expect("config");
-        S3ShuffleBuilder::new(config)
+        let shuffle = S3ShuffleBuilder::new(config)
             .s3_config(s3)
             .spill_to_s3(self.spill_to_s3)
             .build()
             .await
-            .expect("manager")
-            .manager
+            .expect("manager");
+        assert_eq!(
+            shuffle.store.conditional_writes(),
+            !self.ignore_if_none_match,
+            "the probe must find out whether the store honours If-None-Match"
+        );
+        shuffle.manager
     }
 }
 
@@ -73,4 +103,21 @@ mod faults {
         true,
         Some(shuffle_s3::FaultConfig::mixed(0.2, 20240601))
     ));
+}
+
+mod no_cache {
+    shuffle_core::conformance_tests!(
+        super::S3Backend::new(false, None).with_cache(&[("cache.enabled", "false")])
+    );
+}
+
+mod tiny_cache {
+    shuffle_core::conformance_tests!(super::S3Backend::new(false, None)
+        .with_cache(&[("cache.memory", "16KiB"), ("cache.disk", "48KiB"),]));
+}
+
+/// A store that ignores `If-None-Match`: the probe switches to attempt ids
+/// in keys, and every promise still holds.
+mod ignores_if_none_match {
+    shuffle_core::conformance_tests!(super::S3Backend::ignoring_if_none_match());
 }

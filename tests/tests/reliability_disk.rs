@@ -9,7 +9,11 @@
 //!   leaves no file under the directory and the quota is free again;
 //! - with the same settings (same quota'd local directory) but shuffle and
 //!   spill on S3 (embedded server), completes with the golden answer and
-//!   writes nothing to the local directory.
+//!   writes nothing to the local directory;
+//! - with shuffle on S3 behind the local tier whose directory is unusable
+//!   (`cache.dir` under a regular file, so every copy moved to disk fails
+//!   like a full disk), completes with the golden answer, counting the
+//!   fall-throughs and reading those outputs from S3.
 
 mod reliability_support;
 
@@ -20,6 +24,7 @@ use engine::scheduler::StageEvent;
 use engine::{EngineError, Session};
 use futures::StreamExt;
 use reliability_support::*;
+use shuffle_core::format::footer_len;
 use shuffle_core::{MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, StoreShuffleManager};
 use shuffle_s3::S3ShuffleBuilder;
 
@@ -61,20 +66,18 @@ async fn read_all(m: &StoreShuffleManager, shuffle_id: u32, statuses: &[MapStatu
 /// stages that completed.
 fn check_committed_outputs(session: &Session, m: &StoreShuffleManager) -> Arc<Mutex<usize>> {
     let stages = Arc::new(Mutex::new(0usize));
-    // (data file, index file, stored bytes) of every committed map output.
-    let committed: Arc<Mutex<Vec<(PathBuf, PathBuf, u64)>>> = Arc::default();
+    // (data file, stored bytes with the footer) of every committed map output.
+    let committed: Arc<Mutex<Vec<(PathBuf, u64)>>> = Arc::default();
     let (n, m) = (Arc::clone(&stages), m.clone());
     session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
         let mut committed = committed.lock().unwrap_or_else(|p| p.into_inner());
         for st in ev.statuses.iter().filter(|s| s.total_bytes() > 0) {
-            let index = m.layout().index_key(st.shuffle_id, st.map_id);
             committed.push((
                 PathBuf::from(m.store().describe(&st.location)),
-                PathBuf::from(m.store().describe(&index)),
-                st.total_bytes(),
+                st.total_bytes() + footer_len(st.lengths.len()) as u64,
             ));
         }
-        for (data, index, bytes) in committed.iter() {
+        for (data, bytes) in committed.iter() {
             let len = std::fs::metadata(data).map_or(0, |md| md.len());
             assert_eq!(
                 len,
@@ -82,7 +85,6 @@ fn check_committed_outputs(session: &Session, m: &StoreShuffleManager) -> Arc<Mu
                 "committed map output {} lost or truncated while the disk filled",
                 data.display()
             );
-            assert!(index.is_file(), "index {} lost", index.display());
         }
         *n.lock().unwrap_or_else(|p| p.into_inner()) += 1;
     })));
@@ -247,4 +249,47 @@ async fn full_local_disk_is_avoided_with_s3_shuffle_and_spill() {
     m.cleanup_app().await.expect("cleanup");
     assert!(list(&m, &m.layout().app_prefix()).await.is_empty());
     assert!(list(&m, &format!("spill/{}/", m.app_id())).await.is_empty());
+}
+
+/// Shuffle on S3 behind the local tier, whose disk is unusable: copies over
+/// `cache.memory` cannot move to disk, fall through (counted), and are read
+/// from S3; the job never sees an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cache_disk_falls_through_to_s3() {
+    let data = tokio::task::spawn_blocking(data_dir)
+        .await
+        .expect("data generation");
+    let s3 = server().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("file");
+    let mut config = shuffle_config("disk-full-cache", &tmp.path().join("shuffle-dir"));
+    config.cache_memory = 64 << 10;
+    config.cache_dir = blocker.join("cache");
+    let built = S3ShuffleBuilder::new(config)
+        .s3_config(s3.config("disk-full-cache").expect("s3 config"))
+        .spill_to_s3(true)
+        .build()
+        .await
+        .expect("s3 manager");
+    let m = built.manager;
+    let tier = built.tier.expect("cache.enabled defaults to true");
+    let session = Session::new(
+        engine_config(Some(MEMORY)),
+        Arc::new(m.clone()) as Arc<dyn ShuffleManager>,
+    );
+    let (csv, summary) = run_q80(&session, &data)
+        .await
+        .unwrap_or_else(|e| panic!("q80 on S3 with an unusable cache disk failed: {e}"));
+    assert_golden(&csv, "S3 shuffle, unusable cache directory");
+    let cache = m.metrics().snapshot().cache;
+    assert!(
+        cache.fall_throughs > 0 && cache.misses > 0,
+        "copies should have fallen through to S3: {cache:?}; {}",
+        summary.to_json()
+    );
+    assert!(tier.spill_dir().is_none());
+    assert!(tier.usage().memory_bytes <= 64 << 10, "{:?}", tier.usage());
+    m.cleanup_app().await.expect("cleanup");
+    assert!(list(&m, &m.layout().app_prefix()).await.is_empty());
 }

@@ -14,6 +14,9 @@
 //! - S3 backend (shuffle and spill on the embedded server): committed map
 //!   outputs live in S3 and survive the executor. Only the killed tasks
 //!   re-run; no finished map task is recomputed, and the answer is golden.
+//!   The local tier in front of S3 (on by default) held every committed
+//!   output before the loss; the lost executor's cached copies are dropped
+//!   with it (the others' stay), so reads of its outputs go to S3.
 
 mod reliability_support;
 
@@ -26,7 +29,8 @@ use engine::scheduler::executors::ExecutorLoss;
 use engine::scheduler::{StageEvent, TaskEvent};
 use engine::{EngineConfig, RetryReason, Session};
 use reliability_support::*;
-use shuffle_core::{ShuffleConfig, ShuffleManager, StoreShuffleManager};
+use shuffle_core::metrics::CacheSnapshot;
+use shuffle_core::{MapStatus, ShuffleConfig, ShuffleManager, StoreShuffleManager, TieredStore};
 use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,12 @@ struct Loss {
     files_removed: Vec<PathBuf>,
     /// Regular files under the executor's local directory at the time.
     local_files: Vec<PathBuf>,
+    /// The local tier's counters just before the loss.
+    cache_before: CacheSnapshot,
+    /// Committed outputs of the lost executor and of the others, each with
+    /// whether the tier held a copy before and after the loss.
+    cached_lost: Vec<(bool, bool)>,
+    cached_kept: Vec<(bool, bool)>,
 }
 
 /// A manager on `backend` with its own local directory (the executor's
@@ -59,7 +69,11 @@ async fn manager(
     backend: Backend,
     app_id: &str,
     dir: &Path,
-) -> (StoreShuffleManager, Option<EmbeddedS3>) {
+) -> (
+    StoreShuffleManager,
+    Option<EmbeddedS3>,
+    Option<Arc<TieredStore>>,
+) {
     let config = ShuffleConfig {
         app_id: app_id.to_string(),
         memory_limit: engine_config(None).memory_budget as u64,
@@ -70,6 +84,7 @@ async fn manager(
         Backend::Local => (
             shuffle_local::local_manager(config).expect("local manager"),
             None,
+            None,
         ),
         Backend::S3 => {
             let s3 = server().await;
@@ -78,9 +93,8 @@ async fn manager(
                 .spill_to_s3(true)
                 .build()
                 .await
-                .expect("s3 manager")
-                .manager;
-            (m, Some(s3))
+                .expect("s3 manager");
+            (m.manager, Some(s3), m.tier)
         }
     }
 }
@@ -91,13 +105,19 @@ async fn manager(
 fn lose_executor_mid_job(
     session: &Session,
     m: &StoreShuffleManager,
+    tier: Option<Arc<TieredStore>>,
     backend: Backend,
     local_dir: &Path,
 ) -> Arc<Mutex<Option<Loss>>> {
     let loss: Arc<Mutex<Option<Loss>>> = Arc::default();
     let stages_done = Arc::new(AtomicUsize::new(0));
     let done = Arc::clone(&stages_done);
+    let committed: Arc<Mutex<Vec<MapStatus>>> = Arc::default();
+    let c = Arc::clone(&committed);
     session.set_stage_hook(Some(Arc::new(move |ev: &StageEvent| {
+        c.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ev.statuses.iter().cloned());
         if ev.statuses.len() >= 2 {
             done.fetch_add(1, Ordering::SeqCst);
         }
@@ -114,18 +134,39 @@ fn lose_executor_mid_job(
         if l.is_some() {
             return;
         }
+        let cache_before = m.metrics().snapshot().cache;
+        let outputs: Vec<MapStatus> = committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|st| st.total_bytes() > 0)
+            .cloned()
+            .collect();
+        let held = |st: &MapStatus| tier.as_ref().is_some_and(|t| t.contains(&st.location));
+        let before: Vec<bool> = outputs.iter().map(held).collect();
         let report = s.lose_executor(LOST).expect("executor 1 exists");
+        let (mut cached_lost, mut cached_kept) = (Vec::new(), Vec::new());
+        for (st, was) in outputs.iter().zip(before) {
+            let now = held(st);
+            if st.map_id as usize % 2 == LOST {
+                cached_lost.push((was, now));
+            } else {
+                cached_kept.push((was, now));
+            }
+        }
         let mut loss = Loss {
+            cache_before,
+            cached_lost,
+            cached_kept,
             trigger: Some((ev.stage_id, ev.partition)),
             local_files: files_under(&local_dir),
             report,
             ..Loss::default()
         };
         if backend == Backend::Local {
-            // The executor's disk is gone: its data and index files too.
+            // The executor's disk is gone: its data files (index as footer) too.
             for st in &loss.report.outputs_lost {
-                let index = m.layout().index_key(st.shuffle_id, st.map_id);
-                for key in [&st.location, &index] {
+                for key in [&st.location] {
                     let path = PathBuf::from(m.store().describe(key));
                     if path.is_file() {
                         std::fs::remove_file(&path)
@@ -146,14 +187,14 @@ async fn executor_lost(backend: Backend) {
         .expect("data generation");
     let dir = tempfile::tempdir().expect("temp dir");
     let local_dir = dir.path().join("executor-disk");
-    let (m, _s3) = manager(backend, "executor-loss", &local_dir).await;
+    let (m, _s3, tier) = manager(backend, "executor-loss", &local_dir).await;
     let config = EngineConfig {
         executors: 2,
         parallelism: 4,
         ..engine_config(None)
     };
     let session = Session::new(config, Arc::new(m.clone()) as Arc<dyn ShuffleManager>);
-    let loss = lose_executor_mid_job(&session, &m, backend, &local_dir);
+    let loss = lose_executor_mid_job(&session, &m, tier, backend, &local_dir);
     let result = run_q80(&session, &data).await;
     session.set_task_hook(None);
     let (csv, summary) =
@@ -288,6 +329,34 @@ async fn executor_lost(backend: Backend) {
             assert!(
                 recomputed.is_empty(),
                 "fetch failures with outputs in S3: {recomputed:?}"
+            );
+            // The tier held every committed output until the loss; the lost
+            // executor's copies went with it, the others' stayed, and the
+            // lost ones were then read from S3.
+            assert!(
+                !loss.cached_lost.is_empty() && !loss.cached_kept.is_empty(),
+                "no committed output on one of the executors: {loss:?}"
+            );
+            assert!(
+                loss.cached_lost.iter().all(|c| *c == (true, false)),
+                "the lost executor's outputs should be cached before the loss and dropped by it: \
+                 {:?}",
+                loss.cached_lost
+            );
+            assert!(
+                loss.cached_kept.iter().all(|c| *c == (true, true)),
+                "the other executor's cached outputs should stay: {:?}",
+                loss.cached_kept
+            );
+            let (before, after) = (loss.cache_before, m.metrics().snapshot().cache);
+            assert!(
+                before.hits > 0,
+                "the local tier served no read before the loss: {before:?}"
+            );
+            assert!(
+                after.misses > before.misses,
+                "no read went to S3 after the executor (and its cached copies) was lost: \
+                 {after:?}"
             );
         }
     }

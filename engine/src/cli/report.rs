@@ -317,7 +317,7 @@ impl RunReport {
             for s in &j.stages {
                 let _ = writeln!(
                     o,
-                    "     stage {:>2} {:>9} {:>3} tasks  rows in {:>10} out {:>10}  shuffle w {:>9} r {:>9}  {}",
+                    "     stage {:>2} {:>9} {:>3} tasks  rows in {:>10} out {:>10}  shuffle w {:>9} r {:>9}  {}{}",
                     s.stage_id,
                     secs(s.elapsed_ms),
                     s.num_tasks,
@@ -325,7 +325,12 @@ impl RunReport {
                     s.rows_out,
                     human_bytes(s.shuffle_bytes_written),
                     human_bytes(s.shuffle_bytes_read),
-                    s.output
+                    s.output,
+                    if s.partitions > s.num_tasks {
+                        format!(" (reads {} partitions, coalesced)", s.partitions)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             let (rows, _, scan_bytes) = self.read_totals();
@@ -402,6 +407,18 @@ impl RunReport {
                 human_bytes(r.bytes_downloaded)
             );
             let _ = writeln!(o, "   s3 cost     {}", self.request_cost().describe());
+        }
+        let c = &self.metrics.cache;
+        if c.hits + c.misses + c.fall_throughs > 0 {
+            let _ = writeln!(
+                o,
+                "   local cache {} hits ({} served without a request), {} misses, {} evicted, {} fall-throughs",
+                c.hits,
+                human_bytes(c.bytes_served),
+                c.misses,
+                human_bytes(c.bytes_evicted),
+                c.fall_throughs
+            );
         }
         let pool = self
             .job
@@ -491,6 +508,7 @@ impl RunReport {
                 sj.str("description", &s.description);
                 sj.f64("elapsed_ms", s.elapsed_ms);
                 sj.num("tasks", s.num_tasks as u64);
+                sj.num("partitions", s.partitions as u64);
                 sj.num("rows_in", s.rows_in);
                 sj.num("bytes_in", s.bytes_in);
                 sj.num("rows_out", s.rows_out);
@@ -546,6 +564,12 @@ impl RunReport {
         }
         rq.num("total", self.s3_requests());
         w.raw("s3_requests", &rq.end());
+
+        let mut lc = Json::new();
+        for (k, v) in self.metrics.cache.fields() {
+            lc.num(k, v);
+        }
+        w.raw("local_cache", &lc.end());
 
         let cost = self.request_cost();
         let mut cj = Json::new();

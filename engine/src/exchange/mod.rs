@@ -7,6 +7,12 @@
 //!  ShuffleReadExec(part) ◀─ decode_batch ◀─ manager.reader(shuffle, statuses, part..part+1)
 //! ```
 //!
+//! A map task computes under a CPU slot and commits under the I/O budget:
+//! once its last block is buffered it gives the slot back and waits for an
+//! upload permit, so the next task's CPU work overlaps this one's PUTs. The
+//! buffer (and its memory reservation) lives until the commit ends, so
+//! memory stays bounded by the slots plus the uploads in flight.
+//!
 //! Each block is one IPC-encoded record batch (schema known to both sides, see
 //! [`codec`]); the shuffle layer compresses, checksums, buffers and spills.
 //! Hash partitioning uses the stable hash in [`hash`], so every backend and
@@ -21,6 +27,7 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use futures::StreamExt;
 use shuffle_core::{MapStatus, ShuffleManagerExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Result;
 use crate::expr::PhysicalExpr;
@@ -154,11 +161,16 @@ pub fn split_by_index(
 }
 
 /// Runs `plan`'s partition `map_id` and writes it as map output of `shuffle_id`.
+///
+/// `slot` (the task's CPU slot) is released once the output is computed;
+/// the commit then waits for a permit of `io` (the uploads in flight).
 pub async fn run_map_task(
     plan: Arc<dyn ExecutionPlan>,
     ctx: Arc<TaskContext>,
     shuffle_id: u32,
     partitioning: Partitioning,
+    slot: Option<OwnedSemaphorePermit>,
+    io: &Semaphore,
 ) -> Result<MapStatus> {
     let map_id = ctx.partition as u32;
     let mut stream = plan.execute(ctx.partition, Arc::clone(&ctx))?;
@@ -189,8 +201,13 @@ pub async fn run_map_task(
     }
     .await;
     drop(stream);
+    drop(slot);
     match result {
         Ok(()) => {
+            let _upload = io
+                .acquire()
+                .await
+                .map_err(|_| crate::error::EngineError::internal("upload budget closed"))?;
             let status = writer.commit().await?;
             let written: u64 = status.lengths.iter().sum();
             TaskMetrics::add(&ctx.metrics.shuffle_bytes_written, written);

@@ -10,6 +10,10 @@
 //! with Arrow's row format and looked up in a [`RowTable`]; build rows with
 //! equal keys are chained, so duplicate keys fan out. Null keys never match.
 //!
+//! Broadcast: the build side is hashed once per stage and executor and
+//! shared by the stage's tasks there ([`super::broadcast`]); only a build
+//! side that does not fit in memory falls back to a per-task build.
+//!
 //! Spilling: if the build side does not fit its reservation, both sides are
 //! partitioned into 16 spill buckets by key hash (grace hash join) and joined
 //! bucket by bucket.
@@ -23,6 +27,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use futures::StreamExt;
 
+use super::broadcast::{BroadcastKey, Built};
 use super::row_table::{hash_keys, RowTable};
 use super::util::{generate, Emitter};
 use super::{BatchStream, ExecutionPlan, TaskContext};
@@ -82,12 +87,6 @@ impl ExecutionPlan for HashJoinExec {
         vec![Arc::clone(&self.probe), Arc::clone(&self.build)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let build_part = match self.mode {
-            JoinMode::Partitioned => partition,
-            JoinMode::Broadcast => 0,
-        };
-        let build = self.build.execute(build_part, Arc::clone(&ctx))?;
-        let probe = self.probe.execute(partition, Arc::clone(&ctx))?;
         let op = JoinOp {
             probe_keys: self.probe_keys.clone(),
             build_keys: self.build_keys.clone(),
@@ -97,8 +96,27 @@ impl ExecutionPlan for HashJoinExec {
             build_schema: self.build.schema(),
             probe_schema: self.probe.schema(),
         };
+        let probe = self.probe.execute(partition, Arc::clone(&ctx))?;
+        if self.mode == JoinMode::Broadcast {
+            let key = BroadcastKey {
+                stage_id: ctx.stage_id,
+                executor: ctx.executor,
+                op: self as *const Self as usize,
+            };
+            let build = Arc::clone(&self.build);
+            return Ok(generate(move |out| {
+                op.run_broadcast(key, build, probe, ctx, out)
+            }));
+        }
+        let build = self.build.execute(partition, Arc::clone(&ctx))?;
         Ok(generate(move |out| op.run(build, probe, ctx, out)))
     }
+}
+
+/// A broadcast build side hashed once and shared, with its memory.
+struct SharedTable {
+    table: JoinTable,
+    _reservation: shuffle_core::MemoryReservation,
 }
 
 #[derive(Debug, Clone)]
@@ -256,6 +274,70 @@ impl JoinOp {
             }
         }
         Ok(Some(RecordBatch::try_new(Arc::clone(&self.schema), cols)?))
+    }
+
+    /// Builds the broadcast table for every task of the stage on this
+    /// executor; `None` when it does not fit in memory.
+    async fn build_shared(
+        &self,
+        build: Arc<dyn ExecutionPlan>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<Option<Built>> {
+        let conv = self.converter()?;
+        let mut reservation = ctx.memory_pool().reservation(format!(
+            "broadcast hash table[stage {} executor {}]",
+            ctx.stage_id, ctx.executor
+        ));
+        let mut stream = build.execute(0, Arc::clone(&ctx))?;
+        let mut batches = Vec::new();
+        while let Some(b) = stream.next().await {
+            let b = b?;
+            let need = b.get_array_memory_size() + b.num_rows() * 24;
+            if reservation.try_grow(need).is_err() {
+                return Ok(None);
+            }
+            batches.push(b);
+        }
+        let table = self.build_table(&batches, &conv)?;
+        drop(batches);
+        reservation.resize(table.batch.get_array_memory_size() + table.size());
+        Ok(Some(Arc::new(SharedTable {
+            table,
+            _reservation: reservation,
+        })))
+    }
+
+    /// A broadcast join: probes the shared table, or joins on its own (with
+    /// spilling) when the build side does not fit in memory.
+    async fn run_broadcast(
+        self,
+        key: BroadcastKey,
+        build: Arc<dyn ExecutionPlan>,
+        mut probe: BatchStream,
+        ctx: Arc<TaskContext>,
+        mut out: Emitter,
+    ) -> Result<()> {
+        let shared = ctx
+            .broadcasts
+            .get_or_build(key, || {
+                self.build_shared(Arc::clone(&build), Arc::clone(&ctx))
+            })
+            .await?;
+        let Some(shared) = shared.and_then(|b| b.downcast::<SharedTable>().ok()) else {
+            let stream = build.execute(0, Arc::clone(&ctx))?;
+            return self.run(stream, probe, ctx, out).await;
+        };
+        let conv = self.converter()?;
+        let mut hashes = Vec::new();
+        while let Some(p) = probe.next().await {
+            let p = p?;
+            if let Some(o) = self.probe_batch(&shared.table, &p, &conv, &mut hashes)? {
+                if !emit_chunks(o, ctx.batch_size(), &mut out).await {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn run(

@@ -19,6 +19,7 @@
 //! them back in the downstream stage.
 
 pub mod aggregate;
+pub mod broadcast;
 pub mod expand;
 pub mod filter;
 pub mod join;
@@ -33,6 +34,7 @@ pub mod union;
 pub mod util;
 
 use std::fmt::Debug;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -67,6 +69,11 @@ pub trait ExecutionPlan: Send + Sync + Debug {
     fn shuffle_reads(&self) -> Vec<u32> {
         Vec::new()
     }
+    /// For a read of one partition per task (not a broadcast): the shuffle
+    /// and its partition count. The scheduler coalesces those partitions.
+    fn partitioned_read(&self) -> Option<(u32, usize)> {
+        None
+    }
 }
 
 /// Renders a plan tree, one operator per line.
@@ -94,6 +101,14 @@ pub struct TaskContext {
     pub manager: Arc<dyn ShuffleManager>,
     pub tracker: Arc<MapOutputTracker>,
     pub metrics: Arc<TaskMetrics>,
+    /// Shuffle partitions each task of the stage reads, when the scheduler
+    /// coalesced them (task `i` reads `ranges[i]` of every non-broadcast
+    /// shuffle of the stage); `None`: task `i` reads partition `i`.
+    pub read_ranges: Option<Arc<Vec<Range<u32>>>>,
+    /// The executor the attempt runs on.
+    pub executor: usize,
+    /// Broadcast hash tables shared by the stage's tasks on one executor.
+    pub broadcasts: Arc<broadcast::BroadcastCache>,
 }
 
 impl TaskContext {
@@ -107,6 +122,14 @@ impl TaskContext {
 
     pub fn batch_size(&self) -> usize {
         self.config.batch_size
+    }
+
+    /// The shuffle partitions task `partition` reads (see `read_ranges`).
+    pub fn read_range(&self, partition: usize) -> Range<u32> {
+        match self.read_ranges.as_ref().and_then(|r| r.get(partition)) {
+            Some(r) => r.clone(),
+            None => partition as u32..partition as u32 + 1,
+        }
     }
 
     /// A reservation named after the operator and task.

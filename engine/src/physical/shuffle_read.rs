@@ -1,4 +1,6 @@
-//! Reads one partition of a shuffle written by an upstream stage.
+//! Reads one partition of a shuffle written by an upstream stage (or, when
+//! the scheduler coalesced the stage's partitions, a range of neighbouring
+//! ones: [`TaskContext::read_range`]).
 
 use std::sync::Arc;
 
@@ -53,13 +55,21 @@ impl ExecutionPlan for ShuffleReadExec {
     fn shuffle_reads(&self) -> Vec<u32> {
         vec![self.shuffle_id]
     }
+    fn partitioned_read(&self) -> Option<(u32, usize)> {
+        (!self.broadcast).then_some((self.shuffle_id, self.num_partitions))
+    }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let part = if self.broadcast { 0 } else { partition as u32 };
+        // A coalesced task reads a range of neighbouring partitions.
+        let parts = if self.broadcast {
+            0..1
+        } else {
+            ctx.read_range(partition)
+        };
         let shuffle_id = self.shuffle_id;
         let statuses = ctx.tracker.statuses(shuffle_id)?;
         let mut reader = ctx
             .manager
-            .reader(shuffle_id, statuses, part..part + 1)
+            .reader(shuffle_id, statuses, parts)
             .map_err(|e| wrap(shuffle_id, e))?;
         let schema = Arc::clone(&self.schema);
         let batch_size = ctx.batch_size();

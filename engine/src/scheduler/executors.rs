@@ -18,6 +18,7 @@
 //!          committed (its files went with it); readers then find them
 //!          missing, and the scheduler re-runs exactly those maps
 //!        storage reliable (S3)? ──▶ keep them: nothing finished re-runs
+//!   and drop the broadcast tables built on e (its memory is gone too)
 //! ```
 //!
 //! [`Executors::cancel`] stops everything (Ctrl-C): running attempts are
@@ -26,12 +27,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use shuffle_core::MapStatus;
 use tokio::task::AbortHandle;
 
 use super::tracker::MapOutputTracker;
+use crate::physical::broadcast::BroadcastCache;
 
 /// What losing an executor did.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +72,8 @@ pub struct Executors {
     next_id: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
     cancelled: AtomicBool,
+    /// Broadcast tables of running jobs, dropped per executor on loss.
+    broadcasts: Mutex<Vec<Weak<BroadcastCache>>>,
 }
 
 impl std::fmt::Debug for Executors {
@@ -152,6 +156,14 @@ impl Executors {
         }
     }
 
+    /// Lets losing an executor drop its copies in a job's broadcast cache
+    /// (held weakly: it goes with the job).
+    pub(crate) fn attach_broadcasts(&self, cache: &Arc<BroadcastCache>) {
+        let mut all = self.broadcasts.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(cache));
+    }
+
     /// Whether [`Executors::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
@@ -188,6 +200,15 @@ impl Executors {
                 r.abort.abort();
                 killed += 1;
             }
+        }
+        for cache in self
+            .broadcasts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+        {
+            cache.drop_executor(executor);
         }
         let outputs_lost = if reliable_storage {
             Vec::new()

@@ -1,9 +1,10 @@
 //! The scheduler: runs a [`JobPlan`]'s stage graph.
 //!
 //! ```text
-//!   stages whose inputs are done ──▶ map tasks (≤ parallelism at once, tokio + semaphore)
+//!   stages whose inputs are done ──▶ map tasks (≤ parallelism computing at once)
 //!        │                              │ placed on executor partition % executors
-//!        │                              │ buffered_writer → commit → MapStatus
+//!        │                              │ compute under a CPU slot, then give it back;
+//!        │                              │ commit under the I/O budget → MapStatus
 //!        │                              ▼
 //!        │                        MapOutputTracker (first status per map wins)
 //!        ▼
@@ -13,6 +14,30 @@
 //!             invalidate M's status, re-run map task M of S's stage (new attempt),
 //!             then retry the failed task — Spark's fetch-failure path
 //! ```
+//!
+//! **Scheduling by dependencies.** A stage starts as soon as every stage it
+//! reads is complete (all its map outputs committed and registered), not
+//! when a whole "level" of the graph is: independent branches overlap and
+//! a short branch never waits for a long one. A stage is complete only when
+//! its last upload is durable, so readers never see a partial shuffle.
+//!
+//! **Slots are for CPU.** `engine.parallelism` slots bound the tasks
+//! computing at once; a map task hands its slot back when its output is
+//! buffered and then waits for one of `io.requests_in_flight` upload
+//! permits (see [`crate::exchange`]), so S3 round trips overlap the next
+//! task's CPU work instead of idling a slot.
+//!
+//! **Coalescing** (Spark's adaptive execution). When a stage is about to
+//! start, the committed byte counts of the shuffles it reads are known: it
+//! groups neighbouring reduce partitions into ranges of about
+//! `shuffle.coalesce_target` bytes ([`coalesce`]) and runs one task per
+//! range. Every non-broadcast shuffle the stage reads (both sides of a
+//! join) gets the same ranges, computed from the sum of their byte counts,
+//! so co-partitioning holds; hash joins, aggregates and sorts work per
+//! range exactly as they did per partition. The ranges of a stage are
+//! fixed once computed, so a recompute of one of its maps reads the same.
+//! Because a stage's map count is known only then, its shuffle is
+//! registered when the stage starts.
 //!
 //! Re-runs of lost map outputs are shared: every task that needs map M of
 //! shuffle S waits on the same re-run (no lock is held while it runs, so a
@@ -49,13 +74,15 @@ pub mod executors;
 pub mod tracker;
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use futures::future::{BoxFuture, Shared};
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use shuffle_core::{MapStatus, ShuffleHandle, ShuffleManager};
 use tokio::sync::Semaphore;
 
@@ -63,6 +90,7 @@ use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
 use crate::exchange::run_map_task;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
+use crate::physical::broadcast::BroadcastCache;
 use crate::physical::planner::{JobPlan, StageDef};
 use crate::physical::util::collect;
 use crate::physical::{ExecutionPlan, TaskContext};
@@ -188,6 +216,8 @@ struct Job {
     manager: Arc<dyn ShuffleManager>,
     tracker: Arc<MapOutputTracker>,
     slots: Arc<Semaphore>,
+    /// Uploads in flight (`io.requests_in_flight`).
+    io: Arc<Semaphore>,
     stages: Vec<StageDef>,
     root: Arc<dyn ExecutionPlan>,
     shuffle_stage: HashMap<u32, usize>,
@@ -196,6 +226,9 @@ struct Job {
     /// In-flight re-runs of lost map outputs, by (shuffle, map).
     recomputes: Mutex<HashMap<(u32, u32), Recompute>>,
     hooks: Hooks,
+    /// Partition ranges per stage (its tasks), fixed when the stage starts.
+    ranges: Mutex<HashMap<usize, Arc<Vec<Range<u32>>>>>,
+    broadcasts: Arc<BroadcastCache>,
 }
 
 enum TaskOutput {
@@ -241,8 +274,11 @@ pub async fn run_job(
         .iter()
         .map(|s| (s.shuffle_id, s.stage_id))
         .collect();
+    let broadcasts = Arc::new(BroadcastCache::default());
+    executors.attach_broadcasts(&broadcasts);
     let job = Arc::new(Job {
         slots: Arc::new(Semaphore::new(config.parallelism.max(1))),
+        io: Arc::new(Semaphore::new(config.io_requests_in_flight.max(1))),
         config,
         manager: Arc::clone(&manager),
         tracker,
@@ -253,18 +289,9 @@ pub async fn run_job(
         executors,
         recomputes: Mutex::new(HashMap::new()),
         hooks,
+        ranges: Mutex::new(HashMap::new()),
+        broadcasts,
     });
-    for s in &job.stages {
-        let maps = s.plan.output_partitions();
-        manager
-            .register_shuffle(ShuffleHandle {
-                shuffle_id: s.shuffle_id,
-                num_maps: maps as u32,
-                num_partitions: s.partitioning.num_partitions() as u32,
-            })
-            .await?;
-        job.tracker.register_shuffle(s.shuffle_id, maps);
-    }
     let result = job.run().await;
     // Re-runs nobody waits for any more (the job failed) would keep the job alive.
     job.recomputes
@@ -323,6 +350,7 @@ pub async fn run_job(
         tasks_killed: stats.tasks_killed,
         retry_reasons: stats.reasons,
         peak_memory: pool.peak() as u64,
+        broadcast_builds: job.broadcasts.builds(),
         memory_limit: pool.limit() as u64,
         ..Default::default()
     };
@@ -342,25 +370,55 @@ pub async fn run_job(
 
 impl Job {
     async fn run(self: &Arc<Self>) -> Result<Vec<RecordBatch>> {
+        let deps: Vec<Vec<usize>> = self
+            .stages
+            .iter()
+            .map(|s| self.deps(s.plan.as_ref()))
+            .collect();
         let mut done: HashSet<usize> = HashSet::new();
-        while done.len() < self.stages.len() {
-            let ready: Vec<usize> = self
-                .stages
-                .iter()
-                .filter(|s| !done.contains(&s.stage_id))
-                .filter(|s| self.deps(s.plan.as_ref()).iter().all(|d| done.contains(d)))
-                .map(|s| s.stage_id)
-                .collect();
-            if ready.is_empty() {
-                return Err(EngineError::internal("stage graph has a cycle"));
+        let mut started: HashSet<usize> = HashSet::new();
+        let mut running = FuturesUnordered::new();
+        let mut first_err = None;
+        loop {
+            // Start every stage whose inputs are complete (none after a
+            // failure: the running ones settle, then the job fails).
+            if first_err.is_none() {
+                // In stage order, each registered before the next is pushed:
+                // ready stages queue for slots in a deterministic order.
+                for s in &self.stages {
+                    let id = s.stage_id;
+                    if !started.contains(&id) && deps[id].iter().all(|d| done.contains(d)) {
+                        started.insert(id);
+                        if let Err(e) = self.prepare_map_stage(id).await {
+                            first_err.get_or_insert(e);
+                            break;
+                        }
+                        let job = Arc::clone(self);
+                        running.push(async move { (id, job.run_map_stage(id).await) });
+                    }
+                }
             }
-            let runs = ready.iter().map(|s| self.run_map_stage(*s));
-            join_settled(runs).await?;
-            done.extend(ready);
+            let Some((id, res)) = running.next().await else {
+                break;
+            };
+            match res {
+                Ok(()) => {
+                    done.insert(id);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if done.len() < self.stages.len() {
+            return Err(EngineError::internal("stage graph has a cycle"));
         }
         // Result stage.
         let stage_id = self.stages.len();
-        let n = self.root.output_partitions();
+        let n = self.stage_ranges(stage_id, self.root.as_ref())?.len();
         self.stage_entry(stage_id, "result".into(), self.root.as_ref(), n);
         let tasks = (0..n).map(|p| Arc::clone(self).run_task(stage_id, p));
         let outs = join_settled(tasks).await?;
@@ -371,6 +429,46 @@ impl Job {
             }
         }
         Ok(batches)
+    }
+
+    /// The partition ranges of `stage_id`'s tasks (see the module docs),
+    /// computed from the committed outputs of the shuffles it reads the
+    /// first time they are asked for.
+    fn stage_ranges(
+        &self,
+        stage_id: usize,
+        plan: &dyn ExecutionPlan,
+    ) -> Result<Arc<Vec<Range<u32>>>> {
+        let mut all = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = all.get(&stage_id) {
+            return Ok(Arc::clone(r));
+        }
+        let n = plan.output_partitions();
+        let mut reads = Vec::new();
+        partitioned_reads(plan, &mut reads);
+        // Only a stage whose tasks are exactly the partitions of the
+        // shuffles it reads (not a union of inputs, nor a scan) coalesces.
+        let aligned = !reads.is_empty() && reads.iter().all(|(_, p)| *p == n);
+        let ranges = if aligned && self.config.coalesce_target > 0 && n > 1 {
+            let mut bytes = vec![0u64; n];
+            for (shuffle, _) in &reads {
+                for st in self.tracker.statuses(*shuffle)? {
+                    for (b, l) in bytes.iter_mut().zip(&st.lengths) {
+                        *b += *l;
+                    }
+                }
+            }
+            coalesce(
+                &bytes,
+                self.config.coalesce_target as u64,
+                self.config.parallelism.max(1),
+            )
+        } else {
+            (0..n as u32).map(|p| p..p + 1).collect()
+        };
+        let ranges = Arc::new(ranges);
+        all.insert(stage_id, Arc::clone(&ranges));
+        Ok(ranges)
     }
 
     /// Stages whose shuffles `plan` reads.
@@ -388,6 +486,7 @@ impl Job {
     }
 
     fn stage_entry(&self, stage_id: usize, output: String, plan: &dyn ExecutionPlan, n: usize) {
+        let partitions = plan.output_partitions();
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         st.stages.entry(stage_id).or_insert_with(|| {
             (
@@ -396,6 +495,7 @@ impl Job {
                     description: describe_chain(plan),
                     output,
                     num_tasks: n,
+                    partitions,
                     ..Default::default()
                 },
                 None,
@@ -404,9 +504,19 @@ impl Job {
         });
     }
 
-    async fn run_map_stage(self: &Arc<Self>, stage_id: usize) -> Result<()> {
+    /// Fixes a ready map stage's tasks (coalescing its reads) and registers
+    /// its shuffle with that many maps.
+    async fn prepare_map_stage(&self, stage_id: usize) -> Result<()> {
         let stage = &self.stages[stage_id];
-        let n = stage.plan.output_partitions();
+        let n = self.stage_ranges(stage_id, stage.plan.as_ref())?.len();
+        self.manager
+            .register_shuffle(ShuffleHandle {
+                shuffle_id: stage.shuffle_id,
+                num_maps: n as u32,
+                num_partitions: stage.partitioning.num_partitions() as u32,
+            })
+            .await?;
+        self.tracker.register_shuffle(stage.shuffle_id, n);
         self.stage_entry(
             stage_id,
             format!(
@@ -418,6 +528,11 @@ impl Job {
             stage.plan.as_ref(),
             n,
         );
+        Ok(())
+    }
+
+    async fn run_map_stage(self: &Arc<Self>, stage_id: usize) -> Result<()> {
+        let stage = &self.stages[stage_id];
         let shuffle_id = stage.shuffle_id;
         let missing = self.tracker.missing_maps(shuffle_id);
         let tasks = missing
@@ -686,6 +801,12 @@ impl Job {
         }
         let executor = self.executors.place(partition);
         let metrics = Arc::new(TaskMetrics::default());
+        let read_ranges = self
+            .ranges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&stage_id)
+            .cloned();
         let ctx = Arc::new(TaskContext {
             stage_id,
             partition,
@@ -694,6 +815,9 @@ impl Job {
             manager: Arc::clone(&self.manager),
             tracker: Arc::clone(&self.tracker),
             metrics: Arc::clone(&metrics),
+            read_ranges,
+            executor,
+            broadcasts: Arc::clone(&self.broadcasts),
         });
         let start = Instant::now();
         self.bump(|s| {
@@ -706,17 +830,22 @@ impl Job {
         let handle = tokio::spawn(async move {
             match job.stages.get(stage_id) {
                 Some(stage) => {
+                    // The slot goes back once the output is buffered; the
+                    // attempt (and the stage) ends when it is committed.
                     let status = run_map_task(
                         Arc::clone(&stage.plan),
                         Arc::clone(&ctx),
                         stage.shuffle_id,
                         stage.partitioning.clone(),
+                        Some(permit),
+                        &job.io,
                     )
                     .await?;
                     job.tracker.register_map_output(status, executor);
                     Ok(TaskOutput::Map)
                 }
                 None => {
+                    let _slot = permit;
                     let stream = job.root.execute(partition, Arc::clone(&ctx))?;
                     let batches = collect(stream).await?;
                     for b in &batches {
@@ -746,7 +875,6 @@ impl Job {
             Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
         };
         drop(running);
-        drop(permit);
         let end = Instant::now();
         let mut t = TaskSummary::from_metrics(&metrics);
         t.stage_id = stage_id;
@@ -766,6 +894,65 @@ impl Job {
         });
         res
     }
+}
+
+/// The non-broadcast shuffle reads under `plan`: (shuffle, partitions).
+fn partitioned_reads(plan: &dyn ExecutionPlan, out: &mut Vec<(u32, usize)>) {
+    out.extend(plan.partitioned_read());
+    for c in plan.children() {
+        partitioned_reads(c.as_ref(), out);
+    }
+}
+
+/// Groups neighbouring reduce partitions (with `bytes[p]` committed bytes
+/// each) into ranges of about `target` bytes, like Spark's adaptive
+/// coalescing: a range closes before the partition that would take it past
+/// the target. Coalescing must not idle CPU slots, so the target shrinks to
+/// the total over `slots`, and a result with fewer than `slots` ranges (a
+/// skewed stage) splits its largest ranges until it has that many (or one
+/// per partition). A stage over 94 KiB at 2 slots thus runs 2 tasks, not 24;
+/// one over gigabytes runs one task per `target` bytes.
+pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
+    let total: u64 = bytes.iter().sum();
+    let slots = slots.max(1);
+    let target = target.min(total.div_ceil(slots as u64)).max(1);
+    let mut out: Vec<Range<u32>> = Vec::new();
+    let mut start = 0usize;
+    let mut acc = 0u64;
+    for (p, b) in bytes.iter().enumerate() {
+        if p > start && acc + b > target {
+            out.push(start as u32..p as u32);
+            start = p;
+            acc = 0;
+        }
+        acc += b;
+    }
+    if start < bytes.len() {
+        out.push(start as u32..bytes.len() as u32);
+    }
+    let size = |r: &Range<u32>| -> u64 { bytes[r.start as usize..r.end as usize].iter().sum() };
+    while out.len() < slots.min(bytes.len()) {
+        let Some(i) = (0..out.len())
+            .filter(|i| out[*i].len() > 1)
+            .max_by_key(|i| size(&out[*i]))
+        else {
+            break;
+        };
+        // Cut where the range's bytes are halved (at least one partition each side).
+        let r = out[i].clone();
+        let half = size(&r).div_ceil(2);
+        let mut acc = 0;
+        let mut cut = r.start + 1;
+        for p in r.start..r.end - 1 {
+            acc += bytes[p as usize];
+            cut = p + 1;
+            if acc >= half {
+                break;
+            }
+        }
+        out.splice(i..=i, [r.start..cut, cut..r.end]);
+    }
+    out
 }
 
 /// `Root <- child <- ...` along the first-child path, plus side inputs.
@@ -792,4 +979,31 @@ where
     F: std::future::Future<Output = Result<T>>,
 {
     futures::future::join_all(futs).await.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_groups_small_neighbours_and_keeps_the_slots_busy() {
+        // 24 partitions over 94 KiB at 2 slots: 2 tasks, not 24.
+        let tiny = vec![4 << 10; 24];
+        assert_eq!(coalesce(&tiny, 32 << 20, 2), vec![0..12, 12..24]);
+        // A big stage keeps one task per target.
+        let big = vec![8 << 20; 64];
+        let r = coalesce(&big, 32 << 20, 2);
+        assert_eq!(r.len(), 16);
+        assert!(r.iter().all(|r| r.len() == 4), "{r:?}");
+        // Ranges cover every partition once, in order.
+        let skewed = [5, 0, 0, 5, 90, 0, 0, 0];
+        let r = coalesce(&skewed, 1 << 20, 4);
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(r.first().map(|r| r.start), Some(0));
+        assert_eq!(r.last().map(|r| r.end), Some(8));
+        assert!(r.windows(2).all(|w| w[0].end == w[1].start), "{r:?}");
+        // Never more slots than partitions; all-empty stages work.
+        assert_eq!(coalesce(&[0, 0, 0], 1 << 20, 8), vec![0..1, 1..2, 2..3]);
+        assert_eq!(coalesce(&[0; 6], 1 << 20, 1), vec![0..6]);
+    }
 }

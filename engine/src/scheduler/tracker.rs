@@ -92,6 +92,23 @@ impl MapOutputTracker {
         out
     }
 
+    /// The registered outputs `executor` committed (kept registered).
+    pub fn committed_on(&self, executor: usize) -> Vec<MapStatus> {
+        let g = self.lock();
+        let mut out: Vec<MapStatus> = g
+            .values()
+            .flat_map(|e| {
+                e.maps
+                    .iter()
+                    .zip(&e.executors)
+                    .filter(|(_, ex)| **ex == Some(executor))
+                    .filter_map(|(st, _)| st.clone())
+            })
+            .collect();
+        out.sort_by_key(|s| (s.shuffle_id, s.map_id));
+        out
+    }
+
     /// Why a map's output is missing, if it was lost after being registered.
     pub fn loss_reason(&self, shuffle_id: u32, map_id: u32) -> Option<String> {
         self.lock()

@@ -1,32 +1,36 @@
-//! The index object: where each partition's segment lies in the data object.
+//! The index block: where each partition's segment lies in the data object.
+//! It is the data object's footer (see [`footer`](super::footer)); before
+//! version 2 it was an object of its own (`map-<m>.index`).
 //!
 //! ```text
 //! offset        size      field
 //!  0            4         magic "SHVI"
-//!  4            2         version u16 BE (1)
-//!  6            2         flags   u16 BE (bit 0: FLAG_NO_DATA, no data object)
+//!  4            2         version u16 BE (2: a footer; 1 was a separate index object)
+//!  6            2         flags   u16 BE (bit 0: FLAG_NO_DATA, all partitions empty)
 //!  8            4         shuffle_id u32 BE
 //! 12            4         map_id     u32 BE
-//! 16            4         attempt    u32 BE
+//! 16            4         attempt    u32 BE (the attempt that wrote the object)
 //! 20            4         N = number of partitions, u32 BE
-//! 24            8(N+1)    offsets u64 BE: offsets[0] = 0, offsets[N] = data length
+//! 24            8(N+1)    offsets u64 BE: offsets[0] = 0, offsets[N] = bytes of all segments
 //! 32+8N         4N        crc32 u32 BE of each partition's segment bytes
 //! 32+12N        8N        records u64 BE per partition (as counted by the writer)
 //! 32+20N        4         crc32 u32 BE of bytes 0..32+20N
 //! total: 36 + 20N bytes
 //! ```
 //!
-//! The N+1 offsets are exactly Spark's index file; the rest makes the object
+//! The N+1 offsets are exactly Spark's index file; the rest makes the block
 //! self-describing and self-checking. Decoding rejects a wrong size, magic,
-//! version or trailer crc, and offsets that are not monotonic.
+//! version or trailer crc, and offsets that are not monotonic. An all-empty
+//! map output is never stored (version 2), so `FLAG_NO_DATA` is set only in
+//! indexes built in memory for one.
 
 use bytes::Bytes;
 
 use crate::{Error, Result};
 
 pub const INDEX_MAGIC: [u8; 4] = *b"SHVI";
-pub const INDEX_VERSION: u16 = 1;
-/// Header flag: the map output is all empty and has no data object.
+pub const INDEX_VERSION: u16 = 2;
+/// Header flag: every partition is empty (such outputs are not stored).
 pub const FLAG_NO_DATA: u16 = 1;
 const HEADER_LEN: usize = 24;
 

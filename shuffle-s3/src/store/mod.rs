@@ -9,6 +9,8 @@
 //! | `abort`, failed `write`/`finish`, dropped sink | AbortMultipartUpload (nothing becomes visible) |
 //! | `put` | PutObject (multipart when larger than the threshold) |
 //! | `put_if_absent` | PutObject with `If-None-Match: *`; 412/409 means `AlreadyExists` |
+//! | `create_if_absent` + `finish` | as `create`, with `If-None-Match: *` on the PutObject or CompleteMultipartUpload; 412/409 is [`Error::AlreadyExists`](shuffle_core::Error::AlreadyExists) (the upload is aborted) |
+//! | `get_suffix` | GetObject with `Range: bytes=-len` |
 //! | `get` / `get_range` | GetObject (`Range: bytes=a-(b-1)`); 416 gives empty bytes |
 //! | `list` | ListObjectsV2, paginated, over every bucket x hash prefix |
 //! | `delete` | DeleteObjects in batches of 1000, per-key errors checked |
@@ -26,10 +28,14 @@
 //! Failures map to [`Error::NotFound`] (missing object) or [`Error::Backend`]
 //! naming `s3://bucket/key`, the endpoint and the likely fix.
 //!
-//! A store that ignores `If-None-Match` makes `put_if_absent` report
-//! `Created` for a second writer too; shuffle-core stays correct through
-//! attempt ids in keys. A conditional PUT whose success response is lost and
-//! is then retried reports `AlreadyExists` for the same reason.
+//! A store that ignores `If-None-Match` would let a second writer replace
+//! the first: `s3.conditional_writes=false` makes
+//! `supports_conditional_create()` false, and shuffle-core then puts
+//! attempt ids in keys (see `shuffle_core::manager`); the probe detects
+//! such a store and switches the mode off itself. A conditional PUT whose
+//! success response is lost and is then retried reports `AlreadyExists`;
+//! the committing writer then reads the footer it finds, which is its own,
+//! so the outcome is still right.
 //!
 //! ## Modules (one job each, as object_store's `aws/`)
 //!
@@ -53,7 +59,7 @@ mod sink;
 pub use probe::{PROBE_ATTEMPT_TIMEOUT, PROBE_BUDGET, PROBE_OBJECT, PROBE_REQUEST_DEADLINE};
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_s3::Client;
@@ -130,6 +136,9 @@ struct Inner {
     layout: Layout,
     metrics: Arc<ShuffleMetrics>,
     endpoint: String,
+    /// Whether commits use `If-None-Match: *` (`s3.conditional_writes`,
+    /// switched off by the probe for a store that ignores the header).
+    conditional: AtomicBool,
 }
 
 /// Shuffle and spill objects in S3. Cheap to clone.
@@ -162,6 +171,7 @@ impl S3Store {
     pub fn with_client(client: Client, config: S3Config, metrics: Arc<ShuffleMetrics>) -> Self {
         let layout = Layout::new(config.buckets.clone(), config.hash_prefixes);
         let endpoint = config.endpoint_description();
+        let conditional = AtomicBool::new(config.conditional_writes);
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -169,6 +179,7 @@ impl S3Store {
                 layout,
                 metrics,
                 endpoint,
+                conditional,
             }),
         }
     }
@@ -176,6 +187,13 @@ impl S3Store {
     /// The configuration in use.
     pub fn config(&self) -> &S3Config {
         &self.inner.config
+    }
+
+    /// True while map outputs are committed with conditional writes
+    /// (`s3.conditional_writes`, unless the probe found the store ignores
+    /// `If-None-Match`).
+    pub fn conditional_writes(&self) -> bool {
+        self.inner.conditional.load(Ordering::Relaxed)
     }
 
     /// The SDK client (for tools and tests).

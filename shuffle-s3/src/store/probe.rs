@@ -10,8 +10,15 @@
 //!  for each bucket:  HeadBucket                      exists? answers like S3? may we read?
 //!  for each bucket:  PutObject  <app>/_shovel_probe  may we write?
 //!                    GetObject  (bytes compared)      is it really S3?
+//!  first bucket:     PutObject  again, If-None-Match: *  412? (else: conditional writes off)
 //!                    DeleteObjects                    may we delete? (leaves nothing behind)
 //! ```
+//!
+//! A store that accepts the second, conditional PUT of an existing object
+//! ignores `If-None-Match`: the probe then switches the store to
+//! non-conditional commits (attempt ids in keys) with a warning rather than
+//! failing, since such a store is still a correct place for shuffle data;
+//! `s3.conditional_writes=false` skips that request.
 //!
 //! It runs on a copy of the store with its own short budget and its own
 //! metrics. Answers that are not S3's and other errors are never retried;
@@ -26,6 +33,7 @@
 //! (`<app_id>/_shovel_probe`, in hash prefix 0 of each bucket), so a probe
 //! cut short by a kill is left for `gc` to recognise.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +80,19 @@ impl S3Store {
         let probe = self.probe_view();
         let endpoint = &self.inner.endpoint;
         match tokio::time::timeout(PROBE_BUDGET, probe.inner.probe(app_prefix)).await {
-            Ok(result) => result,
+            Ok(Ok(Conditional::Honoured | Conditional::Unchecked)) => Ok(()),
+            Ok(Ok(Conditional::Ignored { object })) => {
+                tracing::warn!(
+                    endpoint = %endpoint,
+                    object = %object,
+                    "the S3 store ignores If-None-Match (a second conditional PUT of the probe \
+                     object succeeded): committing map outputs with attempt ids in keys instead; \
+                     set s3.conditional_writes=false to skip this check's extra request"
+                );
+                self.inner.conditional.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(backend(format!(
                 "{endpoint} did not finish the S3 start-up check (HeadBucket, then a small PUT, \
                  GET and DELETE) within {PROBE_BUDGET:?}: check s3.endpoint (--s3-endpoint), \
@@ -98,13 +118,24 @@ impl S3Store {
                 layout: self.inner.layout.clone(),
                 metrics: Arc::new(ShuffleMetrics::default()),
                 endpoint: self.inner.endpoint.clone(),
+                conditional: AtomicBool::new(self.conditional_writes()),
             }),
         }
     }
 }
 
+/// What the probe learnt about conditional writes.
+enum Conditional {
+    /// Not checked (`s3.conditional_writes=false`).
+    Unchecked,
+    /// A second `If-None-Match: *` PUT of an existing key got 412.
+    Honoured,
+    /// It succeeded: the store ignores the header.
+    Ignored { object: String },
+}
+
 impl Inner {
-    async fn probe(&self, app_prefix: &str) -> Result<()> {
+    async fn probe(&self, app_prefix: &str) -> Result<Conditional> {
         let mut buckets: Vec<&str> = Vec::new();
         for b in &self.config.buckets {
             if !buckets.contains(&b.bucket.as_str()) {
@@ -120,6 +151,11 @@ impl Inner {
         } else {
             format!("{app}/{PROBE_OBJECT}")
         };
+        let mut conditional = if self.conditional.load(Ordering::Relaxed) {
+            Conditional::Honoured
+        } else {
+            Conditional::Unchecked
+        };
         for index in 0..self.config.buckets.len() {
             let cell = Cell {
                 bucket: index,
@@ -127,9 +163,15 @@ impl Inner {
             };
             let key = ObjectKey::new(self.layout.canonical_shard(cell), path.clone());
             let (bucket, s3_key) = self.layout.locate(&key);
-            self.probe_write_read_delete(bucket, &s3_key).await?;
+            // One bucket answers for the store: one extra PUT in all.
+            let check = index == 0 && matches!(conditional, Conditional::Honoured);
+            if self.probe_write_read_delete(bucket, &s3_key, check).await? {
+                conditional = Conditional::Ignored {
+                    object: format!("s3://{bucket}/{s3_key}"),
+                };
+            }
         }
-        Ok(())
+        Ok(conditional)
     }
 
     /// HeadBucket; a failure without an S3 error code (HEAD answers have
@@ -190,7 +232,16 @@ impl Inner {
         Err(self.error(Op::HeadBucket, bucket, "", e))
     }
 
-    async fn probe_write_read_delete(&self, bucket: &str, key: &str) -> Result<()> {
+    /// Writes, reads back and deletes the probe object; with
+    /// `check_conditional`, also PUTs it again with `If-None-Match: *`
+    /// while it exists and returns true when that succeeded (the store
+    /// ignores the header).
+    async fn probe_write_read_delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        check_conditional: bool,
+    ) -> Result<bool> {
         let object = format!("s3://{bucket}/{key}");
         let endpoint = &self.endpoint;
         let nonce: u64 = rand::thread_rng().gen();
@@ -216,13 +267,25 @@ impl Inner {
             }
             Err(e) => Err(self.error(Op::Get, bucket, key, e)),
         };
+        let mut ignored = false;
+        if checked.is_ok() && check_conditional {
+            match self.put_object(bucket, key, data.clone(), true).await {
+                Ok(()) => ignored = true,
+                Err(e) if e.last.kind == Kind::Precondition => {}
+                Err(e) => {
+                    let _ = self.delete_batch(bucket, &[key.to_string()]).await;
+                    return Err(self.probe_write_error(bucket, key, e));
+                }
+            }
+        }
         let deleted = self.delete_batch(bucket, &[key.to_string()]).await;
         checked?;
         deleted.map_err(|e| {
             backend(format!(
                 "the S3 start-up check could not delete {object} it had just written: {e}"
             ))
-        })
+        })?;
+        Ok(ignored)
     }
 
     /// A failed probe PUT: the bucket could be read (HeadBucket passed), so

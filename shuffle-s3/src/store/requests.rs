@@ -132,6 +132,16 @@ impl Inner {
         range: Option<&Range<u64>>,
     ) -> std::result::Result<(Bytes, bool), Exhausted> {
         let header = range.map(|r| format!("bytes={}-{}", r.start, r.end - 1));
+        self.get_object_with(bucket, key, header).await
+    }
+
+    /// One GetObject with a raw `Range` header (`bytes=-N` for a suffix).
+    pub(super) async fn get_object_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        header: Option<String>,
+    ) -> std::result::Result<(Bytes, bool), Exhausted> {
         let (data, partial) = self
             .run(Op::Get, |_| {
                 let req = self
@@ -235,6 +245,7 @@ impl Inner {
         upload_id: &str,
         parts: Vec<CompletedPart>,
         expected_len: u64,
+        if_none_match: bool,
     ) -> Result<()> {
         let upload = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
@@ -248,11 +259,17 @@ impl Inner {
                     .upload_id(upload_id)
                     .multipart_upload(upload.clone())
                     .set_expected_bucket_owner(self.owner())
+                    .set_if_none_match(if_none_match.then(|| "*".to_string()))
                     .send()
             })
             .await;
         match res {
             Ok(_) => Ok(()),
+            Err(e) if if_none_match && e.last.kind == Kind::Precondition => {
+                Err(Error::AlreadyExists {
+                    object: format!("s3://{bucket}/{key}"),
+                })
+            }
             // An earlier attempt completed the upload but its response was lost.
             Err(e) if e.last.kind == Kind::NoSuchUpload && e.attempts > 1 => {
                 match self.head_object(bucket, key).await {
@@ -430,7 +447,45 @@ impl ShuffleStore for S3Store {
             Arc::clone(&self.inner),
             bucket,
             s3_key,
+            false,
         )))
+    }
+
+    fn supports_conditional_create(&self) -> bool {
+        self.conditional_writes()
+    }
+
+    async fn create_if_absent(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
+        let (bucket, s3_key) = self.locate(key);
+        Ok(Box::new(S3Sink::new(
+            Arc::clone(&self.inner),
+            bucket,
+            s3_key,
+            true,
+        )))
+    }
+
+    async fn get_suffix(&self, key: &ObjectKey, len: u64) -> Result<Bytes> {
+        let (bucket, s3_key) = self.inner.layout.locate(key);
+        if len == 0 {
+            return self.get_range(key, 0..0).await;
+        }
+        match self
+            .inner
+            .get_object_with(bucket, &s3_key, Some(format!("bytes=-{len}")))
+            .await
+        {
+            Ok((data, _)) => {
+                // A store that ignored `Range` sent the whole object.
+                let start = data
+                    .len()
+                    .saturating_sub(usize::try_from(len).unwrap_or(usize::MAX));
+                Ok(data.slice(start..))
+            }
+            // An empty object has no suffix to satisfy.
+            Err(e) if e.last.kind == Kind::InvalidRange => Ok(Bytes::new()),
+            Err(e) => Err(self.inner.error(Op::Get, bucket, &s3_key, e)),
+        }
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Inner, Op};
+use crate::retry::Kind;
 
 /// An upload in progress.
 struct Multipart {
@@ -33,11 +34,15 @@ pub(super) struct S3Sink {
     total: u64,
     upload: Option<Multipart>,
     closed: bool,
+    /// Publish with `If-None-Match: *` (`create_if_absent`).
+    if_none_match: bool,
 }
 
 impl S3Sink {
     /// A sink that writes `s3://bucket/key` once finished.
-    pub(super) fn new(inner: Arc<Inner>, bucket: String, key: String) -> Self {
+    /// With `if_none_match`, `finish` publishes only if no object has the
+    /// key, else fails with [`Error::AlreadyExists`] (the upload aborted).
+    pub(super) fn new(inner: Arc<Inner>, bucket: String, key: String, if_none_match: bool) -> Self {
         Self {
             inner,
             bucket,
@@ -46,6 +51,7 @@ impl S3Sink {
             total: 0,
             upload: None,
             closed: false,
+            if_none_match,
         }
     }
 
@@ -128,11 +134,20 @@ impl S3Sink {
     async fn finish_inner(&mut self) -> Result<u64> {
         if self.upload.is_none() {
             let data = std::mem::take(&mut self.buf).freeze();
-            self.inner
-                .put_object(&self.bucket, &self.key, data, false)
+            let conditional = self.if_none_match;
+            return match self
+                .inner
+                .put_object(&self.bucket, &self.key, data, conditional)
                 .await
-                .map_err(|e| self.inner.error(Op::Put, &self.bucket, &self.key, e))?;
-            return Ok(self.total);
+            {
+                Ok(()) => Ok(self.total),
+                Err(e) if conditional && e.last.kind == Kind::Precondition => {
+                    Err(Error::AlreadyExists {
+                        object: self.object(),
+                    })
+                }
+                Err(e) => Err(self.inner.error(Op::Put, &self.bucket, &self.key, e)),
+            };
         }
         if !self.buf.is_empty() {
             let last = std::mem::take(&mut self.buf).freeze();
@@ -149,7 +164,14 @@ impl S3Sink {
         parts.sort_by_key(|p| p.part_number());
         let upload_id = mp.upload_id.clone();
         self.inner
-            .complete_multipart(&self.bucket, &self.key, &upload_id, parts, self.total)
+            .complete_multipart(
+                &self.bucket,
+                &self.key,
+                &upload_id,
+                parts,
+                self.total,
+                self.if_none_match,
+            )
             .await?;
         self.upload = None;
         Ok(self.total)

@@ -136,7 +136,11 @@ impl ExecutionPlan for AggregateExec {
             schema: Arc::clone(&self.schema),
             input_schema: self.input.schema(),
             grand_total: match (&self.grand_total, self.mode) {
-                (Some(g), AggMode::Final) if g.partition == partition => Some(g.key.clone()),
+                (Some(g), AggMode::Final)
+                    if ctx.read_range(partition).contains(&(g.partition as u32)) =>
+                {
+                    Some(g.key.clone())
+                }
                 _ => None,
             },
         };
