@@ -37,8 +37,8 @@ fn lost_map_output_is_recomputed() {
             broadcast_threshold: 0,
             ..Default::default()
         });
-        // After the first map stage finishes, lose map 0's output (data and
-        // index, as when its executor's disk disappears).
+        // After the first map stage finishes, lose map 0's output (its one
+        // data object, as when its executor's disk disappears).
         let fired = Arc::new(AtomicBool::new(false));
         let f = Arc::clone(&fired);
         let m = manager.clone();
@@ -48,11 +48,7 @@ fn lost_map_output_is_recomputed() {
             }
             let st = &ev.statuses[0];
             let data = m.store().describe(&st.location);
-            let index = m
-                .store()
-                .describe(&m.layout().index_key(st.shuffle_id, st.map_id));
             let _ = std::fs::remove_file(data);
-            let _ = std::fs::remove_file(index);
         })));
         let a: Vec<RowA> = (0..500)
             .map(|i| {
@@ -144,10 +140,7 @@ fn executor_loss_recovers_across_chained_shuffles() {
             }
             let report = s.lose_executor(1).expect("executor 1");
             for st in &report.outputs_lost {
-                let index = m.layout().index_key(st.shuffle_id, st.map_id);
-                for key in [&st.location, &index] {
-                    let _ = std::fs::remove_file(m.store().describe(key));
-                }
+                let _ = std::fs::remove_file(m.store().describe(&st.location));
             }
             *l = Some(report);
         })));
