@@ -97,6 +97,21 @@ fn map_suffix(map_id: Option<u32>) -> String {
     map_id.map(|m| format!(" map {m}")).unwrap_or_default()
 }
 
+/// Keeps the engine's classification: shuffle failures stay shuffle errors
+/// (so [`EngineError::is_fetch_failure`] still triggers map re-runs), an
+/// unhashable key is a planning error, the rest are bugs in the engine's use
+/// of the codec.
+impl From<shuffle_arrow::Error> for EngineError {
+    fn from(e: shuffle_arrow::Error) -> Self {
+        match e {
+            shuffle_arrow::Error::Shuffle(e) => EngineError::Shuffle(e),
+            shuffle_arrow::Error::Arrow(e) => EngineError::Arrow(e),
+            e @ shuffle_arrow::Error::UnsupportedKeyType(_) => EngineError::Plan(e.to_string()),
+            e => EngineError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl EngineError {
     pub fn plan(msg: impl Into<String>) -> Self {
         EngineError::Plan(msg.into())

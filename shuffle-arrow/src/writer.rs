@@ -1,0 +1,184 @@
+//! One map task's record batches into one committed map output.
+//!
+//! ```text
+//!  write(batch, keys) ─▶ Partitioner ─▶ (p, sub-batch) ─▶ BatchEncoder ─▶ MapOutputBuffer.write_block(p)
+//!  commit() ─▶ MapStatus            abort() ─▶ nothing left behind
+//! ```
+//!
+//! The buffer (shuffle-core's [`MapOutputBuffer`]) takes partitions in any
+//! order, compresses, accounts its memory in the manager's pool and spills
+//! when the pool is full; `commit` writes the data object and its index
+//! through the manager's protocol and returns the winning attempt's status.
+
+use arrow::array::{ArrayRef, RecordBatch};
+use futures::{Stream, StreamExt};
+use shuffle_core::{MapOutputBuffer, MapStatus, ShuffleManager, ShuffleManagerExt};
+
+use crate::codec::BatchEncoder;
+use crate::error::{Error, Result};
+use crate::partition::{PartitionScheme, Partitioner};
+
+/// What a [`MapTaskWriter`] has written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Blocks (one encoded sub-batch each).
+    pub blocks: u64,
+    /// Rows.
+    pub records: u64,
+    /// Encoded (IPC, uncompressed) bytes handed to the shuffle.
+    pub encoded_bytes: u64,
+}
+
+/// Writes one map task attempt's batches into a map output (see the module docs).
+pub struct MapTaskWriter {
+    shuffle_id: u32,
+    map_id: u32,
+    buffer: MapOutputBuffer,
+    partitioner: Partitioner,
+    encoder: BatchEncoder,
+    block: Vec<u8>,
+    parts: Vec<(usize, RecordBatch)>,
+    stats: WriteStats,
+}
+
+impl std::fmt::Debug for MapTaskWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapTaskWriter")
+            .field("shuffle_id", &self.shuffle_id)
+            .field("map_id", &self.map_id)
+            .field("scheme", &self.partitioner.scheme())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl MapTaskWriter {
+    /// A writer for attempt `attempt` of map `map_id` of a registered
+    /// shuffle whose partition count is `scheme.num_partitions()`.
+    /// Round-robin partitioning starts at partition `map_id % n`.
+    pub async fn new<M: ShuffleManager + ?Sized>(
+        manager: &M,
+        shuffle_id: u32,
+        map_id: u32,
+        attempt: u32,
+        scheme: PartitionScheme,
+    ) -> Result<Self> {
+        let partitioner = Partitioner::new(scheme, map_id as usize)?;
+        let buffer = manager.buffered_writer(shuffle_id, map_id, attempt).await?;
+        if buffer.num_partitions() as usize != scheme.num_partitions() {
+            let registered = buffer.num_partitions();
+            // Best effort: the protocol error below is what the caller needs.
+            let _ = buffer.abort().await;
+            return Err(Error::Shuffle(shuffle_core::Error::Protocol(format!(
+                "shuffle {shuffle_id} is registered with {registered} partitions but map \
+                 {map_id} partitions into {}; register it with the writer's partition count",
+                scheme.num_partitions()
+            ))));
+        }
+        Ok(Self {
+            shuffle_id,
+            map_id,
+            buffer,
+            partitioner,
+            encoder: BatchEncoder::new(),
+            block: Vec::new(),
+            parts: Vec::new(),
+            stats: WriteStats::default(),
+        })
+    }
+
+    pub fn shuffle_id(&self) -> u32 {
+        self.shuffle_id
+    }
+
+    pub fn map_id(&self) -> u32 {
+        self.map_id
+    }
+
+    /// Partitions `batch` by the scheme (`keys`: its evaluated hash key
+    /// columns; ignored unless hashing) and writes every non-empty part.
+    pub async fn write(&mut self, batch: &RecordBatch, keys: &[ArrayRef]) -> Result<()> {
+        let mut parts = std::mem::take(&mut self.parts);
+        let result = self.partitioner.partition::<Error>(batch, keys, |p, b| {
+            parts.push((p, b));
+            Ok(())
+        });
+        let result = match result {
+            Ok(()) => {
+                let mut r = Ok(());
+                for (p, b) in parts.drain(..) {
+                    if let Err(e) = self.write_to(p as u32, &b).await {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        parts.clear();
+        self.parts = parts;
+        result
+    }
+
+    /// Writes `batch` whole into `partition` (the caller partitioned it).
+    pub async fn write_to(&mut self, partition: u32, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.encoder.encode_into(batch, &mut self.block)?;
+        self.buffer
+            .write_block(partition, &self.block, batch.num_rows() as u64)
+            .await?;
+        self.stats.blocks += 1;
+        self.stats.records += batch.num_rows() as u64;
+        self.stats.encoded_bytes += self.block.len() as u64;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    /// Commits the map output; returns the status of the attempt that won
+    /// (perhaps another attempt of the same map).
+    pub async fn commit(self) -> Result<MapStatus> {
+        Ok(self.buffer.commit().await?)
+    }
+
+    /// Drops everything written; leaves nothing behind.
+    pub async fn abort(self) -> Result<()> {
+        Ok(self.buffer.abort().await?)
+    }
+
+    /// Writes every `(batch, keys)` of `input`, then commits. On any error
+    /// (of the input or of the shuffle) the output is aborted and the first
+    /// error returned (an abort failure is dropped: the manager's cleanup
+    /// deletes what an abort could not, by the keys it recorded).
+    pub async fn write_all<S, E>(mut self, input: S) -> Result<(MapStatus, WriteStats), E>
+    where
+        S: Stream<Item = Result<(RecordBatch, Vec<ArrayRef>), E>>,
+        E: From<Error>,
+    {
+        let mut input = std::pin::pin!(input);
+        let result: Result<(), E> = async {
+            while let Some(item) = input.next().await {
+                let (batch, keys) = item?;
+                self.write(&batch, &keys).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let stats = self.stats;
+                let status = self.commit().await?;
+                Ok((status, stats))
+            }
+            Err(e) => {
+                let _ = self.abort().await;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Batches through the codec, the partitioner and a real local shuffle come
+//! back unchanged, each row in the partition its key hashes to.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::util::display::array_value_to_string;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use proptest::prelude::*;
+use shuffle_arrow::hash::{bucket, hash_columns, SEED_EXCHANGE};
+use shuffle_arrow::{
+    decode_batch, read_partitions, BatchEncoder, Error, MapTaskWriter, PartitionScheme, Partitioner,
+};
+use shuffle_core::{ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("i", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("f", DataType::Float64, true),
+        Field::new("b", DataType::Boolean, true),
+        Field::new("d", DataType::Decimal128(12, 2), true),
+    ]))
+}
+
+type Row = (
+    Option<i64>,
+    Option<String>,
+    Option<f64>,
+    Option<bool>,
+    Option<i128>,
+);
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.clone()))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2))),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.3))),
+        Arc::new(
+            Decimal128Array::from_iter(rows.iter().map(|r| r.4))
+                .with_precision_and_scale(12, 2)
+                .expect("decimal type"),
+        ),
+    ];
+    RecordBatch::try_new(schema(), cols).expect("batch")
+}
+
+fn rows() -> impl Strategy<Value = Vec<Row>> {
+    prop::collection::vec(
+        (
+            prop::option::of(-50i64..50),
+            prop::option::of("[a-z]{0,12}"),
+            prop::option::of(-1e6f64..1e6),
+            prop::option::of(any::<bool>()),
+            prop::option::of(-99_999_999_999i128..99_999_999_999),
+        ),
+        0..200,
+    )
+}
+
+/// Rows as sortable strings, for order-insensitive comparison.
+fn row_strings(b: &RecordBatch) -> Vec<String> {
+    let mut out: Vec<String> = (0..b.num_rows())
+        .map(|r| {
+            b.columns()
+                .iter()
+                .map(|c| array_value_to_string(c, r).expect("display"))
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn codec_round_trips(rows in rows(), cut in 0usize..200) {
+        let b = batch(&rows);
+        let start = cut.min(b.num_rows());
+        let slice = b.slice(start, b.num_rows() - start);
+        let mut enc = BatchEncoder::new();
+        for part in [&b, &slice] {
+            let bytes = enc.encode(part).expect("encode");
+            let back = decode_batch(Bytes::from(bytes), &schema()).expect("decode");
+            prop_assert_eq!(&back, part);
+        }
+    }
+
+    #[test]
+    fn hash_partitions_keep_every_row_in_its_bucket(rows in rows(), n in 1usize..9) {
+        let b = batch(&rows);
+        let keys = vec![Arc::clone(b.column(0)), Arc::clone(b.column(1))];
+        let mut p = Partitioner::new(PartitionScheme::hash(n), 0).expect("partitioner");
+        let mut parts = Vec::new();
+        p.partition::<Error>(&b, &keys, |part, sub| {
+            parts.push((part, sub));
+            Ok(())
+        }).expect("partition");
+        let mut h = Vec::new();
+        for (part, sub) in &parts {
+            hash_columns(&[Arc::clone(sub.column(0)), Arc::clone(sub.column(1))], SEED_EXCHANGE, &mut h)
+                .expect("hash");
+            prop_assert!(h.iter().all(|h| bucket(*h, n) == *part));
+        }
+        let all: Vec<RecordBatch> = parts.into_iter().map(|(_, b)| b).collect();
+        let joined = concat_batches(&schema(), &all).expect("concat");
+        prop_assert_eq!(row_strings(&joined), row_strings(&b));
+    }
+}
+
+fn local(dir: &tempfile::TempDir) -> shuffle_core::StoreShuffleManager {
+    shuffle_local::local_manager(ShuffleConfig {
+        local_dirs: vec![dir.path().to_path_buf()],
+        ..ShuffleConfig::default()
+    })
+    .expect("local manager")
+}
+
+fn sample(offset: i64) -> RecordBatch {
+    let rows: Vec<Row> = (0..500)
+        .map(|i| {
+            let k = offset + i;
+            (
+                Some(k % 37),
+                Some(format!("s{}", k % 11)),
+                Some(k as f64 / 3.0),
+                (k % 5 != 0).then_some(k % 2 == 0),
+                Some(k as i128 * 101),
+            )
+        })
+        .collect();
+    batch(&rows)
+}
+
+#[tokio::test]
+async fn map_outputs_read_back_partition_by_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mgr = local(&dir);
+    let n = 4u32;
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: 3,
+        num_maps: 2,
+        num_partitions: n,
+    })
+    .await
+    .expect("register");
+    let mut statuses = Vec::new();
+    let mut input = Vec::new();
+    for map in 0..2u32 {
+        let w = MapTaskWriter::new(&mgr, 3, map, 0, PartitionScheme::hash(n as usize))
+            .await
+            .expect("writer");
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|i| sample(map as i64 * 10_000 + i * 500))
+            .collect();
+        input.extend(batches.iter().cloned());
+        let stream = futures::stream::iter(
+            batches
+                .into_iter()
+                .map(|b| Ok::<_, Error>((b.clone(), vec![Arc::clone(b.column(0))]))),
+        );
+        let (status, stats) = w.write_all(stream).await.expect("write");
+        assert_eq!(stats.records, 1500);
+        assert_eq!(status.records.iter().sum::<u64>(), 1500);
+        statuses.push(status);
+    }
+    let mut read = Vec::new();
+    let mut h = Vec::new();
+    for p in 0..n {
+        let reader =
+            read_partitions(&mgr, 3, statuses.clone(), p..p + 1, schema()).expect("reader");
+        let batches: Vec<RecordBatch> = reader.try_collect().await.expect("read");
+        for b in &batches {
+            hash_columns(&[Arc::clone(b.column(0))], SEED_EXCHANGE, &mut h).expect("hash");
+            assert!(h.iter().all(|h| bucket(*h, n as usize) == p as usize));
+        }
+        read.extend(batches);
+    }
+    let expected = concat_batches(&schema(), &input).expect("concat");
+    let got = concat_batches(&schema(), &read).expect("concat");
+    assert_eq!(row_strings(&got), row_strings(&expected));
+
+    // The whole range at once reads the same rows, and counts them.
+    let mut reader = read_partitions(&mgr, 3, statuses, 0..n, schema()).expect("reader");
+    let mut rows = 0;
+    while let Some(b) = reader.next().await {
+        rows += b.expect("batch").num_rows() as u64;
+    }
+    assert_eq!(rows, 3000);
+    assert_eq!(reader.stats().records, 3000);
+    assert!(reader.stats().encoded_bytes > 0 && reader.stored_bytes() > 0);
+}
+
+#[tokio::test]
+async fn a_block_that_is_not_a_batch_names_shuffle_map_and_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mgr = local(&dir);
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: 1,
+        num_maps: 1,
+        num_partitions: 2,
+    })
+    .await
+    .expect("register");
+    let mut raw = mgr.buffered_writer(1, 0, 0).await.expect("writer");
+    raw.write_block(1, b"\x08\x00\x00\x00not arrow", 1)
+        .await
+        .expect("write");
+    let status = raw.commit().await.expect("commit");
+    let reader = read_partitions(&mgr, 1, vec![status], 0..2, schema()).expect("reader");
+    let err = reader
+        .try_collect::<Vec<_>>()
+        .await
+        .expect_err("garbage must not decode");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::MalformedBlock { .. }), "{msg}");
+    assert!(msg.contains("shuffle 1 map 0 partition 1"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_writer_with_the_wrong_partition_count_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mgr = local(&dir);
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: 2,
+        num_maps: 1,
+        num_partitions: 3,
+    })
+    .await
+    .expect("register");
+    let err = MapTaskWriter::new(&mgr, 2, 0, 0, PartitionScheme::hash(5))
+        .await
+        .expect_err("5 partitions into a 3-partition shuffle");
+    assert!(
+        err.to_string().contains("registered with 3 partitions"),
+        "{err}"
+    );
+}

@@ -1,0 +1,58 @@
+//! The exchange's metrics, in DataFusion's metrics set (`EXPLAIN ANALYZE`).
+//!
+//! Writer-side counters are per input partition (= map task), reader-side
+//! counters per output partition; DataFusion sums them per operator.
+//! "Stored" bytes are what the shuffle wrote or fetched (compressed, as in
+//! storage); "encoded" bytes are the IPC blocks before compression.
+
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, Time,
+};
+
+/// One map task's counters.
+#[derive(Debug, Clone)]
+pub struct WriteMetrics {
+    pub records_written: Count,
+    pub encoded_bytes_written: Count,
+    pub stored_bytes_written: Count,
+    pub blocks_written: Count,
+    /// Hashing and splitting batches (DataFusion's `repartition_time`).
+    pub repartition_time: Time,
+    /// The whole map task: running the input, partitioning, writing, commit.
+    pub map_time: Time,
+}
+
+impl WriteMetrics {
+    pub fn new(metrics: &ExecutionPlanMetricsSet, map: usize) -> Self {
+        let b = || MetricBuilder::new(metrics);
+        Self {
+            records_written: b().counter("shuffle_records_written", map),
+            encoded_bytes_written: b().counter("shuffle_encoded_bytes_written", map),
+            stored_bytes_written: b().counter("shuffle_bytes_written", map),
+            blocks_written: b().counter("shuffle_blocks_written", map),
+            repartition_time: b().subset_time("repartition_time", map),
+            map_time: b().subset_time("shuffle_map_time", map),
+        }
+    }
+}
+
+/// One output partition's counters.
+#[derive(Debug, Clone)]
+pub struct ReadMetrics {
+    pub baseline: BaselineMetrics,
+    pub records_read: Count,
+    pub encoded_bytes_read: Count,
+    pub stored_bytes_read: Count,
+}
+
+impl ReadMetrics {
+    pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let b = || MetricBuilder::new(metrics);
+        Self {
+            baseline: BaselineMetrics::new(metrics, partition),
+            records_read: b().counter("shuffle_records_read", partition),
+            encoded_bytes_read: b().counter("shuffle_encoded_bytes_read", partition),
+            stored_bytes_read: b().counter("shuffle_bytes_read", partition),
+        }
+    }
+}

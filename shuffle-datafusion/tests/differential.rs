@@ -1,0 +1,292 @@
+//! Differential test: random small tables, join and aggregate queries give
+//! the same rows on plain DataFusion and on DataFusion + Shovel (local
+//! backend), and the Shovel plans really exchange through Shovel.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::catalog::MemTable;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{collect, displayable, ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shuffle_core::{ShuffleConfig, ShuffleManager};
+use shuffle_datafusion::{ShovelBuilder, ShovelExchangeExec};
+
+const QUERIES: &[&str] = &[
+    "SELECT g, count(*) AS n, sum(v) AS s, min(k) AS lo FROM t1 GROUP BY g",
+    "SELECT t1.k, count(*) AS n, sum(t2.w) AS s FROM t1 JOIN t2 ON t1.k = t2.k GROUP BY t1.k",
+    "SELECT t1.g, t1.v, t2.w FROM t1 LEFT JOIN t2 ON t1.k = t2.k AND t1.v < t2.w",
+    "SELECT t2.k, t2.w, t1.g FROM t1 RIGHT JOIN t2 ON t1.k = t2.k AND t1.g = t2.h",
+    "SELECT v, count(DISTINCT g) AS d, count(DISTINCT k) AS e FROM t1 GROUP BY v",
+    "SELECT k, max(v) AS m FROM t1 GROUP BY k HAVING count(*) > 1",
+    "SELECT h, k, count(*) AS n FROM t2 WHERE k IN (SELECT k FROM t1 WHERE v > 0) GROUP BY h, k",
+];
+
+fn t1_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("g", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, true),
+    ]))
+}
+
+fn t2_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("h", DataType::Utf8, true),
+        Field::new("w", DataType::Int64, true),
+    ]))
+}
+
+/// `parts` partitions of random rows (some empty, keys with nulls and skew).
+fn table(rng: &mut StdRng, schema: SchemaRef, parts: usize) -> MemTable {
+    let keys = rng.gen_range(1..20);
+    let partitions = (0..parts)
+        .map(|_| {
+            let rows = rng.gen_range(0..120);
+            let k: Vec<Option<i64>> = (0..rows)
+                .map(|_| (rng.gen_range(0..10) > 0).then(|| rng.gen_range(0..keys)))
+                .collect();
+            let g: Vec<Option<String>> = (0..rows)
+                .map(|_| (rng.gen_range(0..8) > 0).then(|| format!("g{}", rng.gen_range(0..5))))
+                .collect();
+            let v: Vec<Option<i64>> = (0..rows)
+                .map(|_| (rng.gen_range(0..6) > 0).then(|| rng.gen_range(-100..100)))
+                .collect();
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(k)),
+                Arc::new(StringArray::from(g)),
+                Arc::new(Int64Array::from(v)),
+            ];
+            vec![RecordBatch::try_new(Arc::clone(&schema), cols).expect("batch")]
+        })
+        .collect();
+    MemTable::try_new(schema, partitions).expect("mem table")
+}
+
+fn config() -> SessionConfig {
+    SessionConfig::new()
+        .with_target_partitions(4)
+        .set_bool("datafusion.optimizer.repartition_joins", true)
+        .set_usize(
+            "datafusion.optimizer.hash_join_single_partition_threshold",
+            0,
+        )
+        .set_usize(
+            "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+            0,
+        )
+}
+
+fn plain() -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config())
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+fn shovel(manager: Arc<dyn ShuffleManager>) -> SessionContext {
+    let state = ShovelBuilder::new(manager)
+        .install(
+            SessionStateBuilder::new()
+                .with_default_features()
+                .with_config(config()),
+        )
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+fn local_manager(dir: &tempfile::TempDir) -> Arc<dyn ShuffleManager> {
+    Arc::new(
+        shuffle_local::local_manager(ShuffleConfig {
+            local_dirs: vec![dir.path().to_path_buf()],
+            ..ShuffleConfig::default()
+        })
+        .expect("local manager"),
+    )
+}
+
+async fn register(ctx: &SessionContext, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let parts = rng.gen_range(2..5);
+    ctx.register_table("t1", Arc::new(table(&mut rng, t1_schema(), parts)))
+        .expect("t1");
+    let parts = rng.gen_range(2..5);
+    ctx.register_table("t2", Arc::new(table(&mut rng, t2_schema(), parts)))
+        .expect("t2");
+}
+
+async fn plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .create_physical_plan()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The rows of `batches`, one line each, sorted.
+fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let text = pretty_format_batches(batches).expect("format").to_string();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1) // header
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn exchanges(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+    if plan.is::<ShovelExchangeExec>() {
+        out.push(Arc::clone(plan));
+    }
+    for c in plan.children() {
+        exchanges(c, out);
+    }
+}
+
+fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    plan.metrics()
+        .and_then(|m| m.sum_by_name(name))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .as_usize()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shovel_exchanges_give_the_same_rows_as_datafusion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager = local_manager(&dir);
+    for seed in 0..12u64 {
+        let (a, b) = (plain(), shovel(Arc::clone(&manager)));
+        register(&a, seed).await;
+        register(&b, seed).await;
+        for (q, sql) in QUERIES.iter().enumerate() {
+            let pa = plan(&a, sql).await;
+            let pb = plan(&b, sql).await;
+            let shown = displayable(pb.as_ref()).indent(true).to_string();
+            assert!(
+                !shown.contains("RepartitionExec: partitioning=Hash"),
+                "a hash repartition was left in memory:\n{shown}"
+            );
+            let mut found = Vec::new();
+            exchanges(&pb, &mut found);
+            assert!(!found.is_empty(), "no Shovel exchange in\n{shown}");
+            let want = collect(pa, a.task_ctx())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let got = collect(Arc::clone(&pb), b.task_ctx())
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: {sql}: {e}"));
+            assert_eq!(
+                sorted_rows(&got),
+                sorted_rows(&want),
+                "seed {seed}: {sql}\n{shown}"
+            );
+            for x in &found {
+                let written = metric(x, "shuffle_records_written");
+                let read = metric(x, "shuffle_records_read");
+                // A join whose build side is empty never reads its probe
+                // side's partitions; an aggregate reads everything.
+                assert!(read <= written, "{sql}: read {read} of {written}");
+                if q == 0 {
+                    assert_eq!(read, written, "{sql}");
+                }
+                let output = x.metrics().and_then(|m| m.output_rows());
+                assert_eq!(Some(read), output, "{sql}");
+                assert_eq!(written > 0, metric(x, "shuffle_bytes_written") > 0, "{sql}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_shows_shuffle_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = shovel(local_manager(&dir));
+    register(&ctx, 7).await;
+    let batches = ctx
+        .sql("EXPLAIN ANALYZE SELECT g, count(*) FROM t1 GROUP BY g")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("explain analyze");
+    let text = pretty_format_batches(&batches).expect("format").to_string();
+    for needle in [
+        "ShovelExchangeExec",
+        "backend=local",
+        "shuffle_records_written",
+        "shuffle_bytes_read",
+    ] {
+        assert!(text.contains(needle), "no {needle} in\n{text}");
+    }
+}
+
+/// Every file under `dir` whose name says it is a map output object.
+fn map_objects(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            map_objects(&path, out);
+        } else if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("map-"))
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_map_output_fails_the_query_naming_shuffle_map_and_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = shovel(local_manager(&dir));
+    register(&ctx, 3).await;
+    let plan = plan(&ctx, QUERIES[0]).await;
+    let mut found = Vec::new();
+    exchanges(&plan, &mut found);
+    let exchange = &found[0];
+    // Reading partition 0 runs the map stage: every map output is committed.
+    exchange
+        .execute(0, ctx.task_ctx())
+        .expect("execute")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("partition 0 before the damage");
+    let mut objects = Vec::new();
+    map_objects(dir.path(), &mut objects);
+    assert!(!objects.is_empty(), "no map output under {:?}", dir.path());
+    for path in &objects {
+        let bytes: Vec<u8> = std::fs::read(path)
+            .expect("read")
+            .iter()
+            .map(|b| !b)
+            .collect();
+        std::fs::write(path, bytes).expect("write");
+    }
+    let mut errors = Vec::new();
+    for p in 1..exchange.output_partitioning().partition_count() {
+        let read = exchange
+            .execute(p, ctx.task_ctx())
+            .expect("execute")
+            .try_collect::<Vec<_>>()
+            .await;
+        if let Err(e) = read {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(!errors.is_empty(), "reading damaged map outputs succeeded");
+    for e in &errors {
+        assert!(e.contains("Shovel exchange: reading partition"), "{e}");
+        assert!(e.contains("fetch of shuffle 0 map"), "{e}");
+        assert!(e.contains("shuffle-0/map-"), "the object is not named: {e}");
+    }
+}
