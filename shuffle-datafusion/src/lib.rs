@@ -17,22 +17,33 @@
 //! - [`exchange`]: the operator (writer and reader sides), its metrics
 //!   (`shuffle_bytes_written`, `shuffle_records_read`, ... in `EXPLAIN
 //!   ANALYZE`), cleanup.
+//! - [`spill`]: DataFusion's spill files (sorts, aggregates, ...) through
+//!   Shovel's spill store: local files in Shovel's spill directory, or, with
+//!   `spill.to_s3`, uploaded to S3 off the operator's thread.
+//! - [`memory`]: DataFusion's `MemoryPool` over Shovel's, so DataFusion's
+//!   operators and Shovel's map-output buffers share one `memory.limit`.
+//! - [`builder`]: [`ShovelBuilder`] installs all three into a
+//!   `SessionStateBuilder`.
 //! - [`error`]: Shovel failures as DataFusion errors naming the shuffle, map
 //!   and object. DataFusion has no stage retry: a lost or corrupt map output
-//!   fails the query.
+//!   fails the query (re-run it).
 //!
 //! Rows land in the same partitions as with DataFusion's `RepartitionExec`
 //! (the exchange uses DataFusion's partitioner), and blocks are
 //! [`shuffle_arrow::codec`] blocks, the format Shovel's engine writes.
 //!
-//! Spill files, the shared memory pool and `shovel q80 --engine datafusion`
-//! come in later steps of issue 12.
+//! `shovel q80 --engine datafusion` runs TPC-DS q80 this way; the
+//! `datafusion_sql` example shows the few lines a DataFusion user adds.
 
 pub mod builder;
 pub mod error;
 pub mod exchange;
+pub mod memory;
 pub mod rule;
+pub mod spill;
 
 pub use builder::ShovelBuilder;
 pub use exchange::{ShovelExchangeExec, ShuffleIds};
+pub use memory::ShovelMemoryPool;
 pub use rule::ShovelExchangeRule;
+pub use spill::ShovelTempFiles;

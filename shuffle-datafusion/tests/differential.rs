@@ -98,6 +98,7 @@ fn shovel(manager: Arc<dyn ShuffleManager>) -> SessionContext {
                 .with_default_features()
                 .with_config(config()),
         )
+        .expect("install Shovel")
         .build();
     SessionContext::new_with_state(state)
 }
