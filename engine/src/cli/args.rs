@@ -27,7 +27,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use crate::config::{EngineConfig, ShuffleBackend};
 use crate::tpcds::SqlDate;
 
-use super::run::{ExecutorLossPlan, Q80Job};
+use super::run::{ExecutorLossPlan, Q80Job, QueryEngine};
 use super::CliError;
 
 /// The smallest `--memory` the command line accepts: 8MiB.
@@ -132,6 +132,11 @@ struct Q80Flags {
           help_heading = "Shuffle and spill")]
     s3_latency: Option<std::time::Duration>,
 
+    /// Query engine: shovel (Shovel's own) or datafusion (Apache DataFusion with Shovel's
+    /// exchange, spill and memory pool); both shuffle through the same store
+    #[arg(long, value_name = "ENGINE", default_value = "shovel", ignore_case = true,
+          value_parser = engine_parser(), help_heading = "Engine")]
+    engine: QueryEngine,
     /// Memory budget, e.g. 512MiB, 2GiB; at least 8MiB
     #[arg(long, value_name = "SIZE", default_value = "2GiB", allow_negative_numbers = true,
           value_parser = with("--memory", parse_size_arg), help_heading = "Engine")]
@@ -423,6 +428,11 @@ pub(super) fn with<T: 'static>(
     move |v: &str| f(flag, v).map_err(|e| e.message)
 }
 
+fn engine_parser() -> impl TypedValueParser<Value = QueryEngine> {
+    PossibleValuesParser::new(QueryEngine::ALL.map(|e| e.as_str()))
+        .map(|s| s.parse::<QueryEngine>().unwrap_or_default())
+}
+
 fn backend_parser() -> impl TypedValueParser<Value = ShuffleBackend> {
     PossibleValuesParser::new(ShuffleBackend::ALL.map(|b| b.as_str()))
         .map(|s| s.parse::<ShuffleBackend>().unwrap_or_default())
@@ -521,6 +531,7 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
     job.lose_executor = f.lose_executor;
     job.keep_shuffle = f.keep_shuffle;
     job.date = f.date;
+    job.engine = f.engine;
 
     // --conf, refusing one that contradicts a flag on the same line.
     let mut memory_by = given(m, "memory").then(|| spelled(m, "memory", "--memory"));
@@ -696,6 +707,9 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
             )));
         }
     }
+    if job.engine == QueryEngine::DataFusion {
+        check_datafusion_flags(&job, m, &config)?;
+    }
     if let Some(b) = &config.s3_bucket {
         // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
         parse_bucket("s3 bucket", b)?;
@@ -802,6 +816,53 @@ pub fn parse_fault_rate(flag: &str, v: &str) -> Result<f64, CliError> {
             "invalid {flag} `{v}`: expected a fraction of requests from 0 up to (not including) 1, \
              like 0.1"
         ))),
+    }
+}
+
+/// Flags of Shovel's engine that `--engine datafusion` cannot honour.
+fn check_datafusion_flags(
+    job: &Q80Job,
+    m: &ArgMatches,
+    config: &EngineConfig,
+) -> Result<(), CliError> {
+    let why = if job.lose_executor.is_some() {
+        Some((
+            spelled(m, "lose_executor", "--lose-executor"),
+            "DataFusion has no executors to lose (and no stage retry)",
+        ))
+    } else if config.executors != 1 {
+        let flag = if given(m, "executors") {
+            spelled(m, "executors", "--executors")
+        } else {
+            "--conf engine.executors".to_string()
+        };
+        Some((flag, "DataFusion has no executors to place tasks on"))
+    } else if job.keep_shuffle || config.keep_shuffle {
+        let flag = if job.keep_shuffle {
+            "--keep-shuffle".to_string()
+        } else {
+            "--conf shuffle.keep".to_string()
+        };
+        Some((
+            flag,
+            "DataFusion removes each exchange's shuffle when its plan is dropped",
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some((flag, reason)) => {
+            let drop = if flag.starts_with("--conf") {
+                flag.as_str()
+            } else {
+                flag.split(' ').next().unwrap_or(&flag)
+            };
+            Err(CliError::usage(format!(
+                "{flag} applies to --engine shovel only: {reason}; drop {drop} or use --engine \
+                 shovel"
+            )))
+        }
+        None => Ok(()),
     }
 }
 

@@ -7,6 +7,8 @@
 //!                                 ▼
 //!                 run.rs: backend (local | S3 | embedded S3) ─▶ plan ─▶ execute
 //!                         (per-stage progress bar) ─▶ canonical CSV ─▶ cleanup_app
+//!                         (--engine datafusion: df.rs plans and runs q80's SQL on
+//!                          DataFusion with Shovel installed, same manager, same CSV)
 //!                                 │
 //!                                 ▼
 //!                 report.rs: RunReport (stderr text, --report JSON)
@@ -17,6 +19,7 @@
 
 pub mod args;
 pub mod data;
+pub mod df;
 pub mod gc;
 pub mod progress;
 pub mod report;
@@ -30,7 +33,7 @@ use std::time::Instant;
 
 pub use args::{Command, DataSource, Q80Args};
 pub use report::RunReport;
-pub use run::{run_q80, run_q80_answer, Q80Answer, Q80Job, Q80Outcome};
+pub use run::{run_q80, run_q80_answer, Q80Answer, Q80Job, Q80Outcome, QueryEngine};
 
 /// A one-line error for the user, and the exit code it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -171,6 +171,8 @@ pub struct RunReport {
     pub data_dir: String,
     pub sf: Option<f64>,
     pub date: String,
+    /// `--engine`: `shovel` or `datafusion`.
+    pub engine: &'static str,
     pub backend_kind: &'static str,
     /// Where shuffle data went, in words.
     pub backend: String,
@@ -204,6 +206,7 @@ impl RunReport {
             data_dir: data_dir.display().to_string(),
             sf: None,
             date: job.date.to_string(),
+            engine: job.engine.as_str(),
             backend_kind: match c.backend {
                 crate::config::ShuffleBackend::Local => "local",
                 crate::config::ShuffleBackend::S3 => "s3",
@@ -287,8 +290,15 @@ impl RunReport {
         let sf = self.sf.map(|s| format!("SF{s}, ")).unwrap_or_default();
         let _ = writeln!(
             o,
-            "── shovel q80 {status}: {sf}{} rows, window from {}, shuffle on {}",
-            self.rows, self.date, self.backend
+            "── shovel q80 {status}: {sf}{} rows, window from {}, shuffle on {}{}",
+            self.rows,
+            self.date,
+            self.backend,
+            if self.engine == "shovel" {
+                String::new()
+            } else {
+                format!(", engine {}", self.engine)
+            }
         );
         let _ = writeln!(
             o,
@@ -475,6 +485,7 @@ impl RunReport {
         w.num("rows", self.rows);
 
         let mut c = Json::new();
+        c.str("engine", self.engine);
         c.str("backend", self.backend_kind);
         c.str("shuffle_location", &self.backend);
         match &self.embedded_s3 {

@@ -83,6 +83,52 @@ pub struct Q80Job {
     /// Stop on Ctrl-C, SIGTERM or SIGHUP: cancel the job, clean up, fail
     /// with exit code 130 / 143 / 129 (the binary; see the module doc).
     pub interruptible: bool,
+    /// The engine that runs q80 (`--engine`).
+    pub engine: QueryEngine,
+}
+
+/// Which engine runs q80 (`--engine`); both shuffle through the run's one
+/// `ShuffleManager` and give the same canonical CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryEngine {
+    /// Shovel's own Arrow engine (q80 written with its DataFrame API).
+    #[default]
+    Shovel,
+    /// Apache DataFusion running q80's SQL text, with Shovel's exchange,
+    /// spill and memory pool installed (see `cli::df`).
+    DataFusion,
+}
+
+impl QueryEngine {
+    pub const ALL: [QueryEngine; 2] = [QueryEngine::Shovel, QueryEngine::DataFusion];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryEngine::Shovel => "shovel",
+            QueryEngine::DataFusion => "datafusion",
+        }
+    }
+}
+
+impl std::fmt::Display for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for QueryEngine {
+    type Err = CliError;
+
+    fn from_str(s: &str) -> Result<Self, CliError> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "invalid --engine `{s}`: expected shovel or datafusion"
+                ))
+            })
+    }
 }
 
 /// `--s3-fault-rate` or `--s3-latency` with a real S3 target.
@@ -129,6 +175,7 @@ impl Default for Q80Job {
             s3_latency: None,
             lose_executor: None,
             interruptible: false,
+            engine: QueryEngine::default(),
         }
     }
 }
@@ -161,6 +208,9 @@ struct Backend {
     /// local directories, `s3://bucket/prefix`, or the embedded server's
     /// directory.
     outputs_at: String,
+    /// The first local shuffle/spill directory (`--engine datafusion`
+    /// writes its spill files under `<it>/spill/<app id>`).
+    local_root: PathBuf,
 }
 
 /// The value of shuffle key `key` in `pairs` (last wins), else its
@@ -273,6 +323,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
         local_temp = Some(tmp);
     }
     let local_at = shuffle_key_value(&pairs, "local.dirs").unwrap_or_else(|| local_desc.clone());
+    let local_root = PathBuf::from(local_at.split(',').next().unwrap_or_default().trim());
     let mut outputs_at = local_at;
     let mut embedded = None;
     let description = match config.backend {
@@ -384,6 +435,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
             s3_temp,
             description,
             outputs_at,
+            local_root,
         },
         config,
     ))
@@ -539,15 +591,32 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
             session.cancel();
         })
     });
-    let mut result = Box::pin(execute(
-        job,
-        &session,
-        &manager,
-        data_dir,
-        &mut timings,
-        &mut report,
-    ))
-    .await;
+    let mut result = match job.engine {
+        QueryEngine::Shovel => {
+            Box::pin(execute(
+                job,
+                &session,
+                &manager,
+                data_dir,
+                &mut timings,
+                &mut report,
+            ))
+            .await
+        }
+        QueryEngine::DataFusion => {
+            let spill_dir = backend.local_root.join("spill").join(manager.app_id());
+            Box::pin(execute_datafusion(
+                job,
+                &config,
+                &manager,
+                &spill_dir,
+                data_dir,
+                &mut timings,
+                &mut report,
+            ))
+            .await
+        }
+    };
     if let Some(c) = canceller {
         c.abort();
     }
@@ -846,6 +915,55 @@ async fn execute(
 
     let t = Instant::now();
     let rows = batches_to_rows(&batches)?;
+    let csv = q80_csv(&rows);
+    timings.output_ms = ms(t);
+    Ok((csv, rows))
+}
+
+/// `--engine datafusion`: plans and runs q80 on DataFusion with Shovel
+/// installed over `manager` (see `cli::df`). A stop signal drops the
+/// running plan, which stops its tasks.
+async fn execute_datafusion(
+    job: &Q80Job,
+    config: &EngineConfig,
+    manager: &Arc<dyn ShuffleManager>,
+    spill_dir: &Path,
+    data_dir: &Path,
+    timings: &mut Timings,
+    report: &mut RunReport,
+) -> Result<(String, Vec<Q80Row>), CliError> {
+    let t = Instant::now();
+    let ctx = super::df::q80_context(config, manager, spill_dir, data_dir).await?;
+    let plan = super::df::plan_q80(&ctx, job.date).await?;
+    report.planned_stages = super::df::exchanges(&plan) as u64 + 1;
+    timings.plan_ms = ms(t);
+
+    let t = Instant::now();
+    let run = super::df::run_plan(&ctx, plan);
+    let result = if job.interruptible {
+        let signals = StopSignals::install()?;
+        tokio::select! {
+            biased;
+            sig = signals.wait() => {
+                timings.execute_ms = ms(t);
+                return Err(interrupted(sig, ""));
+            }
+            r = run => r,
+        }
+    } else {
+        run.await
+    };
+    timings.execute_ms = ms(t);
+    // Spill files are gone with the plan; an empty directory goes too.
+    let _ = std::fs::remove_dir(spill_dir);
+    let rows = result.map_err(|e| {
+        CliError::runtime(format!(
+            "q80 failed on DataFusion over {}: {}",
+            report.backend,
+            one_line(&e.to_string())
+        ))
+    })?;
+    let t = Instant::now();
     let csv = q80_csv(&rows);
     timings.output_ms = ms(t);
     Ok((csv, rows))
