@@ -852,13 +852,13 @@ fn check_datafusion_flags(
     };
     match why {
         Some((flag, reason)) => {
-            let drop = if flag.starts_with("--conf") {
+            let remove = if flag.starts_with("--conf") {
                 flag.as_str()
             } else {
                 flag.split(' ').next().unwrap_or(&flag)
             };
             Err(CliError::usage(format!(
-                "{flag} applies to --engine shovel only: {reason}; drop {drop} or use --engine \
+                "{flag} applies to --engine shovel only: {reason}; drop {remove} or use --engine \
                  shovel"
             )))
         }
