@@ -303,13 +303,18 @@ impl SpillWriter for ShovelSpillWriter {
 }
 
 /// Uploads a finished local file to the spill store, then removes it.
+/// A failed upload keeps the local file (removed with the last reference)
+/// and fails every read, naming the file and the store.
 async fn upload(inner: Arc<Inner>) {
     match upload_file(&inner).await {
         Ok(file) => {
-            inner.state.send_replace(Where::Stored(file));
+            // Removed before readers are told: once a file is `Stored` no
+            // local copy remains (readers that opened it earlier keep their
+            // handle; those waiting read the object).
             if let Err(e) = tokio::fs::remove_file(&inner.path).await {
                 tracing::warn!(path = %inner.path.display(), error = %e, "could not remove an uploaded DataFusion spill file");
             }
+            inner.state.send_replace(Where::Stored(file));
         }
         Err(e) => {
             inner.state.send_replace(Where::Failed(format!(
