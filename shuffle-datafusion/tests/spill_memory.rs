@@ -16,7 +16,7 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::MemTable;
-use datafusion::execution::{SessionStateBuilder, SpillFile, SpillWriter, TempFileFactory};
+use datafusion::execution::{SessionStateBuilder, TempFileFactory};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
