@@ -823,13 +823,34 @@ pub async fn job_marker_lifecycle(b: &dyn Backend) {
 /// under a `shuffle-` directory), so a check can prove that a path never
 /// lists and how many writes a commit makes. [`CountingStore::without_conditional_create`]
 /// makes it report `supports_conditional_create() == false`, as a store
-/// that ignores `If-None-Match` must.
-#[derive(Debug)]
+/// that ignores `If-None-Match` must. [`CountingStore::with_get_gate`] runs
+/// a check before every ranged read (to hold one back until another read
+/// has been seen, say).
 pub struct CountingStore {
     inner: Arc<dyn ShuffleStore>,
     lists: AtomicU64,
     writes: AtomicU64,
     conditional: bool,
+    gate: Option<GetGate>,
+}
+
+/// Awaited before a ranged read of `key` is forwarded; an error fails the read.
+pub type GetGate = Arc<
+    dyn Fn(&ObjectKey, &std::ops::Range<u64>) -> futures::future::BoxFuture<'static, crate::Result<()>>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingStore")
+            .field("inner", &self.inner)
+            .field("lists", &self.lists())
+            .field("writes", &self.writes())
+            .field("conditional", &self.conditional)
+            .field("gated", &self.gate.is_some())
+            .finish()
+    }
 }
 
 /// The old name of [`CountingStore`].
@@ -843,7 +864,14 @@ impl CountingStore {
             lists: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             conditional,
+            gate: None,
         }
+    }
+
+    /// The same store, awaiting `gate` before every ranged read.
+    pub fn with_get_gate(mut self, gate: GetGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The same store, reporting no conditional create.
@@ -915,6 +943,9 @@ impl ShuffleStore for CountingStore {
         key: &ObjectKey,
         range: std::ops::Range<u64>,
     ) -> crate::Result<Bytes> {
+        if let Some(gate) = &self.gate {
+            gate(key, &range).await?;
+        }
         self.inner.get_range(key, range).await
     }
     async fn delete(&self, keys: &[ObjectKey]) -> crate::Result<()> {

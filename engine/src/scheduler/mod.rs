@@ -27,6 +27,13 @@
 //! permits (see [`crate::exchange`]), so S3 round trips overlap the next
 //! task's CPU work instead of idling a slot.
 //!
+//! **Reads start before the slot.** A task executes its plan (which opens
+//! its shuffle readers, so their first ranged GETs go out) before it waits
+//! for a CPU slot; at most `2 × parallelism` tasks hold readers at once
+//! (the running ones and one wave behind them), each fetching at most
+//! `fetch.max_bytes_in_flight` ahead, so the wait for a slot overlaps the
+//! round trips of the reads without unbounded memory.
+//!
 //! **Coalescing** (Spark's adaptive execution). When a stage is about to
 //! start, the committed byte counts of the shuffles it reads are known: it
 //! groups neighbouring reduce partitions into ranges of about
@@ -88,7 +95,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::exchange::run_map_task;
+use crate::exchange::write_map_output;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
 use crate::physical::broadcast::BroadcastCache;
 use crate::physical::planner::{JobPlan, StageDef};
@@ -246,6 +253,8 @@ struct Job {
     slots: Arc<Semaphore>,
     /// Uploads in flight (`io.requests_in_flight`).
     io: Arc<Semaphore>,
+    /// Tasks whose reads have started while they wait for a slot.
+    prefetch: Arc<Semaphore>,
     stages: Vec<StageDef>,
     root: Arc<dyn ExecutionPlan>,
     shuffle_stage: HashMap<u32, usize>,
@@ -307,6 +316,9 @@ pub async fn run_job(
     let job = Arc::new(Job {
         slots: Arc::new(Semaphore::new(config.parallelism.max(1))),
         io: Arc::new(Semaphore::new(config.io_requests_in_flight.max(1))),
+        // The running tasks plus as many queued behind them: the next
+        // wave's first bytes arrive while the current one computes.
+        prefetch: Arc::new(Semaphore::new(2 * config.parallelism.max(1))),
         config,
         manager: Arc::clone(&manager),
         tracker,
@@ -820,10 +832,12 @@ impl Job {
         partition: usize,
         attempt: u32,
     ) -> Result<TaskOutput> {
-        let permit = Arc::clone(&self.slots)
+        // Start the task's reads before its CPU slot is free (bounded: at
+        // most `prefetch` tasks waiting with reads in flight).
+        let prefetch = Arc::clone(&self.prefetch)
             .acquire_owned()
             .await
-            .map_err(|_| EngineError::internal("task slots closed"))?;
+            .map_err(|_| EngineError::internal("prefetch budget closed"))?;
         if self.executors.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -847,6 +861,20 @@ impl Job {
             executor,
             broadcasts: Arc::clone(&self.broadcasts),
         });
+        let plan = match self.stages.get(stage_id) {
+            Some(stage) => Arc::clone(&stage.plan),
+            None => Arc::clone(&self.root),
+        };
+        // An error (a missing input, say) surfaces in the task as before.
+        let stream = plan.execute(partition, Arc::clone(&ctx));
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::internal("task slots closed"))?;
+        drop(prefetch);
+        if self.executors.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         let start = Instant::now();
         self.bump(|s| {
             s.tasks_run += 1;
@@ -860,8 +888,8 @@ impl Job {
                 Some(stage) => {
                     // The slot goes back once the output is buffered; the
                     // attempt (and the stage) ends when it is committed.
-                    let status = run_map_task(
-                        Arc::clone(&stage.plan),
+                    let status = write_map_output(
+                        stream?,
                         Arc::clone(&ctx),
                         stage.shuffle_id,
                         stage.partitioning.clone(),
@@ -874,8 +902,7 @@ impl Job {
                 }
                 None => {
                     let _slot = permit;
-                    let stream = job.root.execute(partition, Arc::clone(&ctx))?;
-                    let batches = collect(stream).await?;
+                    let batches = collect(stream?).await?;
                     for b in &batches {
                         TaskMetrics::add(&ctx.metrics.rows_out, b.num_rows() as u64);
                         TaskMetrics::add(&ctx.metrics.bytes_out, b.get_array_memory_size() as u64);
