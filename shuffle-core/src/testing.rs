@@ -836,7 +836,10 @@ pub struct CountingStore {
 
 /// Awaited before a ranged read of `key` is forwarded; an error fails the read.
 pub type GetGate = Arc<
-    dyn Fn(&ObjectKey, &std::ops::Range<u64>) -> futures::future::BoxFuture<'static, crate::Result<()>>
+    dyn Fn(
+            &ObjectKey,
+            &std::ops::Range<u64>,
+        ) -> futures::future::BoxFuture<'static, crate::Result<()>>
         + Send
         + Sync,
 >;

@@ -781,7 +781,10 @@ impl Job {
     }
 
     /// A shared re-run of a lost map output (counted as recomputed, with
-    /// why). With `damaged`, that attempt is first forgotten in storage.
+    /// why). With `damaged`, that attempt is first forgotten in storage;
+    /// so is an output that went with a lost executor: the shuffle manager
+    /// still holds it as its map's winner (in one process it outlives the
+    /// executor), and the re-run would otherwise lose to it.
     fn new_recompute(
         self: &Arc<Self>,
         shuffle_id: u32,
@@ -789,6 +792,7 @@ impl Job {
         damaged: Option<u32>,
         cause: Option<String>,
     ) -> Recompute {
+        let damaged = damaged.or_else(|| self.tracker.lost_attempt(shuffle_id, map_id));
         let error = cause.unwrap_or_else(|| {
             let why = self
                 .tracker
@@ -921,13 +925,16 @@ impl Job {
                 executor,
             });
         }
-        let res = match handle.await {
-            Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(match running.killed_by() {
-                Some(Kill::ExecutorLost(executor)) => EngineError::ExecutorLost { executor },
-                Some(Kill::Cancelled) | None => EngineError::Cancelled,
-            }),
-            Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
+        let joined = handle.await;
+        let res = match (joined, running.killed_by()) {
+            // An attempt still registered when its executor was lost failed
+            // with it, even if its last poll had just finished (as Spark
+            // fails every task of a lost executor): the outcome does not
+            // depend on that race. What it committed stays first-wins.
+            (_, Some(Kill::ExecutorLost(executor))) => Err(EngineError::ExecutorLost { executor }),
+            (Ok(r), _) => r,
+            (Err(e), _) if e.is_cancelled() => Err(EngineError::Cancelled),
+            (Err(e), _) => Err(EngineError::internal(format!("task panicked: {e}"))),
         };
         drop(running);
         let end = Instant::now();
@@ -965,12 +972,18 @@ fn partitioned_reads(plan: &dyn ExecutionPlan, out: &mut Vec<(u32, usize)>) {
 /// the target. Coalescing must not idle CPU slots, so the target shrinks to
 /// the total over `slots`, and a result with fewer than `slots` ranges (a
 /// skewed stage) splits its largest ranges until it has that many (or one
-/// per partition). A stage over 94 KiB at 2 slots thus runs 2 tasks, not 24;
-/// one over gigabytes runs one task per `target` bytes.
+/// per partition); a stage that small never gets more ranges than slots
+/// either (the neighbours with the fewest bytes merge). A stage over 94 KiB
+/// at 2 slots thus runs 2 tasks, not 24; one over gigabytes runs one task
+/// per `target` bytes.
 pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
     let total: u64 = bytes.iter().sum();
     let slots = slots.max(1);
-    let target = target.min(total.div_ceil(slots as u64)).max(1);
+    let per_slot = total.div_ceil(slots as u64);
+    // A small stage is sized by its slots, not by the target: exactly one
+    // range per slot (the greedy pass below can leave one more).
+    let by_slots = target > per_slot;
+    let target = target.min(per_slot).max(1);
     let mut out: Vec<Range<u32>> = Vec::new();
     let mut start = 0usize;
     let mut acc = 0u64;
@@ -986,6 +999,14 @@ pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
         out.push(start as u32..bytes.len() as u32);
     }
     let size = |r: &Range<u32>| -> u64 { bytes[r.start as usize..r.end as usize].iter().sum() };
+    while by_slots && out.len() > slots {
+        // Merge the neighbours with the fewest bytes together.
+        let Some(i) = (0..out.len() - 1).min_by_key(|i| size(&out[*i]) + size(&out[*i + 1])) else {
+            break;
+        };
+        let merged = out[i].start..out[i + 1].end;
+        out.splice(i..=i + 1, [merged]);
+    }
     while out.len() < slots.min(bytes.len()) {
         let Some(i) = (0..out.len())
             .filter(|i| out[*i].len() > 1)
@@ -1045,6 +1066,12 @@ mod tests {
         // 24 partitions over 94 KiB at 2 slots: 2 tasks, not 24.
         let tiny = vec![4 << 10; 24];
         assert_eq!(coalesce(&tiny, 32 << 20, 2), vec![0..12, 12..24]);
+        // Uneven small partitions still give one range per slot, not one more
+        // (greedy at total/2 would close 0..1 and 1..2 and leave 2..3).
+        assert_eq!(
+            coalesce(&[13728, 13352, 1144], 32 << 20, 2),
+            vec![0..1, 1..3]
+        );
         // A big stage keeps one task per target.
         let big = vec![8 << 20; 64];
         let r = coalesce(&big, 32 << 20, 2);
