@@ -836,8 +836,10 @@ pub struct CountingStore {
 }
 
 /// The callback of [`CountingStore::observe_writes`].
+type ObserveFn = dyn Fn(&ObjectKey, &Bytes) + Send + Sync;
+
 #[derive(Clone)]
-struct WriteObserver(Arc<dyn Fn(&ObjectKey, &Bytes) + Send + Sync>);
+struct WriteObserver(Arc<ObserveFn>);
 
 impl std::fmt::Debug for WriteObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
