@@ -10,12 +10,20 @@
 //! keys that are not plain relative paths) goes to `s3s-fs` unchanged, as
 //! does every other operation.
 //!
+//! It also implements [`crate::EmbeddedS3::set_ignore_if_none_match`]: with
+//! the shared flag on, PutObject and CompleteMultipartUpload drop the parsed
+//! `If-None-Match` condition (the header itself is signed, so it cannot be
+//! removed before s3s checks the signature) and overwrite as a store that
+//! ignores conditional writes does.
+//!
 //! The fast path answers with the body, `Content-Length`, `Content-Range`
 //! and `Last-Modified`, but no `ETag` or stored content headers (Shovel's
 //! clients use neither).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use s3s::dto::*;
@@ -25,12 +33,28 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 pub(crate) struct EmbeddedFs {
     inner: s3s_fs::FileSystem,
     root: PathBuf,
+    /// Drop `If-None-Match` from conditional writes (shared with the
+    /// server's fault switches).
+    ignore_if_none_match: Arc<AtomicBool>,
 }
 
 impl EmbeddedFs {
-    /// `inner` serving `root` (the same directory).
-    pub(crate) fn new(inner: s3s_fs::FileSystem, root: PathBuf) -> Self {
-        Self { inner, root }
+    /// `inner` serving `root` (the same directory); `ignore_if_none_match`
+    /// switches conditional writes off while it is `true`.
+    pub(crate) fn new(
+        inner: s3s_fs::FileSystem,
+        root: PathBuf,
+        ignore_if_none_match: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            inner,
+            root,
+            ignore_if_none_match,
+        }
+    }
+
+    fn ignores_if_none_match(&self) -> bool {
+        self.ignore_if_none_match.load(Ordering::Relaxed)
     }
 
     /// The file of `bucket/key`, when both are plain relative names that
@@ -194,8 +218,11 @@ impl S3 for EmbeddedFs {
 
     async fn complete_multipart_upload(
         &self,
-        req: S3Request<CompleteMultipartUploadInput>,
+        mut req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if self.ignores_if_none_match() {
+            req.input.if_none_match = None;
+        }
         self.inner.complete_multipart_upload(req).await
     }
 
@@ -307,8 +334,11 @@ impl S3 for EmbeddedFs {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        if self.ignores_if_none_match() {
+            req.input.if_none_match = None;
+        }
         self.inner.put_object(req).await
     }
 
@@ -333,7 +363,7 @@ mod tests {
 
     fn fs_at(dir: &Path) -> EmbeddedFs {
         let inner = s3s_fs::FileSystem::new(dir).expect("s3s-fs");
-        EmbeddedFs::new(inner, dir.to_path_buf())
+        EmbeddedFs::new(inner, dir.to_path_buf(), Arc::default())
     }
 
     #[test]
