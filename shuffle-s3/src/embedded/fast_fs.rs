@@ -36,7 +36,14 @@ pub(crate) struct EmbeddedFs {
     /// Drop `If-None-Match` from conditional writes (shared with the
     /// server's fault switches).
     ignore_if_none_match: Arc<AtomicBool>,
+    /// Writes and deletes of one key, one at a time (striped by key hash):
+    /// `s3s-fs` writes an object, then its side files, so a DELETE that ran
+    /// between the two left a side file behind for good.
+    key_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`EmbeddedFs::key_locks`].
+const KEY_LOCKS: usize = 64;
 
 impl EmbeddedFs {
     /// `inner` serving `root` (the same directory); `ignore_if_none_match`
@@ -50,7 +57,34 @@ impl EmbeddedFs {
             inner,
             root,
             ignore_if_none_match,
+            key_locks: (0..KEY_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    fn stripe(bucket: &str, key: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (bucket, key).hash(&mut h);
+        (h.finish() % KEY_LOCKS as u64) as usize
+    }
+
+    /// Holds the stripes of `keys` of `bucket` (taken in ascending order,
+    /// so two callers never wait on each other crosswise).
+    async fn lock_keys<'a>(
+        &self,
+        bucket: &str,
+        keys: impl Iterator<Item = &'a str>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(|k| Self::stripe(bucket, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.key_locks[i].lock().await);
+        }
+        guards
     }
 
     fn ignores_if_none_match(&self) -> bool {
@@ -223,6 +257,8 @@ impl S3 for EmbeddedFs {
         if self.ignores_if_none_match() {
             req.input.if_none_match = None;
         }
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
         self.inner.complete_multipart_upload(req).await
     }
 
@@ -259,6 +295,7 @@ impl S3 for EmbeddedFs {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
         let out = self.inner.delete_object(req).await?;
         self.remove_side_files(&bucket, std::iter::once(key.as_str()))
             .await;
@@ -277,6 +314,9 @@ impl S3 for EmbeddedFs {
             .iter()
             .map(|o| o.key.clone())
             .collect();
+        let _held = self
+            .lock_keys(&bucket, keys.iter().map(String::as_str))
+            .await;
         let out = self.inner.delete_objects(req).await?;
         self.remove_side_files(&bucket, keys.iter().map(String::as_str))
             .await;
@@ -339,6 +379,8 @@ impl S3 for EmbeddedFs {
         if self.ignores_if_none_match() {
             req.input.if_none_match = None;
         }
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
         self.inner.put_object(req).await
     }
 
