@@ -10,14 +10,6 @@ use common::*;
 use engine::{col, count_star, sum, EngineConfig, JoinType, Session};
 use shuffle_core::{ShuffleConfig, ShuffleManager, StoreShuffleManager};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// A session on a local-disk manager in a fresh temp dir (kept alive by the
 /// returned guard).
 fn local_session(config: EngineConfig) -> (Session, StoreShuffleManager, tempfile::TempDir) {

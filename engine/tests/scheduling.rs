@@ -17,14 +17,6 @@ use engine::scheduler::{StageEvent, TaskEvent};
 use engine::{col, count_star, sum, DataFrame, EngineConfig, JobSummary, JoinType, Session};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// A session on the embedded S3 server, every request delayed by `latency`.
 async fn s3_session(
     config: EngineConfig,
@@ -63,6 +55,18 @@ fn rows_b(n: i64, keys: i64) -> Vec<RowB> {
     (0..n)
         .map(|i| (Some(i % keys), Some(format!("b{}", i % 5)), Some(i * 3)))
         .collect()
+}
+
+/// `a` (in `chunks` batches) inner-joined with `b` on `a_key = b_key`.
+fn join_a_b(session: &Session, a: (&[RowA], usize), b: (&[RowB], usize)) -> DataFrame {
+    let ta = session
+        .read_batches(schema_a(), batches_a(a.0, a.1))
+        .expect("a");
+    let tb = session
+        .read_batches(schema_b(), batches_b(b.0, b.1))
+        .expect("b");
+    ta.join(&tb, JoinType::Inner, &["a_key"], &["b_key"])
+        .expect("join")
 }
 
 /// Stage levels of a plan: 0 for stages that read no shuffle, else one more
@@ -330,17 +334,7 @@ fn both_join_sides_get_the_same_ranges_and_answers_do_not_change() {
                     },
                 )
                 .await;
-                let ta = t
-                    .session
-                    .read_batches(schema_a(), batches_a(&a, 3))
-                    .expect("a");
-                let tb = t
-                    .session
-                    .read_batches(schema_b(), batches_b(&b, 3))
-                    .expect("b");
-                let df = ta
-                    .join(&tb, JoinType::Inner, &["a_key"], &["b_key"])
-                    .expect("join")
+                let df = join_a_b(&t.session, (&a, 3), (&b, 3))
                     .aggregate(
                         vec![col("b_key"), col("b_k2")],
                         vec![count_star().alias("n"), sum(col("b_val")).alias("v")],
@@ -387,17 +381,7 @@ fn broadcast_tables_are_built_once_per_stage_and_executor() {
                 },
             )
             .await;
-            let ta = t
-                .session
-                .read_batches(schema_a(), batches_a(&a, 8))
-                .expect("a");
-            let tb = t
-                .session
-                .read_batches(schema_b(), batches_b(&b, 1))
-                .expect("b");
-            let df = ta
-                .join(&tb, JoinType::Inner, &["a_key"], &["b_key"])
-                .expect("join")
+            let df = join_a_b(&t.session, (&a, 8), (&b, 1))
                 .aggregate(vec![col("b_k2")], vec![count_star().alias("n")])
                 .expect("agg");
             assert!(
