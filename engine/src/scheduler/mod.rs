@@ -27,6 +27,13 @@
 //! permits (see [`crate::exchange`]), so S3 round trips overlap the next
 //! task's CPU work instead of idling a slot.
 //!
+//! **Reads start before the slot.** A task executes its plan (which opens
+//! its shuffle readers, so their first ranged GETs go out) before it waits
+//! for a CPU slot; at most `2 × parallelism` tasks hold readers at once
+//! (the running ones and one wave behind them), each fetching at most
+//! `fetch.max_bytes_in_flight` ahead, so the wait for a slot overlaps the
+//! round trips of the reads without unbounded memory.
+//!
 //! **Coalescing** (Spark's adaptive execution). When a stage is about to
 //! start, the committed byte counts of the shuffles it reads are known: it
 //! groups neighbouring reduce partitions into ranges of about
@@ -88,7 +95,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::exchange::run_map_task;
+use crate::exchange::write_map_output;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
 use crate::physical::broadcast::BroadcastCache;
 use crate::physical::planner::{JobPlan, StageDef};
@@ -246,6 +253,8 @@ struct Job {
     slots: Arc<Semaphore>,
     /// Uploads in flight (`io.requests_in_flight`).
     io: Arc<Semaphore>,
+    /// Tasks whose reads have started while they wait for a slot.
+    prefetch: Arc<Semaphore>,
     stages: Vec<StageDef>,
     root: Arc<dyn ExecutionPlan>,
     shuffle_stage: HashMap<u32, usize>,
@@ -307,6 +316,9 @@ pub async fn run_job(
     let job = Arc::new(Job {
         slots: Arc::new(Semaphore::new(config.parallelism.max(1))),
         io: Arc::new(Semaphore::new(config.io_requests_in_flight.max(1))),
+        // The running tasks plus as many queued behind them: the next
+        // wave's first bytes arrive while the current one computes.
+        prefetch: Arc::new(Semaphore::new(2 * config.parallelism.max(1))),
         config,
         manager: Arc::clone(&manager),
         tracker,
@@ -769,7 +781,10 @@ impl Job {
     }
 
     /// A shared re-run of a lost map output (counted as recomputed, with
-    /// why). With `damaged`, that attempt is first forgotten in storage.
+    /// why). With `damaged`, that attempt is first forgotten in storage;
+    /// so is an output that went with a lost executor: the shuffle manager
+    /// still holds it as its map's winner (in one process it outlives the
+    /// executor), and the re-run would otherwise lose to it.
     fn new_recompute(
         self: &Arc<Self>,
         shuffle_id: u32,
@@ -777,6 +792,7 @@ impl Job {
         damaged: Option<u32>,
         cause: Option<String>,
     ) -> Recompute {
+        let damaged = damaged.or_else(|| self.tracker.lost_attempt(shuffle_id, map_id));
         let error = cause.unwrap_or_else(|| {
             let why = self
                 .tracker
@@ -820,10 +836,12 @@ impl Job {
         partition: usize,
         attempt: u32,
     ) -> Result<TaskOutput> {
-        let permit = Arc::clone(&self.slots)
+        // Start the task's reads before its CPU slot is free (bounded: at
+        // most `prefetch` tasks waiting with reads in flight).
+        let prefetch = Arc::clone(&self.prefetch)
             .acquire_owned()
             .await
-            .map_err(|_| EngineError::internal("task slots closed"))?;
+            .map_err(|_| EngineError::internal("prefetch budget closed"))?;
         if self.executors.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -847,6 +865,20 @@ impl Job {
             executor,
             broadcasts: Arc::clone(&self.broadcasts),
         });
+        let plan = match self.stages.get(stage_id) {
+            Some(stage) => Arc::clone(&stage.plan),
+            None => Arc::clone(&self.root),
+        };
+        // An error (a missing input, say) surfaces in the task as before.
+        let stream = plan.execute(partition, Arc::clone(&ctx));
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::internal("task slots closed"))?;
+        drop(prefetch);
+        if self.executors.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         let start = Instant::now();
         self.bump(|s| {
             s.tasks_run += 1;
@@ -860,8 +892,8 @@ impl Job {
                 Some(stage) => {
                     // The slot goes back once the output is buffered; the
                     // attempt (and the stage) ends when it is committed.
-                    let status = run_map_task(
-                        Arc::clone(&stage.plan),
+                    let status = write_map_output(
+                        stream?,
                         Arc::clone(&ctx),
                         stage.shuffle_id,
                         stage.partitioning.clone(),
@@ -874,8 +906,7 @@ impl Job {
                 }
                 None => {
                     let _slot = permit;
-                    let stream = job.root.execute(partition, Arc::clone(&ctx))?;
-                    let batches = collect(stream).await?;
+                    let batches = collect(stream?).await?;
                     for b in &batches {
                         TaskMetrics::add(&ctx.metrics.rows_out, b.num_rows() as u64);
                         TaskMetrics::add(&ctx.metrics.bytes_out, b.get_array_memory_size() as u64);
@@ -894,13 +925,16 @@ impl Job {
                 executor,
             });
         }
-        let res = match handle.await {
-            Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(match running.killed_by() {
-                Some(Kill::ExecutorLost(executor)) => EngineError::ExecutorLost { executor },
-                Some(Kill::Cancelled) | None => EngineError::Cancelled,
-            }),
-            Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
+        let joined = handle.await;
+        let res = match (joined, running.killed_by()) {
+            // An attempt still registered when its executor was lost failed
+            // with it, even if its last poll had just finished (as Spark
+            // fails every task of a lost executor): the outcome does not
+            // depend on that race. What it committed stays first-wins.
+            (_, Some(Kill::ExecutorLost(executor))) => Err(EngineError::ExecutorLost { executor }),
+            (Ok(r), _) => r,
+            (Err(e), _) if e.is_cancelled() => Err(EngineError::Cancelled),
+            (Err(e), _) => Err(EngineError::internal(format!("task panicked: {e}"))),
         };
         drop(running);
         let end = Instant::now();
@@ -938,12 +972,18 @@ fn partitioned_reads(plan: &dyn ExecutionPlan, out: &mut Vec<(u32, usize)>) {
 /// the target. Coalescing must not idle CPU slots, so the target shrinks to
 /// the total over `slots`, and a result with fewer than `slots` ranges (a
 /// skewed stage) splits its largest ranges until it has that many (or one
-/// per partition). A stage over 94 KiB at 2 slots thus runs 2 tasks, not 24;
-/// one over gigabytes runs one task per `target` bytes.
+/// per partition); a stage that small never gets more ranges than slots
+/// either (the neighbours with the fewest bytes merge). A stage over 94 KiB
+/// at 2 slots thus runs 2 tasks, not 24; one over gigabytes runs one task
+/// per `target` bytes.
 pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
     let total: u64 = bytes.iter().sum();
     let slots = slots.max(1);
-    let target = target.min(total.div_ceil(slots as u64)).max(1);
+    let per_slot = total.div_ceil(slots as u64);
+    // A small stage is sized by its slots, not by the target: exactly one
+    // range per slot (the greedy pass below can leave one more).
+    let by_slots = target > per_slot;
+    let target = target.min(per_slot).max(1);
     let mut out: Vec<Range<u32>> = Vec::new();
     let mut start = 0usize;
     let mut acc = 0u64;
@@ -959,6 +999,14 @@ pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
         out.push(start as u32..bytes.len() as u32);
     }
     let size = |r: &Range<u32>| -> u64 { bytes[r.start as usize..r.end as usize].iter().sum() };
+    while by_slots && out.len() > slots {
+        // Merge the neighbours with the fewest bytes together.
+        let Some(i) = (0..out.len() - 1).min_by_key(|i| size(&out[*i]) + size(&out[*i + 1])) else {
+            break;
+        };
+        let merged = out[i].start..out[i + 1].end;
+        out.splice(i..=i + 1, [merged]);
+    }
     while out.len() < slots.min(bytes.len()) {
         let Some(i) = (0..out.len())
             .filter(|i| out[*i].len() > 1)
@@ -1018,6 +1066,12 @@ mod tests {
         // 24 partitions over 94 KiB at 2 slots: 2 tasks, not 24.
         let tiny = vec![4 << 10; 24];
         assert_eq!(coalesce(&tiny, 32 << 20, 2), vec![0..12, 12..24]);
+        // Uneven small partitions still give one range per slot, not one more
+        // (greedy at total/2 would close 0..1 and 1..2 and leave 2..3).
+        assert_eq!(
+            coalesce(&[13728, 13352, 1144], 32 << 20, 2),
+            vec![0..1, 1..3]
+        );
         // A big stage keeps one task per target.
         let big = vec![8 << 20; 64];
         let r = coalesce(&big, 32 << 20, 2);
