@@ -188,6 +188,14 @@ struct Q80Flags {
     /// No progress bars and no summary on stderr
     #[arg(long, short = 'q', help_heading = "Output")]
     quiet: bool,
+    /// Write the event log (JSON lines: job, stage and task events, samples of Glue's five
+    /// metrics)
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    event_log: Option<PathBuf>,
+    /// Time between the event log's samples
+    #[arg(long, value_name = "DURATION", default_value = "100ms",
+          value_parser = with("--event-log-interval", parse_duration_arg), help_heading = "Output")]
+    event_log_interval: std::time::Duration,
 }
 
 /// `shovel s3-server`'s flags.
@@ -275,6 +283,8 @@ pub struct Q80Args {
     pub output: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub quiet: bool,
+    /// `--event-log FILE` (also in [`Q80Job::event_log`], which writes it).
+    pub event_log: Option<PathBuf>,
 }
 
 /// The clap command, for help texts and completions.
@@ -713,14 +723,22 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
             human_size(MEMORY_FLOOR as u64)
         )));
     }
+    if f.event_log_interval.is_zero() {
+        return Err(CliError::usage(
+            "--event-log-interval must be above 0; the default is 100ms",
+        ));
+    }
     job.config = config;
     job.progress = !f.quiet;
+    job.event_log = f.event_log.clone();
+    job.event_log_interval = f.event_log_interval;
     Ok(Q80Args {
         data,
         job,
         output: f.output,
         report: f.report,
         quiet: f.quiet,
+        event_log: f.event_log,
     })
 }
 

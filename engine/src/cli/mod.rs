@@ -18,6 +18,7 @@
 pub mod args;
 pub mod data;
 pub mod gc;
+pub mod observe;
 pub mod progress;
 pub mod report;
 pub mod run;
@@ -176,6 +177,9 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     }
     if let Some(p) = &q.report {
         check_output_path("--report", p)?;
+    }
+    if let Some(p) = &q.event_log {
+        check_output_path("--event-log", p)?;
     }
     if let Some(w) = args::memory_warning(q.job.config.memory_budget) {
         eprintln!("shovel: warning: {w}");

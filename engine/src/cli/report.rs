@@ -195,6 +195,9 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     pub cleanup: Option<Cleanup>,
     pub error: Option<String>,
+    /// The job's events ([`crate::events`]; written with `--event-log`,
+    /// not part of the JSON report).
+    pub events: Vec<crate::events::Event>,
 }
 
 impl RunReport {
@@ -227,6 +230,7 @@ impl RunReport {
             peak_rss_bytes: None,
             cleanup: None,
             error: None,
+            events: Vec::new(),
         }
     }
 
