@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shuffle_core::ShuffleManager;
 
 use crate::config::EngineConfig;
-use crate::events::{EventRecorder, RecorderOptions};
+use crate::events::{advise, AdviceThresholds, EventRecorder, RecorderOptions};
 
 use super::report::RunReport;
 use super::run::Q80Job;
@@ -34,12 +34,14 @@ pub(crate) fn start_recorder(
     .map_err(CliError::runtime)
 }
 
-/// Stops recording and puts the events into the report.
+/// Stops recording and puts the events, and the advice they call for,
+/// into the report.
 pub(crate) fn finish_recorder(
     recorder: &EventRecorder,
     report: &mut RunReport,
 ) -> Result<(), CliError> {
     let events = recorder.finish().map_err(CliError::runtime)?;
+    report.advice = advise(&events, &AdviceThresholds::default());
     report.events = events;
     Ok(())
 }

@@ -38,6 +38,7 @@
 //! The scheduler knows nothing of files or threads: it calls a small
 //! [`EventSink`] (none installed: no cost beyond a branch).
 
+pub mod advice;
 mod proc;
 mod recorder;
 
@@ -49,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{RetryReason, TaskMetrics, TaskSummary};
 
+pub use advice::{advise, Advice, AdviceThresholds};
 pub use recorder::{EventRecorder, RecorderOptions};
 
 /// Where the scheduler reports what happens (see the module docs).
