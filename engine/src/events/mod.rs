@@ -39,6 +39,7 @@
 //! [`EventSink`] (none installed: no cost beyond a branch).
 
 pub mod advice;
+pub mod html;
 mod proc;
 mod recorder;
 
@@ -51,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{RetryReason, TaskMetrics, TaskSummary};
 
 pub use advice::{advise, Advice, AdviceThresholds};
+pub use html::render_html;
 pub use recorder::{EventRecorder, RecorderOptions};
 
 /// Where the scheduler reports what happens (see the module docs).
