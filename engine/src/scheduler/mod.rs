@@ -95,6 +95,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
+use crate::events::{Event, EventSink, TaskKey};
 use crate::exchange::write_map_output;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
 use crate::physical::broadcast::BroadcastCache;
@@ -139,11 +140,14 @@ where
     })
 }
 
-/// Test hooks of a job.
+/// Hooks of a job: test callbacks, and where its events go.
 #[derive(Clone, Default)]
 pub struct Hooks {
     pub stage: Option<StageHook>,
     pub task: Option<TaskHook>,
+    /// Receives job, stage and task starts and ends and re-runs
+    /// ([`crate::events`]).
+    pub events: Option<Arc<dyn EventSink>>,
 }
 
 /// A task attempt that started running.
@@ -266,6 +270,7 @@ struct Job {
     /// Partition ranges per stage (its tasks), fixed when the stage starts.
     ranges: Mutex<HashMap<usize, Arc<Vec<Range<u32>>>>>,
     broadcasts: Arc<BroadcastCache>,
+    job_id: u64,
 }
 
 enum TaskOutput {
@@ -313,6 +318,17 @@ pub async fn run_job(
         .collect();
     let broadcasts = Arc::new(BroadcastCache::default());
     executors.attach_broadcasts(&broadcasts);
+    if let Some(ev) = &hooks.events {
+        ev.emit(Event::JobStart {
+            t_ms: 0.0,
+            job_id,
+            backend: manager.backend_name().to_string(),
+            executors: executors.count(),
+            slots: config.parallelism.max(1),
+            stages: plan.stages.len() + 1,
+            memory_limit: manager.memory_pool().limit() as u64,
+        });
+    }
     let job = Arc::new(Job {
         slots: Arc::new(Semaphore::new(config.parallelism.max(1))),
         io: Arc::new(Semaphore::new(config.io_requests_in_flight.max(1))),
@@ -331,6 +347,7 @@ pub async fn run_job(
         hooks,
         ranges: Mutex::new(HashMap::new()),
         broadcasts,
+        job_id,
     });
     let result = job.run().await;
     // Re-runs nobody waits for any more (the job failed) would keep the job alive.
@@ -361,6 +378,19 @@ pub async fn run_job(
             // `cleanup_app` retries: the manager keeps the keys it failed to delete.
             tracing::warn!("removing shuffles {ids:?}: {e}");
         }
+    }
+    if let Some(ev) = &job.hooks.events {
+        let st = job.stats.lock().unwrap_or_else(|p| p.into_inner());
+        ev.emit(Event::JobEnd {
+            t_ms: 0.0,
+            job_id,
+            succeeded: result.is_ok(),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            tasks_run: st.tasks_run,
+            tasks_retried: st.tasks_retried,
+            tasks_recomputed: st.tasks_recomputed,
+            error: result.as_ref().err().map(|e| e.to_string()),
+        });
     }
     let batches = result?;
     let after = manager.metrics().snapshot();
@@ -462,6 +492,7 @@ impl Job {
         self.stage_entry(stage_id, "result".into(), self.root.as_ref(), n);
         let tasks = (0..n).map(|p| Arc::clone(self).run_task(stage_id, p));
         let outs = join_settled(tasks).await?;
+        self.stage_end(stage_id);
         let mut batches = Vec::new();
         for o in outs {
             if let TaskOutput::Result(b) = o {
@@ -528,20 +559,53 @@ impl Job {
     fn stage_entry(&self, stage_id: usize, output: String, plan: &dyn ExecutionPlan, n: usize) {
         let partitions = plan.output_partitions();
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        st.stages.entry(stage_id).or_insert_with(|| {
-            (
-                StageSummary {
-                    stage_id,
-                    description: describe_chain(plan),
-                    output,
-                    num_tasks: n,
-                    partitions,
-                    ..Default::default()
+        if st.stages.contains_key(&stage_id) {
+            return;
+        }
+        let summary = StageSummary {
+            stage_id,
+            description: describe_chain(plan),
+            output,
+            num_tasks: n,
+            partitions,
+            ..Default::default()
+        };
+        if let Some(ev) = &self.hooks.events {
+            ev.emit(Event::StageStart {
+                t_ms: 0.0,
+                job_id: self.job_id,
+                stage_id,
+                description: summary.description.clone(),
+                output: summary.output.clone(),
+                tasks: n,
+                partitions,
+            });
+        }
+        st.stages.insert(stage_id, (summary, None, None));
+    }
+
+    /// Reports a stage's end to the event sink (its totals so far).
+    fn stage_end(&self, stage_id: usize) {
+        let Some(ev) = &self.hooks.events else {
+            return;
+        };
+        let st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, a, b)) = st.stages.get(&stage_id) {
+            ev.emit(Event::StageEnd {
+                t_ms: 0.0,
+                job_id: self.job_id,
+                stage_id,
+                elapsed_ms: match (a, b) {
+                    (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64() * 1e3,
+                    _ => 0.0,
                 },
-                None,
-                None,
-            )
-        });
+                attempts: s.tasks.len(),
+                rows_out: s.rows_out,
+                shuffle_bytes_written: s.shuffle_bytes_written,
+                shuffle_bytes_read: s.shuffle_bytes_read,
+                spill_bytes: s.spill_bytes,
+            });
+        }
     }
 
     /// Fixes a ready map stage's tasks (coalescing its reads) and registers
@@ -598,6 +662,7 @@ impl Job {
                 .map(|m| self.recompute_map(shuffle_id, m, None));
             join_settled(reruns).await?;
         }
+        self.stage_end(stage_id);
         if let Some(hook) = &self.hooks.stage {
             let statuses = self.tracker.statuses(stage.shuffle_id)?;
             hook(&StageEvent {
@@ -698,7 +763,14 @@ impl Job {
 
     fn bump(&self, f: impl FnOnce(&mut Stats)) {
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let before = st.reasons.len();
         f(&mut st);
+        // Every re-run reason recorded is an event too.
+        if let Some(ev) = &self.hooks.events {
+            for r in &st.reasons[before.min(st.reasons.len())..] {
+                ev.emit(Event::rerun(r));
+            }
+        }
     }
 
     /// Invalidates lost map outputs and re-runs their map tasks.
@@ -916,6 +988,21 @@ impl Job {
             }
         });
         let running = self.executors.register(executor, handle.abort_handle());
+        if let Some(ev) = &self.hooks.events {
+            ev.emit(Event::TaskStart {
+                t_ms: 0.0,
+                stage_id,
+                partition,
+                attempt,
+                executor,
+            });
+            let key = TaskKey {
+                stage_id,
+                partition,
+                attempt,
+            };
+            ev.track(key, &metrics);
+        }
         if let Some(hook) = &self.hooks.task {
             hook(&TaskEvent {
                 stage_id,
@@ -945,6 +1032,9 @@ impl Job {
         t.succeeded = res.is_ok();
         t.elapsed_ms = end.duration_since(start).as_secs_f64() * 1e3;
         t.error = res.as_ref().err().map(|e| e.to_string());
+        if let Some(ev) = &self.hooks.events {
+            ev.emit(Event::task_end(&t, executor));
+        }
         self.bump(|s| {
             if let Some(e) = s.stages.get_mut(&stage_id) {
                 if t.succeeded {
