@@ -30,6 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod exchange;
 pub mod expr;
 pub mod json;

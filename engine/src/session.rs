@@ -11,6 +11,7 @@ use shuffle_core::ShuffleManager;
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
+use crate::events::EventSink;
 use crate::logical::plan::{LogicalPlan, ScanSource};
 use crate::logical::DataFrame;
 use crate::metrics::JobSummary;
@@ -123,6 +124,17 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .task = hook;
+    }
+
+    /// Sends the events of jobs that start from now on to `sink`
+    /// ([`crate::events`]: job, stage and task starts and ends, re-runs);
+    /// `None` stops sending them.
+    pub fn set_event_sink(&self, sink: Option<Arc<dyn EventSink>>) {
+        self.state
+            .hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events = sink;
     }
 
     /// The map-output tracker: committed map outputs per shuffle (tests

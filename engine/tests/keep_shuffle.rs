@@ -10,14 +10,6 @@ use std::path::Path;
 use common::*;
 use engine::{col, count_star, sum, EngineConfig, JoinType};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn config(keep: bool) -> EngineConfig {
     EngineConfig {
         shuffle_partitions: 3,

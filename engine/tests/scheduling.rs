@@ -17,14 +17,6 @@ use engine::scheduler::{StageEvent, TaskEvent};
 use engine::{col, count_star, sum, DataFrame, EngineConfig, JobSummary, JoinType, Session};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// A session on the embedded S3 server, every request delayed by `latency`.
 async fn s3_session(
     config: EngineConfig,
@@ -63,6 +55,18 @@ fn rows_b(n: i64, keys: i64) -> Vec<RowB> {
     (0..n)
         .map(|i| (Some(i % keys), Some(format!("b{}", i % 5)), Some(i * 3)))
         .collect()
+}
+
+/// `a` (in `chunks` batches) inner-joined with `b` on `a_key = b_key`.
+fn join_a_b(session: &Session, a: (&[RowA], usize), b: (&[RowB], usize)) -> DataFrame {
+    let ta = session
+        .read_batches(schema_a(), batches_a(a.0, a.1))
+        .expect("a");
+    let tb = session
+        .read_batches(schema_b(), batches_b(b.0, b.1))
+        .expect("b");
+    ta.join(&tb, JoinType::Inner, &["a_key"], &["b_key"])
+        .expect("join")
 }
 
 /// Stage levels of a plan: 0 for stages that read no shuffle, else one more
@@ -330,17 +334,7 @@ fn both_join_sides_get_the_same_ranges_and_answers_do_not_change() {
                     },
                 )
                 .await;
-                let ta = t
-                    .session
-                    .read_batches(schema_a(), batches_a(&a, 3))
-                    .expect("a");
-                let tb = t
-                    .session
-                    .read_batches(schema_b(), batches_b(&b, 3))
-                    .expect("b");
-                let df = ta
-                    .join(&tb, JoinType::Inner, &["a_key"], &["b_key"])
-                    .expect("join")
+                let df = join_a_b(&t.session, (&a, 3), (&b, 3))
                     .aggregate(
                         vec![col("b_key"), col("b_k2")],
                         vec![count_star().alias("n"), sum(col("b_val")).alias("v")],
@@ -387,17 +381,7 @@ fn broadcast_tables_are_built_once_per_stage_and_executor() {
                 },
             )
             .await;
-            let ta = t
-                .session
-                .read_batches(schema_a(), batches_a(&a, 8))
-                .expect("a");
-            let tb = t
-                .session
-                .read_batches(schema_b(), batches_b(&b, 1))
-                .expect("b");
-            let df = ta
-                .join(&tb, JoinType::Inner, &["a_key"], &["b_key"])
-                .expect("join")
+            let df = join_a_b(&t.session, (&a, 8), (&b, 1))
                 .aggregate(vec![col("b_k2")], vec![count_star().alias("n")])
                 .expect("agg");
             assert!(
@@ -455,5 +439,68 @@ fn scan_partitions_do_not_follow_parallelism() {
             splits.push(plan.stages[0].plan.output_partitions());
         }
         assert_eq!(splits[0], splits[1], "scan splits followed --parallelism");
+    });
+}
+
+/// A task's shuffle reads start before it has a CPU slot. With one slot and
+/// two reduce tasks, each task's first read is held back until the other
+/// task's first read has reached the store: without prefetch the task
+/// holding the slot would wait for a read that cannot start, and the held
+/// read fails after the grace period, failing the job.
+#[test]
+fn reads_start_before_the_task_has_a_slot() {
+    use shuffle_core::testing::{CountingStore, GetGate};
+    use shuffle_core::{ShuffleStore, StoreShuffleManager};
+
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shuffle = ShuffleConfig::from_pairs([("local.dirs", dir.path().display().to_string())])
+            .expect("shuffle config");
+        let local = shuffle_local::local_manager(shuffle.clone()).expect("local manager");
+        // Reads at offset 0 are partition 0's, later ones partition 1's
+        // (every map output holds both: 10 keys over 100 rows).
+        let (tx, rx) = tokio::sync::watch::channel([false, false]);
+        let gate: GetGate = Arc::new(move |key, range| {
+            let (tx, mut rx) = (tx.clone(), rx.clone());
+            let shuffle_data = key.path.contains("/shuffle-");
+            let me = usize::from(range.start > 0);
+            Box::pin(async move {
+                if !shuffle_data {
+                    return Ok(());
+                }
+                tx.send_modify(|seen| seen[me] = true);
+                let other = 1 - me;
+                tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s[other]))
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| {
+                        shuffle_core::Error::Protocol(format!(
+                            "the read of partition {me} waited 30 s for partition {other}'s \
+                             task to start reading: reads wait for a slot"
+                        ))
+                    })
+            })
+        });
+        let store: Arc<dyn ShuffleStore> =
+            Arc::new(CountingStore::new(Arc::clone(local.store())).with_get_gate(gate));
+        let manager = StoreShuffleManager::builder(store, shuffle).build();
+        let config = EngineConfig {
+            shuffle_partitions: 2,
+            parallelism: 1,
+            scan_partitions: Some(2),
+            coalesce_target: 0,
+            max_task_attempts: 1,
+            ..Default::default()
+        };
+        let session = Session::new(config, Arc::new(manager) as Arc<dyn ShuffleManager>);
+        let a = rows_a(100, 10);
+        let df = session
+            .read_batches(schema_a(), batches_a(&a, 2))
+            .expect("a")
+            .repartition_by(vec![col("a_key")], 2)
+            .expect("repartition");
+        let (batches, summary) = df.collect_with_summary().await.expect("job");
+        assert_eq!(rows(&batches).len(), 100);
+        assert_eq!(summary.tasks_retried, 0, "{}", summary.to_json());
     });
 }

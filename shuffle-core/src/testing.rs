@@ -823,13 +823,80 @@ pub async fn job_marker_lifecycle(b: &dyn Backend) {
 /// under a `shuffle-` directory), so a check can prove that a path never
 /// lists and how many writes a commit makes. [`CountingStore::without_conditional_create`]
 /// makes it report `supports_conditional_create() == false`, as a store
-/// that ignores `If-None-Match` must.
-#[derive(Debug)]
+/// that ignores `If-None-Match` must. [`CountingStore::with_get_gate`] runs
+/// a check before every ranged read (to hold one back until another read
+/// has been seen, say); [`CountingStore::observe_writes`] hands every
+/// object written in full (any key) to a callback, so a check can look
+/// at the bytes a writer produced.
 pub struct CountingStore {
     inner: Arc<dyn ShuffleStore>,
     lists: AtomicU64,
     writes: AtomicU64,
     conditional: bool,
+    gate: Option<GetGate>,
+    observer: Option<WriteObserver>,
+}
+
+/// Awaited before a ranged read of `key` is forwarded; an error fails the read.
+pub type GetGate = Arc<
+    dyn Fn(
+            &ObjectKey,
+            &std::ops::Range<u64>,
+        ) -> futures::future::BoxFuture<'static, crate::Result<()>>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingStore")
+            .field("inner", &self.inner)
+            .field("lists", &self.lists())
+            .field("writes", &self.writes())
+            .field("conditional", &self.conditional)
+            .field("gated", &self.gate.is_some())
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// The callback of [`CountingStore::observe_writes`].
+type ObserveFn = dyn Fn(&ObjectKey, &Bytes) + Send + Sync;
+
+#[derive(Clone)]
+struct WriteObserver(Arc<ObserveFn>);
+
+impl std::fmt::Debug for WriteObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteObserver")
+    }
+}
+
+/// A sink that keeps a copy of what it forwards and shows it to the
+/// observer once the inner sink has published it.
+struct ObservedSink {
+    inner: Box<dyn ObjectSink>,
+    key: ObjectKey,
+    bytes: Vec<u8>,
+    observer: WriteObserver,
+}
+
+#[async_trait]
+impl ObjectSink for ObservedSink {
+    async fn write(&mut self, data: Bytes) -> crate::Result<()> {
+        self.bytes.extend_from_slice(&data);
+        self.inner.write(data).await
+    }
+
+    async fn finish(self: Box<Self>) -> crate::Result<u64> {
+        let len = self.inner.finish().await?;
+        (self.observer.0)(&self.key, &Bytes::from(self.bytes));
+        Ok(len)
+    }
+
+    async fn abort(self: Box<Self>) -> crate::Result<()> {
+        self.inner.abort().await
+    }
 }
 
 /// The old name of [`CountingStore`].
@@ -843,7 +910,46 @@ impl CountingStore {
             lists: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             conditional,
+            gate: None,
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with the key and the whole contents of every object
+    /// this store writes (`create` and `create_if_absent` sinks once
+    /// `finish` succeeded, `put`, and `put_if_absent` when it created the
+    /// object); aborted and failed writes are not shown. Sinks then keep a
+    /// copy of their object in memory until they finish.
+    pub fn observe_writes(
+        mut self,
+        observer: impl Fn(&ObjectKey, &Bytes) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(WriteObserver(Arc::new(observer)));
+        self
+    }
+
+    fn observed(&self, key: &ObjectKey, sink: Box<dyn ObjectSink>) -> Box<dyn ObjectSink> {
+        match &self.observer {
+            Some(observer) => Box::new(ObservedSink {
+                inner: sink,
+                key: key.clone(),
+                bytes: Vec::new(),
+                observer: observer.clone(),
+            }),
+            None => sink,
+        }
+    }
+
+    fn observe(&self, key: &ObjectKey, data: &Bytes) {
+        if let Some(observer) = &self.observer {
+            (observer.0)(key, data);
+        }
+    }
+
+    /// The same store, awaiting `gate` before every ranged read.
+    pub fn with_get_gate(mut self, gate: GetGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The same store, reporting no conditional create.
@@ -882,7 +988,8 @@ impl ShuffleStore for CountingStore {
     }
     async fn create(&self, key: &ObjectKey) -> crate::Result<Box<dyn ObjectSink>> {
         self.count_write(key);
-        self.inner.create(key).await
+        let sink = self.inner.create(key).await?;
+        Ok(self.observed(key, sink))
     }
     fn supports_conditional_create(&self) -> bool {
         self.conditional
@@ -894,18 +1001,25 @@ impl ShuffleStore for CountingStore {
             )));
         }
         self.count_write(key);
-        self.inner.create_if_absent(key).await
+        let sink = self.inner.create_if_absent(key).await?;
+        Ok(self.observed(key, sink))
     }
     async fn get_suffix(&self, key: &ObjectKey, len: u64) -> crate::Result<Bytes> {
         self.inner.get_suffix(key, len).await
     }
     async fn put(&self, key: &ObjectKey, data: Bytes) -> crate::Result<()> {
         self.count_write(key);
-        self.inner.put(key, data).await
+        self.inner.put(key, data.clone()).await?;
+        self.observe(key, &data);
+        Ok(())
     }
     async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> crate::Result<PutOutcome> {
         self.count_write(key);
-        self.inner.put_if_absent(key, data).await
+        let outcome = self.inner.put_if_absent(key, data.clone()).await?;
+        if outcome == PutOutcome::Created {
+            self.observe(key, &data);
+        }
+        Ok(outcome)
     }
     async fn get(&self, key: &ObjectKey) -> crate::Result<Bytes> {
         self.inner.get(key).await
@@ -915,6 +1029,9 @@ impl ShuffleStore for CountingStore {
         key: &ObjectKey,
         range: std::ops::Range<u64>,
     ) -> crate::Result<Bytes> {
+        if let Some(gate) = &self.gate {
+            gate(key, &range).await?;
+        }
         self.inner.get_range(key, range).await
     }
     async fn delete(&self, keys: &[ObjectKey]) -> crate::Result<()> {

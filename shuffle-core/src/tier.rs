@@ -157,6 +157,17 @@ impl TieredStore {
     pub fn forget(&self, keys: &[ObjectKey]) {
         self.cache.evict_keys(keys);
     }
+
+    /// `inner`, with a copy of what it writes kept in the cache.
+    fn tee(&self, key: &ObjectKey, inner: Box<dyn ObjectSink>) -> Box<dyn ObjectSink> {
+        Box::new(TeeSink {
+            inner: Some(inner),
+            key: key.clone(),
+            cache: Arc::clone(&self.cache),
+            copy: Some(Vec::new()),
+            reserved: 0,
+        })
+    }
 }
 
 #[async_trait]
@@ -175,13 +186,7 @@ impl ShuffleStore for TieredStore {
 
     async fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectSink>> {
         let inner = self.inner.create(key).await?;
-        Ok(Box::new(TeeSink {
-            inner: Some(inner),
-            key: key.clone(),
-            cache: Arc::clone(&self.cache),
-            copy: Some(Vec::new()),
-            reserved: 0,
-        }))
+        Ok(self.tee(key, inner))
     }
 
     fn supports_conditional_create(&self) -> bool {
@@ -192,13 +197,7 @@ impl ShuffleStore for TieredStore {
         // The one-write commit of a map output on stores with conditional
         // writes: cached like `create`, kept only if this attempt won.
         let inner = self.inner.create_if_absent(key).await?;
-        Ok(Box::new(TeeSink {
-            inner: Some(inner),
-            key: key.clone(),
-            cache: Arc::clone(&self.cache),
-            copy: Some(Vec::new()),
-            reserved: 0,
-        }))
+        Ok(self.tee(key, inner))
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {

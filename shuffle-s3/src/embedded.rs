@@ -17,9 +17,10 @@
 //! - [`EmbeddedS3::fail_all`]: every request gets 500 InternalError;
 //! - [`EmbeddedS3::set_read_only`]: every write (PUT, multipart, copy,
 //!   delete) gets 403 AccessDenied, as for read-only credentials;
-//! - [`EmbeddedS3::set_ignore_if_none_match`]: `If-None-Match` is dropped
-//!   before the request is handled, as by stores that ignore conditional
-//!   writes (a second conditional PUT replaces the object);
+//! - [`EmbeddedS3::set_ignore_if_none_match`]: `If-None-Match` is ignored,
+//!   as by stores that ignore conditional writes (a second conditional PUT
+//!   replaces the object). The header stays on the request, since SigV4
+//!   signs it; the storage layer drops the parsed condition instead;
 //! - [`EmbeddedS3::set_latency`]: every request waits a fixed time before it
 //!   is handled (a `tokio::time::sleep`, never blocking), which models the
 //!   round trip to a remote store; 0 (the default) adds nothing;
@@ -234,8 +235,10 @@ struct Faults {
     config: Mutex<(FaultConfig, StdRng)>,
     fail_all: AtomicBool,
     read_only: AtomicBool,
-    /// Drop `If-None-Match` before s3s sees it (a store that ignores it).
-    ignore_if_none_match: AtomicBool,
+    /// Ignore `If-None-Match` (a store that ignores it); shared with
+    /// [`EmbeddedFs`], which drops the parsed condition after s3s has
+    /// checked the signature that covers the header.
+    ignore_if_none_match: Arc<AtomicBool>,
     /// Added latency per request, in nanoseconds.
     latency_nanos: AtomicU64,
     stats: Mutex<ServerStats>,
@@ -438,12 +441,9 @@ impl FaultService {
                 "Access Denied (read-only server)",
             ));
         }
-        let mut req = req;
-        if self.faults.ignore_if_none_match.load(Ordering::Relaxed) {
-            req.headers_mut().remove(hyper::header::IF_NONE_MATCH);
-        }
         let conditional = matches!(op, S3Op::PutObject | S3Op::CompleteMultipartUpload)
-            && req.headers().contains_key(hyper::header::IF_NONE_MATCH);
+            && req.headers().contains_key(hyper::header::IF_NONE_MATCH)
+            && !self.faults.ignore_if_none_match.load(Ordering::Relaxed);
         let _guard = if conditional {
             Some(self.faults.conditional.lock().await)
         } else {
@@ -535,7 +535,8 @@ impl EmbeddedS3 {
             source: None,
         })?;
         let root = dir.canonicalize().map_err(|e| io_err(&dir, e))?;
-        let fs = EmbeddedFs::new(fs, root.clone());
+        let ignore_if_none_match = Arc::new(AtomicBool::new(false));
+        let fs = EmbeddedFs::new(fs, root.clone(), Arc::clone(&ignore_if_none_match));
         let access_key = format!("SHOVEL{}", random_token(14));
         let secret_key = random_token(40);
         let mut builder = S3ServiceBuilder::new(fs);
@@ -548,7 +549,7 @@ impl EmbeddedS3 {
             config: Mutex::new((FaultConfig::none(), StdRng::seed_from_u64(0))),
             fail_all: AtomicBool::new(false),
             read_only: AtomicBool::new(false),
-            ignore_if_none_match: AtomicBool::new(false),
+            ignore_if_none_match,
             latency_nanos: AtomicU64::new(0),
             stats: Mutex::new(ServerStats::default()),
             conditional: tokio::sync::Mutex::new(()),

@@ -282,8 +282,9 @@ async fn a_read_only_bucket_fails_at_build_naming_it() {
     one_line(&message);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_successful_probe_leaves_nothing_behind() {
+/// A successful probe on two buckets, with or without the conditional-write
+/// check (`s3.conditional_writes`).
+async fn successful_probe(conditional: bool) {
     let server = EmbeddedS3::start_temp().await.unwrap();
     server.create_bucket("second").unwrap();
     let cfg = server
@@ -292,17 +293,22 @@ async fn a_successful_probe_leaves_nothing_behind() {
             BucketUri::parse("s3://shovel/jobs").unwrap(),
             BucketUri::parse("s3://second").unwrap(),
         ])
+        .conditional_writes(conditional)
         .build()
         .unwrap();
-    let s3 = S3ShuffleBuilder::new(shuffle_config("app-ok"))
+    let s3 = S3ShuffleBuilder::new(shuffle_config(&format!("app-ok-{conditional}")))
         .s3_config(cfg)
         .build()
         .await
         .unwrap();
+    assert_eq!(s3.store.conditional_writes(), conditional);
     let stats = server.stats();
-    // The probe ran: both buckets checked, written, read and cleaned.
+    // The probe ran: both buckets checked, written, read and cleaned, and
+    // with conditional writes on, the first bucket's probe object PUT once
+    // more with If-None-Match: * (the server honours it: 412, kept on).
+    let puts = if conditional { 3 } else { 2 };
     assert_eq!(stats.count(S3Op::HeadBucket), 2, "{:?}", stats.requests);
-    assert_eq!(stats.count(S3Op::PutObject), 2, "{:?}", stats.requests);
+    assert_eq!(stats.count(S3Op::PutObject), puts, "{:?}", stats.requests);
     assert_eq!(stats.count(S3Op::GetObject), 2, "{:?}", stats.requests);
     assert_eq!(stats.count(S3Op::DeleteObjects), 2, "{:?}", stats.requests);
     // ... and is not counted as the job's work.
@@ -319,6 +325,16 @@ async fn a_successful_probe_leaves_nothing_behind() {
         let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
         assert!(keys.is_empty(), "left in {bucket}: {keys:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_probe_leaves_nothing_behind() {
+    successful_probe(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conditional_writes_the_probe_skips_the_conditional_put() {
+    successful_probe(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

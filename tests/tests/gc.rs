@@ -3,12 +3,14 @@
 //! One test body ([`gc_scenario`]) runs on a local directory and on an S3
 //! prefix of the embedded server: user files, a killed job's leftovers
 //! (written through a real manager that was dropped without cleanup, its
-//! files aged with `File::set_modified`), a live job (manager running, old
-//! objects, fresh marker), a recent job without a marker, an old one without
-//! a marker, and one with old and new objects (never half removed). A dry run
-//! first must delete nothing and report exactly what the real run removes.
-//! The embedded S3 server reports an object's file mtime as LastModified, so
-//! aging works the same way on both backends.
+//! files aged with `File::set_modified`: one data object per map, a spill
+//! file, the marker and, on local disk, an unfinished sink's temporary
+//! file), a live job (manager running, old objects including such a
+//! temporary file, fresh marker), a recent job without a marker, an old one
+//! without a marker, and one with old and new objects (never half removed).
+//! A dry run first must delete nothing and report exactly what the real run
+//! removes. The embedded S3 server reports an object's file mtime as
+//! LastModified, so aging works the same way on both backends.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -235,15 +237,42 @@ async fn gc_scenario(env: &Env) {
     };
     let killed_objects = of(KILLED);
     let old_objects = of(OLD);
-    assert!(
-        killed_objects.len() >= 8,
-        "data, index, marker, spill: {killed_objects:?}"
+    let killed_count =
+        |pick: &dyn Fn(&str) -> bool| killed_objects.iter().filter(|p| pick(p.as_str())).count();
+    // One data object per map output (2 shuffles x 2 maps; the index is its
+    // footer), the spill file and the marker stay behind ...
+    assert_eq!(
+        killed_count(&|p| p.ends_with(".data")),
+        4,
+        "one data object per map: {killed_objects:?}"
     );
-    assert!(
-        killed_objects
-            .iter()
-            .any(|p| p.ends_with("_shovel_job.json")),
+    assert_eq!(
+        killed_count(&|p| p.ends_with(".index")),
+        0,
+        "no index objects: {killed_objects:?}"
+    );
+    assert_eq!(
+        killed_count(&|p| p.starts_with("spill/")),
+        1,
+        "the spill file: {killed_objects:?}"
+    );
+    assert_eq!(
+        killed_count(&|p| p.ends_with("_shovel_job.json")),
+        1,
         "the killed job's marker stays behind: {killed_objects:?}"
+    );
+    // ... and on local disk the unfinished sink's temporary file (S3 lists
+    // nothing for an upload that never finished), which gc must remove too.
+    let temps = usize::from(env.local_root.is_some());
+    assert_eq!(
+        killed_count(&|p| p.contains(".tmp-")),
+        temps,
+        "the unfinished sink's temporary file: {killed_objects:?}"
+    );
+    assert_eq!(
+        killed_objects.len(),
+        6 + temps,
+        "data, spill, marker, temporary file: {killed_objects:?}"
     );
     for p in user {
         assert!(before.contains(p), "{p} planted: {before:?}");
@@ -277,6 +306,16 @@ async fn gc_scenario(env: &Env) {
     let expected: BTreeSet<String> = killed_objects.union(&old_objects).cloned().collect();
     assert_eq!(gone, expected, "exactly the dead jobs' objects go");
     assert!(after.is_subset(&before));
+    // The live job's unfinished sink (aged like its data) keeps its
+    // temporary file: only dead jobs' temporaries go.
+    let live_temps = |paths: &BTreeSet<String>| {
+        paths
+            .iter()
+            .filter(|p| in_app(p, LIVE) && p.contains(".tmp-"))
+            .count()
+    };
+    assert_eq!(live_temps(&before), temps, "{before:?}");
+    assert_eq!(live_temps(&after), temps, "{after:?}");
     for p in user {
         assert!(after.contains(p), "user object {p} kept");
     }

@@ -193,8 +193,9 @@ async fn leave_objects(manager: &shuffle_core::StoreShuffleManager, shuffle_id: 
         .expect("spill");
     spill.write_block(b"spilled").await.expect("spill write");
     spill.finish().await.expect("spill finish");
-    // two data objects, two index objects, one spill object, the job marker
-    6
+    // one data object per map (its index is the footer), one spill object,
+    // the job marker
+    4
 }
 
 /// 3. Two q80 jobs at once in the same bucket and prefix with different app

@@ -77,6 +77,8 @@ enum Sub {
     /// Run the embedded S3-compatible server as its own process, until Ctrl-C or SIGTERM
     #[command(long_about = super::s3_server::S3_SERVER_ABOUT)]
     S3Server(S3ServerFlags),
+    /// Render an event log (from --event-log) as the HTML report
+    Report(ReportFlags),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -193,6 +195,18 @@ struct Q80Flags {
     /// No progress bars and no summary on stderr
     #[arg(long, short = 'q', help_heading = "Output")]
     quiet: bool,
+    /// Write the event log (JSON lines: job, stage and task events, samples of Glue's five
+    /// metrics)
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    event_log: Option<PathBuf>,
+    /// Write the HTML report (Glue's five charts, timeline, stage table, advice; one
+    /// self-contained file)
+    #[arg(long, value_name = "FILE.html", help_heading = "Output")]
+    html: Option<PathBuf>,
+    /// Time between the event log's samples
+    #[arg(long, value_name = "DURATION", default_value = "100ms",
+          value_parser = with("--event-log-interval", parse_duration_arg), help_heading = "Output")]
+    event_log_interval: std::time::Duration,
 }
 
 /// `shovel s3-server`'s flags.
@@ -218,6 +232,17 @@ struct S3ServerFlags {
     /// printed keys can read and write DIR, over plain HTTP)
     #[arg(long)]
     allow_remote: bool,
+}
+
+/// `shovel report`'s flags.
+#[derive(Args, Debug)]
+struct ReportFlags {
+    /// The event log `shovel q80 --event-log` wrote
+    #[arg(value_name = "EVENTLOG")]
+    event_log: PathBuf,
+    /// Write the HTML report here
+    #[arg(long, value_name = "FILE.html")]
+    html: PathBuf,
 }
 
 /// `shovel gen`'s flags.
@@ -252,6 +277,15 @@ pub enum Command {
     Completions(clap_complete::Shell),
     /// `shovel s3-server`.
     S3Server(super::s3_server::S3ServerArgs),
+    /// `shovel report EVENTLOG --html FILE`.
+    Report(ReportArgs),
+}
+
+/// `shovel report`.
+#[derive(Debug, Clone)]
+pub struct ReportArgs {
+    pub event_log: PathBuf,
+    pub html: PathBuf,
 }
 
 /// `shovel gen`.
@@ -280,6 +314,10 @@ pub struct Q80Args {
     pub output: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub quiet: bool,
+    /// `--event-log FILE` (also in [`Q80Job::event_log`], which writes it).
+    pub event_log: Option<PathBuf>,
+    /// `--html FILE`: the HTML report of the run.
+    pub html: Option<PathBuf>,
 }
 
 /// The clap command, for help texts and completions.
@@ -345,16 +383,22 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 allow_remote: f.allow_remote,
             }))
         }
+        Sub::Report(r) => Ok(Command::Report(ReportArgs {
+            event_log: r.event_log,
+            html: r.html,
+        })),
         Sub::Completions { shell } => Ok(Command::Completions(shell)),
     }
 }
 
 /// Folds a clap error into one line (or the help/version it carries).
 fn render_clap_error(e: clap::Error, args: &[String]) -> Result<Command, CliError> {
-    let sub = args
-        .first()
-        .map(String::as_str)
-        .filter(|s| matches!(*s, "q80" | "gen" | "gc" | "s3-server" | "completions"));
+    let sub = args.first().map(String::as_str).filter(|s| {
+        matches!(
+            *s,
+            "q80" | "gen" | "gc" | "s3-server" | "report" | "completions"
+        )
+    });
     let see = match sub {
         Some(s) => format!("run `shovel {s} --help` for the list"),
         None => "run `shovel help` for the commands".to_string(),
@@ -727,14 +771,23 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
             human_size(MEMORY_FLOOR as u64)
         )));
     }
+    if f.event_log_interval.is_zero() {
+        return Err(CliError::usage(
+            "--event-log-interval must be above 0; the default is 100ms",
+        ));
+    }
     job.config = config;
     job.progress = !f.quiet;
+    job.event_log = f.event_log.clone();
+    job.event_log_interval = f.event_log_interval;
     Ok(Q80Args {
         data,
         job,
         output: f.output,
         report: f.report,
         quiet: f.quiet,
+        event_log: f.event_log,
+        html: f.html,
     })
 }
 

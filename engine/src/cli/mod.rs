@@ -21,6 +21,7 @@ pub mod args;
 pub mod data;
 pub mod df;
 pub mod gc;
+pub mod observe;
 pub mod progress;
 pub mod report;
 pub mod run;
@@ -100,6 +101,7 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
         Command::Q80(q) => run_q80_command(&q),
         Command::Gc(g) => gc::run(&g),
         Command::S3Server(a) => s3_server::run(&a),
+        Command::Report(r) => observe::run_report(&r),
     }
 }
 
@@ -180,6 +182,12 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     if let Some(p) = &q.report {
         check_output_path("--report", p)?;
     }
+    if let Some(p) = &q.event_log {
+        check_output_path("--event-log", p)?;
+    }
+    if let Some(p) = &q.html {
+        check_output_path("--html", p)?;
+    }
     if let Some(w) = args::memory_warning(q.job.config.memory_budget) {
         eprintln!("shovel: warning: {w}");
     }
@@ -232,6 +240,10 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     }
     if let Some(p) = &q.report {
         write_file("--report", p, &report.to_json())?;
+    }
+    if let Some(p) = &q.html {
+        let html = observe::html_of_run(&report)?;
+        write_file("--html", p, &html)?;
     }
     // A run that failed before its job started has nothing to summarise
     // beyond the error line.

@@ -197,6 +197,11 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     pub cleanup: Option<Cleanup>,
     pub error: Option<String>,
+    /// The job's events ([`crate::events`]; written with `--event-log`,
+    /// not part of the JSON report).
+    pub events: Vec<crate::events::Event>,
+    /// Tuning advice from the events ([`crate::events::advice`]).
+    pub advice: Vec<crate::events::Advice>,
 }
 
 impl RunReport {
@@ -230,6 +235,8 @@ impl RunReport {
             peak_rss_bytes: None,
             cleanup: None,
             error: None,
+            events: Vec::new(),
+            advice: Vec::new(),
         }
     }
 
@@ -461,6 +468,10 @@ impl RunReport {
             }
             None => {}
         }
+        for (i, a) in self.advice.iter().enumerate() {
+            let head = if i == 0 { "advice" } else { "" };
+            let _ = writeln!(o, "   {head:<11} {a}");
+        }
         if let Some(e) = &self.error {
             let _ = writeln!(o, "   error       {e}");
         }
@@ -646,6 +657,9 @@ impl RunReport {
             None => cl.bool("kept", false),
         }
         w.raw("cleanup", &cl.end());
+        // serde for the new parts (issue 14 retires the hand-written writer).
+        let advice = serde_json::to_string(&self.advice).unwrap_or_else(|_| "[]".into());
+        w.raw("advice", &advice);
         match &self.job {
             Some(j) => w.raw("job", &j.to_json()),
             None => w.raw("job", "null"),

@@ -85,6 +85,11 @@ pub struct Q80Job {
     pub interruptible: bool,
     /// The engine that runs q80 (`--engine`).
     pub engine: QueryEngine,
+    /// Write the job's event log here (`--event-log`); the events are
+    /// recorded (in memory, for the advice) either way.
+    pub event_log: Option<PathBuf>,
+    /// Time between samples (`--event-log-interval`).
+    pub event_log_interval: Duration,
 }
 
 /// Which engine runs q80 (`--engine`); both shuffle through the run's one
@@ -176,6 +181,8 @@ impl Default for Q80Job {
             lose_executor: None,
             interruptible: false,
             engine: QueryEngine::default(),
+            event_log: None,
+            event_log_interval: Duration::from_millis(100),
         }
     }
 }
@@ -584,6 +591,16 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
     let session = Session::new(config.clone(), Arc::clone(&manager));
     // The job's shuffles go with the app's cleanup, after the answer is out.
     session.defer_shuffle_removal(true);
+    let disk_dir = job
+        .local_dirs
+        .first()
+        .cloned()
+        .or_else(|| backend.local_temp.as_ref().map(|d| d.path().to_path_buf()));
+    let recorder = match super::observe::start_recorder(job, &config, &manager, disk_dir) {
+        Ok(r) => r,
+        Err(error) => return Err(fail(error, report, timings, t)),
+    };
+    session.set_event_sink(Some(recorder.clone()));
     let canceller = signals.map(|s| {
         let session = session.clone();
         tokio::spawn(async move {
@@ -619,6 +636,10 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
     };
     if let Some(c) = canceller {
         c.abort();
+    }
+    session.set_event_sink(None);
+    if let Err(e) = super::observe::finish_recorder(&recorder, &mut report) {
+        result = result.and(Err(e));
     }
     // A signal that came before the answer is handed out withholds it (the
     // run then fails with 128+n once cleaned up).

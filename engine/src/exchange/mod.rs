@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::Result;
 use crate::expr::PhysicalExpr;
 use crate::metrics::TaskMetrics;
-use crate::physical::{ExecutionPlan, TaskContext};
+use crate::physical::{BatchStream, TaskContext};
 use codec::BatchEncoder;
 
 /// How an exchange distributes rows.
@@ -160,12 +160,14 @@ pub fn split_by_index(
     Ok(())
 }
 
-/// Runs `plan`'s partition `map_id` and writes it as map output of `shuffle_id`.
+/// Writes `stream` (partition `ctx.partition` of a map stage, already
+/// executed, so its shuffle reads may be under way) as map output of
+/// `shuffle_id`.
 ///
 /// `slot` (the task's CPU slot) is released once the output is computed;
 /// the commit then waits for a permit of `io` (the uploads in flight).
-pub async fn run_map_task(
-    plan: Arc<dyn ExecutionPlan>,
+pub async fn write_map_output(
+    mut stream: BatchStream,
     ctx: Arc<TaskContext>,
     shuffle_id: u32,
     partitioning: Partitioning,
@@ -173,7 +175,6 @@ pub async fn run_map_task(
     io: &Semaphore,
 ) -> Result<MapStatus> {
     let map_id = ctx.partition as u32;
-    let mut stream = plan.execute(ctx.partition, Arc::clone(&ctx))?;
     let mut writer = ctx
         .manager
         .buffered_writer(shuffle_id, map_id, ctx.attempt)

@@ -27,6 +27,13 @@
 //! permits (see [`crate::exchange`]), so S3 round trips overlap the next
 //! task's CPU work instead of idling a slot.
 //!
+//! **Reads start before the slot.** A task executes its plan (which opens
+//! its shuffle readers, so their first ranged GETs go out) before it waits
+//! for a CPU slot; at most `2 × parallelism` tasks hold readers at once
+//! (the running ones and one wave behind them), each fetching at most
+//! `fetch.max_bytes_in_flight` ahead, so the wait for a slot overlaps the
+//! round trips of the reads without unbounded memory.
+//!
 //! **Coalescing** (Spark's adaptive execution). When a stage is about to
 //! start, the committed byte counts of the shuffles it reads are known: it
 //! groups neighbouring reduce partitions into ranges of about
@@ -88,7 +95,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::exchange::run_map_task;
+use crate::events::{Event, EventSink, TaskKey};
+use crate::exchange::write_map_output;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
 use crate::physical::broadcast::BroadcastCache;
 use crate::physical::planner::{JobPlan, StageDef};
@@ -132,11 +140,14 @@ where
     })
 }
 
-/// Test hooks of a job.
+/// Hooks of a job: test callbacks, and where its events go.
 #[derive(Clone, Default)]
 pub struct Hooks {
     pub stage: Option<StageHook>,
     pub task: Option<TaskHook>,
+    /// Receives job, stage and task starts and ends and re-runs
+    /// ([`crate::events`]).
+    pub events: Option<Arc<dyn EventSink>>,
 }
 
 /// A task attempt that started running.
@@ -246,6 +257,8 @@ struct Job {
     slots: Arc<Semaphore>,
     /// Uploads in flight (`io.requests_in_flight`).
     io: Arc<Semaphore>,
+    /// Tasks whose reads have started while they wait for a slot.
+    prefetch: Arc<Semaphore>,
     stages: Vec<StageDef>,
     root: Arc<dyn ExecutionPlan>,
     shuffle_stage: HashMap<u32, usize>,
@@ -257,6 +270,7 @@ struct Job {
     /// Partition ranges per stage (its tasks), fixed when the stage starts.
     ranges: Mutex<HashMap<usize, Arc<Vec<Range<u32>>>>>,
     broadcasts: Arc<BroadcastCache>,
+    job_id: u64,
 }
 
 enum TaskOutput {
@@ -304,9 +318,23 @@ pub async fn run_job(
         .collect();
     let broadcasts = Arc::new(BroadcastCache::default());
     executors.attach_broadcasts(&broadcasts);
+    if let Some(ev) = &hooks.events {
+        ev.emit(Event::JobStart {
+            t_ms: 0.0,
+            job_id,
+            backend: manager.backend_name().to_string(),
+            executors: executors.count(),
+            slots: config.parallelism.max(1),
+            stages: plan.stages.len() + 1,
+            memory_limit: manager.memory_pool().limit() as u64,
+        });
+    }
     let job = Arc::new(Job {
         slots: Arc::new(Semaphore::new(config.parallelism.max(1))),
         io: Arc::new(Semaphore::new(config.io_requests_in_flight.max(1))),
+        // The running tasks plus as many queued behind them: the next
+        // wave's first bytes arrive while the current one computes.
+        prefetch: Arc::new(Semaphore::new(2 * config.parallelism.max(1))),
         config,
         manager: Arc::clone(&manager),
         tracker,
@@ -319,6 +347,7 @@ pub async fn run_job(
         hooks,
         ranges: Mutex::new(HashMap::new()),
         broadcasts,
+        job_id,
     });
     let result = job.run().await;
     // Re-runs nobody waits for any more (the job failed) would keep the job alive.
@@ -349,6 +378,19 @@ pub async fn run_job(
             // `cleanup_app` retries: the manager keeps the keys it failed to delete.
             tracing::warn!("removing shuffles {ids:?}: {e}");
         }
+    }
+    if let Some(ev) = &job.hooks.events {
+        let st = job.stats.lock().unwrap_or_else(|p| p.into_inner());
+        ev.emit(Event::JobEnd {
+            t_ms: 0.0,
+            job_id,
+            succeeded: result.is_ok(),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            tasks_run: st.tasks_run,
+            tasks_retried: st.tasks_retried,
+            tasks_recomputed: st.tasks_recomputed,
+            error: result.as_ref().err().map(|e| e.to_string()),
+        });
     }
     let batches = result?;
     let after = manager.metrics().snapshot();
@@ -450,6 +492,7 @@ impl Job {
         self.stage_entry(stage_id, "result".into(), self.root.as_ref(), n);
         let tasks = (0..n).map(|p| Arc::clone(self).run_task(stage_id, p));
         let outs = join_settled(tasks).await?;
+        self.stage_end(stage_id);
         let mut batches = Vec::new();
         for o in outs {
             if let TaskOutput::Result(b) = o {
@@ -516,20 +559,53 @@ impl Job {
     fn stage_entry(&self, stage_id: usize, output: String, plan: &dyn ExecutionPlan, n: usize) {
         let partitions = plan.output_partitions();
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        st.stages.entry(stage_id).or_insert_with(|| {
-            (
-                StageSummary {
-                    stage_id,
-                    description: describe_chain(plan),
-                    output,
-                    num_tasks: n,
-                    partitions,
-                    ..Default::default()
+        if st.stages.contains_key(&stage_id) {
+            return;
+        }
+        let summary = StageSummary {
+            stage_id,
+            description: describe_chain(plan),
+            output,
+            num_tasks: n,
+            partitions,
+            ..Default::default()
+        };
+        if let Some(ev) = &self.hooks.events {
+            ev.emit(Event::StageStart {
+                t_ms: 0.0,
+                job_id: self.job_id,
+                stage_id,
+                description: summary.description.clone(),
+                output: summary.output.clone(),
+                tasks: n,
+                partitions,
+            });
+        }
+        st.stages.insert(stage_id, (summary, None, None));
+    }
+
+    /// Reports a stage's end to the event sink (its totals so far).
+    fn stage_end(&self, stage_id: usize) {
+        let Some(ev) = &self.hooks.events else {
+            return;
+        };
+        let st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, a, b)) = st.stages.get(&stage_id) {
+            ev.emit(Event::StageEnd {
+                t_ms: 0.0,
+                job_id: self.job_id,
+                stage_id,
+                elapsed_ms: match (a, b) {
+                    (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64() * 1e3,
+                    _ => 0.0,
                 },
-                None,
-                None,
-            )
-        });
+                attempts: s.tasks.len(),
+                rows_out: s.rows_out,
+                shuffle_bytes_written: s.shuffle_bytes_written,
+                shuffle_bytes_read: s.shuffle_bytes_read,
+                spill_bytes: s.spill_bytes,
+            });
+        }
     }
 
     /// Fixes a ready map stage's tasks (coalescing its reads) and registers
@@ -586,6 +662,7 @@ impl Job {
                 .map(|m| self.recompute_map(shuffle_id, m, None));
             join_settled(reruns).await?;
         }
+        self.stage_end(stage_id);
         if let Some(hook) = &self.hooks.stage {
             let statuses = self.tracker.statuses(stage.shuffle_id)?;
             hook(&StageEvent {
@@ -686,7 +763,14 @@ impl Job {
 
     fn bump(&self, f: impl FnOnce(&mut Stats)) {
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let before = st.reasons.len();
         f(&mut st);
+        // Every re-run reason recorded is an event too.
+        if let Some(ev) = &self.hooks.events {
+            for r in &st.reasons[before.min(st.reasons.len())..] {
+                ev.emit(Event::rerun(r));
+            }
+        }
     }
 
     /// Invalidates lost map outputs and re-runs their map tasks.
@@ -769,7 +853,10 @@ impl Job {
     }
 
     /// A shared re-run of a lost map output (counted as recomputed, with
-    /// why). With `damaged`, that attempt is first forgotten in storage.
+    /// why). With `damaged`, that attempt is first forgotten in storage;
+    /// so is an output that went with a lost executor: the shuffle manager
+    /// still holds it as its map's winner (in one process it outlives the
+    /// executor), and the re-run would otherwise lose to it.
     fn new_recompute(
         self: &Arc<Self>,
         shuffle_id: u32,
@@ -777,6 +864,7 @@ impl Job {
         damaged: Option<u32>,
         cause: Option<String>,
     ) -> Recompute {
+        let damaged = damaged.or_else(|| self.tracker.lost_attempt(shuffle_id, map_id));
         let error = cause.unwrap_or_else(|| {
             let why = self
                 .tracker
@@ -820,10 +908,12 @@ impl Job {
         partition: usize,
         attempt: u32,
     ) -> Result<TaskOutput> {
-        let permit = Arc::clone(&self.slots)
+        // Start the task's reads before its CPU slot is free (bounded: at
+        // most `prefetch` tasks waiting with reads in flight).
+        let prefetch = Arc::clone(&self.prefetch)
             .acquire_owned()
             .await
-            .map_err(|_| EngineError::internal("task slots closed"))?;
+            .map_err(|_| EngineError::internal("prefetch budget closed"))?;
         if self.executors.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -847,6 +937,20 @@ impl Job {
             executor,
             broadcasts: Arc::clone(&self.broadcasts),
         });
+        let plan = match self.stages.get(stage_id) {
+            Some(stage) => Arc::clone(&stage.plan),
+            None => Arc::clone(&self.root),
+        };
+        // An error (a missing input, say) surfaces in the task as before.
+        let stream = plan.execute(partition, Arc::clone(&ctx));
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::internal("task slots closed"))?;
+        drop(prefetch);
+        if self.executors.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         let start = Instant::now();
         self.bump(|s| {
             s.tasks_run += 1;
@@ -860,8 +964,8 @@ impl Job {
                 Some(stage) => {
                     // The slot goes back once the output is buffered; the
                     // attempt (and the stage) ends when it is committed.
-                    let status = run_map_task(
-                        Arc::clone(&stage.plan),
+                    let status = write_map_output(
+                        stream?,
                         Arc::clone(&ctx),
                         stage.shuffle_id,
                         stage.partitioning.clone(),
@@ -874,8 +978,7 @@ impl Job {
                 }
                 None => {
                     let _slot = permit;
-                    let stream = job.root.execute(partition, Arc::clone(&ctx))?;
-                    let batches = collect(stream).await?;
+                    let batches = collect(stream?).await?;
                     for b in &batches {
                         TaskMetrics::add(&ctx.metrics.rows_out, b.num_rows() as u64);
                         TaskMetrics::add(&ctx.metrics.bytes_out, b.get_array_memory_size() as u64);
@@ -885,6 +988,21 @@ impl Job {
             }
         });
         let running = self.executors.register(executor, handle.abort_handle());
+        if let Some(ev) = &self.hooks.events {
+            ev.emit(Event::TaskStart {
+                t_ms: 0.0,
+                stage_id,
+                partition,
+                attempt,
+                executor,
+            });
+            let key = TaskKey {
+                stage_id,
+                partition,
+                attempt,
+            };
+            ev.track(key, &metrics);
+        }
         if let Some(hook) = &self.hooks.task {
             hook(&TaskEvent {
                 stage_id,
@@ -894,13 +1012,16 @@ impl Job {
                 executor,
             });
         }
-        let res = match handle.await {
-            Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(match running.killed_by() {
-                Some(Kill::ExecutorLost(executor)) => EngineError::ExecutorLost { executor },
-                Some(Kill::Cancelled) | None => EngineError::Cancelled,
-            }),
-            Err(e) => Err(EngineError::internal(format!("task panicked: {e}"))),
+        let joined = handle.await;
+        let res = match (joined, running.killed_by()) {
+            // An attempt still registered when its executor was lost failed
+            // with it, even if its last poll had just finished (as Spark
+            // fails every task of a lost executor): the outcome does not
+            // depend on that race. What it committed stays first-wins.
+            (_, Some(Kill::ExecutorLost(executor))) => Err(EngineError::ExecutorLost { executor }),
+            (Ok(r), _) => r,
+            (Err(e), _) if e.is_cancelled() => Err(EngineError::Cancelled),
+            (Err(e), _) => Err(EngineError::internal(format!("task panicked: {e}"))),
         };
         drop(running);
         let end = Instant::now();
@@ -911,6 +1032,9 @@ impl Job {
         t.succeeded = res.is_ok();
         t.elapsed_ms = end.duration_since(start).as_secs_f64() * 1e3;
         t.error = res.as_ref().err().map(|e| e.to_string());
+        if let Some(ev) = &self.hooks.events {
+            ev.emit(Event::task_end(&t, executor));
+        }
         self.bump(|s| {
             if let Some(e) = s.stages.get_mut(&stage_id) {
                 if t.succeeded {
@@ -938,12 +1062,18 @@ fn partitioned_reads(plan: &dyn ExecutionPlan, out: &mut Vec<(u32, usize)>) {
 /// the target. Coalescing must not idle CPU slots, so the target shrinks to
 /// the total over `slots`, and a result with fewer than `slots` ranges (a
 /// skewed stage) splits its largest ranges until it has that many (or one
-/// per partition). A stage over 94 KiB at 2 slots thus runs 2 tasks, not 24;
-/// one over gigabytes runs one task per `target` bytes.
+/// per partition); a stage that small never gets more ranges than slots
+/// either (the neighbours with the fewest bytes merge). A stage over 94 KiB
+/// at 2 slots thus runs 2 tasks, not 24; one over gigabytes runs one task
+/// per `target` bytes.
 pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
     let total: u64 = bytes.iter().sum();
     let slots = slots.max(1);
-    let target = target.min(total.div_ceil(slots as u64)).max(1);
+    let per_slot = total.div_ceil(slots as u64);
+    // A small stage is sized by its slots, not by the target: exactly one
+    // range per slot (the greedy pass below can leave one more).
+    let by_slots = target > per_slot;
+    let target = target.min(per_slot).max(1);
     let mut out: Vec<Range<u32>> = Vec::new();
     let mut start = 0usize;
     let mut acc = 0u64;
@@ -959,6 +1089,14 @@ pub fn coalesce(bytes: &[u64], target: u64, slots: usize) -> Vec<Range<u32>> {
         out.push(start as u32..bytes.len() as u32);
     }
     let size = |r: &Range<u32>| -> u64 { bytes[r.start as usize..r.end as usize].iter().sum() };
+    while by_slots && out.len() > slots {
+        // Merge the neighbours with the fewest bytes together.
+        let Some(i) = (0..out.len() - 1).min_by_key(|i| size(&out[*i]) + size(&out[*i + 1])) else {
+            break;
+        };
+        let merged = out[i].start..out[i + 1].end;
+        out.splice(i..=i + 1, [merged]);
+    }
     while out.len() < slots.min(bytes.len()) {
         let Some(i) = (0..out.len())
             .filter(|i| out[*i].len() > 1)
@@ -1018,6 +1156,12 @@ mod tests {
         // 24 partitions over 94 KiB at 2 slots: 2 tasks, not 24.
         let tiny = vec![4 << 10; 24];
         assert_eq!(coalesce(&tiny, 32 << 20, 2), vec![0..12, 12..24]);
+        // Uneven small partitions still give one range per slot, not one more
+        // (greedy at total/2 would close 0..1 and 1..2 and leave 2..3).
+        assert_eq!(
+            coalesce(&[13728, 13352, 1144], 32 << 20, 2),
+            vec![0..1, 1..3]
+        );
         // A big stage keeps one task per target.
         let big = vec![8 << 20; 64];
         let r = coalesce(&big, 32 << 20, 2);

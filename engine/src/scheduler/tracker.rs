@@ -21,6 +21,8 @@ struct ShuffleEntry {
     executors: Vec<Option<usize>>,
     /// Why an output is missing after it was registered once.
     lost: HashMap<u32, String>,
+    /// The attempt whose output went with a lost executor, per map.
+    lost_attempts: HashMap<u32, u32>,
     /// Next attempt number per map.
     attempts: Vec<u32>,
 }
@@ -48,6 +50,7 @@ impl MapOutputTracker {
                 maps: vec![None; num_maps],
                 executors: vec![None; num_maps],
                 lost: HashMap::new(),
+                lost_attempts: HashMap::new(),
                 attempts: vec![0; num_maps],
             },
         );
@@ -66,6 +69,7 @@ impl MapOutputTracker {
                 *slot = Some(status);
                 e.executors[map as usize] = Some(executor);
                 e.lost.remove(&map);
+                e.lost_attempts.remove(&map);
                 true
             }
             _ => false,
@@ -83,6 +87,7 @@ impl MapOutputTracker {
                     if let Some(st) = slot.take() {
                         e.executors[i] = None;
                         e.lost.insert(i as u32, why.to_string());
+                        e.lost_attempts.insert(i as u32, st.attempt);
                         out.push(st);
                     }
                 }
@@ -114,6 +119,14 @@ impl MapOutputTracker {
         self.lock()
             .get(&shuffle_id)
             .and_then(|e| e.lost.get(&map_id).cloned())
+    }
+
+    /// The attempt whose output went with a lost executor, if the map's
+    /// output is missing for that reason.
+    pub fn lost_attempt(&self, shuffle_id: u32, map_id: u32) -> Option<u32> {
+        self.lock()
+            .get(&shuffle_id)
+            .and_then(|e| e.lost_attempts.get(&map_id).copied())
     }
 
     /// Allocates the attempt number for the next run of a map task.

@@ -15,6 +15,16 @@ use arrow::datatypes::{
 use engine::{EngineConfig, Session};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
 
+/// The runtime the tests that drive sessions directly run on: two workers,
+/// as on CI.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A cell value for reference computations.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum V {

@@ -10,12 +10,20 @@
 //! keys that are not plain relative paths) goes to `s3s-fs` unchanged, as
 //! does every other operation.
 //!
+//! It also implements [`crate::EmbeddedS3::set_ignore_if_none_match`]: with
+//! the shared flag on, PutObject and CompleteMultipartUpload drop the parsed
+//! `If-None-Match` condition (the header itself is signed, so it cannot be
+//! removed before s3s checks the signature) and overwrite as a store that
+//! ignores conditional writes does.
+//!
 //! The fast path answers with the body, `Content-Length`, `Content-Range`
 //! and `Last-Modified`, but no `ETag` or stored content headers (Shovel's
 //! clients use neither).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use s3s::dto::*;
@@ -25,12 +33,62 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 pub(crate) struct EmbeddedFs {
     inner: s3s_fs::FileSystem,
     root: PathBuf,
+    /// Drop `If-None-Match` from conditional writes (shared with the
+    /// server's fault switches).
+    ignore_if_none_match: Arc<AtomicBool>,
+    /// Writes and deletes of one key, one at a time (striped by key hash):
+    /// `s3s-fs` writes an object, then its side files, so a DELETE that ran
+    /// between the two left a side file behind for good.
+    key_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// Stripes of [`EmbeddedFs::key_locks`].
+const KEY_LOCKS: usize = 64;
+
 impl EmbeddedFs {
-    /// `inner` serving `root` (the same directory).
-    pub(crate) fn new(inner: s3s_fs::FileSystem, root: PathBuf) -> Self {
-        Self { inner, root }
+    /// `inner` serving `root` (the same directory); `ignore_if_none_match`
+    /// switches conditional writes off while it is `true`.
+    pub(crate) fn new(
+        inner: s3s_fs::FileSystem,
+        root: PathBuf,
+        ignore_if_none_match: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            inner,
+            root,
+            ignore_if_none_match,
+            key_locks: (0..KEY_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    fn stripe(bucket: &str, key: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (bucket, key).hash(&mut h);
+        (h.finish() % KEY_LOCKS as u64) as usize
+    }
+
+    /// Holds the stripes of `keys` of `bucket` (taken in ascending order,
+    /// so two callers never wait on each other crosswise).
+    async fn lock_keys<'a>(
+        &self,
+        bucket: &str,
+        keys: impl Iterator<Item = &'a str>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(|k| Self::stripe(bucket, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.key_locks[i].lock().await);
+        }
+        guards
+    }
+
+    fn ignores_if_none_match(&self) -> bool {
+        self.ignore_if_none_match.load(Ordering::Relaxed)
     }
 
     /// The file of `bucket/key`, when both are plain relative names that
@@ -194,8 +252,13 @@ impl S3 for EmbeddedFs {
 
     async fn complete_multipart_upload(
         &self,
-        req: S3Request<CompleteMultipartUploadInput>,
+        mut req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if self.ignores_if_none_match() {
+            req.input.if_none_match = None;
+        }
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
         self.inner.complete_multipart_upload(req).await
     }
 
@@ -232,6 +295,7 @@ impl S3 for EmbeddedFs {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
         let out = self.inner.delete_object(req).await?;
         self.remove_side_files(&bucket, std::iter::once(key.as_str()))
             .await;
@@ -250,6 +314,9 @@ impl S3 for EmbeddedFs {
             .iter()
             .map(|o| o.key.clone())
             .collect();
+        let _held = self
+            .lock_keys(&bucket, keys.iter().map(String::as_str))
+            .await;
         let out = self.inner.delete_objects(req).await?;
         self.remove_side_files(&bucket, keys.iter().map(String::as_str))
             .await;
@@ -307,8 +374,13 @@ impl S3 for EmbeddedFs {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        if self.ignores_if_none_match() {
+            req.input.if_none_match = None;
+        }
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
         self.inner.put_object(req).await
     }
 
@@ -333,7 +405,7 @@ mod tests {
 
     fn fs_at(dir: &Path) -> EmbeddedFs {
         let inner = s3s_fs::FileSystem::new(dir).expect("s3s-fs");
-        EmbeddedFs::new(inner, dir.to_path_buf())
+        EmbeddedFs::new(inner, dir.to_path_buf(), Arc::default())
     }
 
     #[test]

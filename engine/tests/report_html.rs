@@ -1,0 +1,171 @@
+//! The HTML report of a real run (`shovel q80 --html`) and of its saved
+//! event log (`shovel report EVENTLOG --html`): well-formed (an XML parser
+//! reads it to the end with matching tags), self-contained, with Glue's five
+//! charts each drawing data, the timeline, and the stage table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use quick_xml::events::Event as Xml;
+
+fn shovel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shovel"))
+        .args(args)
+        .env_remove("SHOVEL_S3_BUCKET")
+        .env_remove("SHOVEL_S3_ENDPOINT")
+        .output()
+        .expect("run shovel")
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Parses `html` as XML; panics on any error (unclosed or mismatched tags,
+/// bad entities).
+fn well_formed(html: &str) {
+    let mut r = quick_xml::Reader::from_str(html);
+    r.config_mut().check_end_names = true;
+    let mut depth = 0i64;
+    loop {
+        match r.read_event() {
+            Ok(Xml::Eof) => break,
+            Ok(Xml::Start(_)) => depth += 1,
+            Ok(Xml::End(_)) => depth -= 1,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "not well-formed at byte {}: {e}\n{}",
+                r.buffer_position(),
+                &html[(r.buffer_position() as usize).saturating_sub(200)
+                    ..(r.buffer_position() as usize + 50).min(html.len())]
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "every element is closed");
+}
+
+/// The `<figure id="chart-{id}">` element's text.
+fn figure<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("<figure id=\"chart-{id}\">"))
+        .unwrap_or_else(|| panic!("no chart {id}"));
+    let len = html[start..].find("</figure>").expect("figure closed");
+    &html[start..start + len]
+}
+
+/// The point counts of every polyline in `svg` whose points are not all at
+/// one height (a line that moved: the chart drew data).
+fn moving_lines(svg: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in svg.split("<polyline").skip(1) {
+        let Some(p) = part.split("points=\"").nth(1) else {
+            continue;
+        };
+        let pts: Vec<(f64, f64)> = p
+            .split('"')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|xy| {
+                let (x, y) = xy.split_once(',')?;
+                Some((x.parse().ok()?, y.parse().ok()?))
+            })
+            .collect();
+        let moved = pts.iter().any(|q| (q.1 - pts[0].1).abs() > 0.5);
+        if pts.len() > 2 && moved {
+            out.push(pts.len());
+        }
+    }
+    out
+}
+
+fn check_report(html: &str, tasks_at_least: usize) {
+    assert!(html.starts_with("<!DOCTYPE html>"), "{}", &html[..100]);
+    well_formed(html);
+    // Self-contained: no scripts, nothing fetched.
+    for banned in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(banned), "{banned}");
+    }
+    // Glue's five charts, each with a line that moved over several samples
+    // (the axes are polylines too, but straight).
+    for id in ["etl", "memory", "shuffle", "cpu", "execution"] {
+        let f = figure(html, id);
+        assert_eq!(f.matches("<svg").count(), 1, "{id}");
+        let lines = moving_lines(f);
+        assert!(!lines.is_empty(), "chart {id} drew no data:\n{f}");
+    }
+    for id in ["s3", "spill"] {
+        assert_eq!(figure(html, id).matches("<svg").count(), 1, "{id}");
+    }
+    // The timeline: a bar per task attempt (and per stage), executors named.
+    let t = figure(html, "timeline");
+    assert!(
+        t.matches("<rect").count() >= tasks_at_least,
+        "{} bars",
+        t.matches("<rect").count()
+    );
+    assert!(
+        t.contains("executor 0") && t.contains("executor 1"),
+        "lane labels"
+    );
+    assert!(t.contains("stage 0"), "stage rows");
+    // The stage table with the task-time spread.
+    assert!(html.contains("<table id=\"stages\">"));
+    assert!(html.contains("<th>median</th>"));
+    assert!(html.contains("HashJoin &lt;- "), "operators escaped");
+}
+
+#[test]
+fn q80_html_report_and_report_from_its_event_log() {
+    engine::tpcds::ensure_data(0.01, &cache_dir()).expect("generate SF 0.01");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, html, again) = (
+        dir.path().join("events.jsonl"),
+        dir.path().join("run.html"),
+        dir.path().join("again.html"),
+    );
+    let o = shovel(&[
+        "q80",
+        "--sf",
+        "0.01",
+        "--cache-dir",
+        s(&cache_dir()),
+        "--executors",
+        "2",
+        "--event-log",
+        s(&log),
+        "--event-log-interval",
+        "5ms",
+        "--html",
+        s(&html),
+        "--output",
+        s(&dir.path().join("q80.csv")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let events = engine::events::read_event_log(&log).expect("event log");
+    let tasks = events
+        .iter()
+        .filter(|e| matches!(e, engine::events::Event::TaskEnd { .. }))
+        .count();
+    assert!(tasks > 10);
+    let first = std::fs::read_to_string(&html).expect("html written");
+    check_report(&first, tasks);
+
+    // The same log rendered later gives the same charts.
+    let o = shovel(&["report", s(&log), "--html", s(&again)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let second = std::fs::read_to_string(&again).expect("html written");
+    check_report(&second, tasks);
+    assert_eq!(figure(&first, "timeline"), figure(&second, "timeline"));
+
+    // A file that is not an event log fails with one line naming it.
+    let o = shovel(&["report", s(&html), "--html", s(&again)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("run.html line 1"), "{err}");
+}
