@@ -8,31 +8,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use common::{session, Backend};
-use engine::cli::{run_q80, Q80Job, Q80Outcome};
+use engine::cli::{Q80Job, Q80Outcome};
 use engine::events::{advise, Advice, AdviceThresholds, Event, EventRecorder, RecorderOptions};
-use engine::tpcds::ensure_data;
 use engine::{EngineConfig, JoinType, ShuffleBackend};
 
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
-}
-
 fn q80(job: Q80Job) -> Q80Outcome {
-    let data = ensure_data(0.01, &cache_dir()).expect("generate TPC-DS data");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run_q80(&job, &data))
-        .unwrap_or_else(|f| panic!("q80 failed: {}", f.error))
+    common::run_q80_at(0.01, &job)
 }
 
 fn job(config: EngineConfig) -> Q80Job {

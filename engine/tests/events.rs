@@ -2,34 +2,24 @@
 //! its stage and task events agree with the job summary, and its samples
 //! cover the run.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
-use engine::cli::{run_q80, Q80Job, Q80Outcome};
+use engine::cli::{Q80Job, Q80Outcome};
 use engine::events::{read_event_log, Event, ProcessSample};
-use engine::tpcds::ensure_data;
 use engine::EngineConfig;
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
-}
 
 /// Runs q80 at SF 0.01 with `config`, writing the event log to `log`.
 fn run(config: EngineConfig, log: Option<&Path>, interval: Duration) -> Q80Outcome {
-    let data = ensure_data(0.01, &cache_dir()).expect("generate TPC-DS data");
     let job = Q80Job {
         config,
         event_log: log.map(Path::to_path_buf),
         event_log_interval: interval,
         ..Q80Job::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run_q80(&job, &data))
-        .unwrap_or_else(|f| panic!("q80 failed: {}", f.error))
+    common::run_q80_at(0.01, &job)
 }
 
 fn samples(events: &[Event]) -> Vec<(f64, &ProcessSample)> {

@@ -5,15 +5,12 @@
 //! spilling. Runs go through `engine::cli::run_q80`, the code path of the
 //! `shovel q80` binary. Data is generated once into `<workspace>/target/tpcds-cache`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use engine::cli::{run_q80, Q80Job, Q80Outcome};
-use engine::tpcds::ensure_data;
+use std::path::Path;
+
+use engine::cli::{Q80Job, Q80Outcome};
 use engine::{EngineConfig, ShuffleBackend};
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
-}
 
 fn golden(sf: f64) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,7 +28,6 @@ struct Case {
 }
 
 fn run(sf: f64, case: Case) -> Q80Outcome {
-    let data = ensure_data(sf, &cache_dir()).expect("generate TPC-DS data");
     let config = EngineConfig {
         backend: case.backend,
         spill_to_s3: case.backend == ShuffleBackend::S3 && case.memory.is_some(),
@@ -47,20 +43,16 @@ fn run(sf: f64, case: Case) -> Q80Outcome {
         config,
         ..Q80Job::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run_q80(&job, &data))
-        .unwrap_or_else(|f| panic!("q80 {case:?} at SF{sf} failed: {}", f.error))
+    eprintln!("q80 at SF{sf}: {case:?}");
+    common::run_q80_at(sf, &job)
 }
 
 fn check(sf: f64, case: Case) -> Q80Outcome {
     let out = run(sf, case);
     let want = golden(sf);
     if out.csv != want {
-        let path = cache_dir().join(format!("q80_sf{sf}.engine-{:?}.actual.csv", case.backend));
+        let path =
+            common::cache_dir().join(format!("q80_sf{sf}.engine-{:?}.actual.csv", case.backend));
         let _ = std::fs::write(&path, &out.csv);
         let first = out
             .csv

@@ -55,6 +55,21 @@ counters!(
     }
 );
 
+impl RequestSnapshot {
+    /// Requests of every type (not retries, throttles or bytes).
+    pub fn total(&self) -> u64 {
+        self.put
+            + self.get
+            + self.list
+            + self.delete
+            + self.head
+            + self.multipart_create
+            + self.multipart_part
+            + self.multipart_complete
+            + self.multipart_abort
+    }
+}
+
 counters!(
     /// Shuffle write, read and spill counters.
     ShuffleCounters, ShuffleSnapshot {

@@ -478,7 +478,7 @@ pub struct EmbeddedS3 {
     root: PathBuf,
     faults: Arc<Faults>,
     server: JoinHandle<()>,
-    _temp: Option<tempfile::TempDir>,
+    temp_dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for EmbeddedS3 {
@@ -588,7 +588,7 @@ impl EmbeddedS3 {
             root,
             faults,
             server,
-            _temp: temp,
+            temp_dir: temp,
         };
         this.create_bucket(DEFAULT_BUCKET)?;
         Ok(this)
@@ -746,6 +746,21 @@ impl Drop for EmbeddedS3 {
     fn drop(&mut self) {
         // Aborting the accept loop drops its JoinSet, which aborts every connection.
         self.server.abort();
+        if let Some(temp) = self.temp_dir.take() {
+            let path = temp.path().to_path_buf();
+            let _ = temp.close();
+            // A write the abort cut off can still be finishing on a blocking
+            // thread (s3s-fs's `.tmp.N.internal.part`), so the removal may
+            // meet a file created after it listed the directory: retry
+            // briefly. Once the directory is gone, no such file can appear.
+            for _ in 0..50 {
+                if !path.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
     }
 }
 

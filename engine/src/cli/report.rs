@@ -272,16 +272,7 @@ impl RunReport {
 
     /// Total S3 requests (all types).
     pub fn s3_requests(&self) -> u64 {
-        let r = &self.metrics.requests;
-        r.put
-            + r.get
-            + r.list
-            + r.delete
-            + r.head
-            + r.multipart_create
-            + r.multipart_part
-            + r.multipart_complete
-            + r.multipart_abort
+        self.metrics.requests.total()
     }
 
     /// The S3 requests by price class and their cost.

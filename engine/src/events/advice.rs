@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `memory` | the pool peaked at ≥ `memory_fraction` (90%) of its limit, or spill ≥ `spill_fraction` (10%) of shuffle bytes written (and ≥ `spill_min_bytes`) | raise `--memory`, or `--spill-to-s3` |
 //! | `executors` | max needed executors ≥ `executors_factor` (2×) allocated for ≥ half the job **and** ≥ `backlog_ms` (10 s) | more `--executors` / `--parallelism` |
-//! | `skew` | a stage with ≥ 4 tasks whose slowest task took ≥ `skew_factor` (4×) its median **and** ≥ `skew_min_ms` (1 s) longer | a better key / salting |
+//! | `skew` | a stage with ≥ 4 tasks whose slowest task took ≥ `skew_factor` (4×) its median **and** ≥ `skew_min_ms` (1 s) longer, and read ≥ `skew_factor` × the median input rows | a better key / salting |
 //! | `small_files` | a stage wrote ≥ `small_objects_min` (64) shuffle objects under `small_object_bytes` (1 MiB) | fewer `--partitions`, coalescing |
 //! | `s3_throttling` | throttled retries ≥ `throttle_fraction` (1%) of S3 requests | more hash prefixes (`s3.hash_prefixes`) |
 //! | `local_disk` | the local disk's free space fell under `disk_free_fraction` (10%) | shuffle and spill to S3 |
@@ -77,6 +77,7 @@ impl Default for AdviceThresholds {
 struct Task {
     stage_id: usize,
     elapsed_ms: f64,
+    rows_in: u64,
     shuffle_bytes_written: u64,
     spill_bytes: u64,
 }
@@ -97,12 +98,14 @@ pub fn advise(events: &[Event], t: &AdviceThresholds) -> Vec<Advice> {
                 stage_id,
                 succeeded: true,
                 elapsed_ms,
+                rows_in,
                 shuffle_bytes_written,
                 spill_bytes,
                 ..
             } => Some(Task {
                 stage_id: *stage_id,
                 elapsed_ms: *elapsed_ms,
+                rows_in: *rows_in,
                 shuffle_bytes_written: *shuffle_bytes_written,
                 spill_bytes: *spill_bytes,
             }),
@@ -277,19 +280,33 @@ fn running_stage_at(events: &[Event], at: f64) -> Option<usize> {
     best.map(|b| b.1)
 }
 
+/// Skew is a slow task that is slow because it holds more data: its time
+/// and its input rows are both far above the stage's medians (a task slow
+/// only in time is noise: a busy machine, a page-cache miss).
 fn skew(tasks: &[Task], t: &AdviceThresholds, out: &mut Vec<Advice>) {
-    let mut by: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+    let mut by: std::collections::BTreeMap<usize, Vec<&Task>> = Default::default();
     for task in tasks {
-        by.entry(task.stage_id).or_default().push(task.elapsed_ms);
+        by.entry(task.stage_id).or_default().push(task);
     }
-    for (stage, mut times) in by {
-        if times.len() < 4 {
+    for (stage, group) in by {
+        if group.len() < 4 {
             continue;
         }
+        let mut times: Vec<f64> = group.iter().map(|x| x.elapsed_ms).collect();
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        let mut rows: Vec<u64> = group.iter().map(|x| x.rows_in).collect();
+        rows.sort_unstable();
+        let median_rows = rows[rows.len() / 2] as f64;
+        let slowest = group
+            .iter()
+            .max_by(|a, b| a.elapsed_ms.total_cmp(&b.elapsed_ms))
+            .map_or(0, |x| x.rows_in) as f64;
         let max = times[times.len() - 1];
-        if max >= t.skew_factor * median && max - median >= t.skew_min_ms {
+        if max >= t.skew_factor * median
+            && max - median >= t.skew_min_ms
+            && slowest >= t.skew_factor * median_rows.max(1.0)
+        {
             out.push(Advice {
                 rule: "skew".into(),
                 stage_id: Some(stage),

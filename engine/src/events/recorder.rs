@@ -217,15 +217,7 @@ impl EventRecorder {
             )
         };
         let r = &snap.requests;
-        let requests = r.put
-            + r.get
-            + r.list
-            + r.delete
-            + r.head
-            + r.multipart_create
-            + r.multipart_part
-            + r.multipart_complete
-            + r.multipart_abort;
+        let requests = r.total();
         let executors = self.opts.executors.max(1);
         let per_exec_slots = self.opts.slots.max(1).div_ceil(executors);
         let mut inner = self.lock();

@@ -25,6 +25,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Runs `job` in-process (the `shovel q80` code path) on the cached TPC-DS
+/// data at scale factor `sf`, generated on first use.
+pub fn run_q80_at(sf: f64, job: &engine::cli::Q80Job) -> engine::cli::Q80Outcome {
+    let data = engine::tpcds::ensure_data(sf, &cache_dir()).expect("generate TPC-DS data");
+    runtime()
+        .block_on(engine::cli::run_q80(job, &data))
+        .unwrap_or_else(|f| panic!("q80 at SF{sf} failed: {}", f.error))
+}
+
 /// A cell value for reference computations.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum V {
