@@ -1,13 +1,21 @@
 //! q80 benchmark: local disk vs S3 (embedded server), default plan vs
-//! broadcast off, over S3 round-trip times and partition counts, in one run
-//! with the configurations interleaved so machine noise hits all of them
-//! alike.
+//! broadcast off, over S3 round-trip times, partition counts and engines
+//! (Shovel's own, DataFusion + Shovel, plain DataFusion), in one run with
+//! the configurations interleaved so machine noise hits all of them alike.
 //!
 //! ```text
 //! cargo bench -p shovel-benches --bench q80 -- [--sf 1] [--runs 5] [--warmups 3] [--cache-dir DIR]
 //!                                               [--rtt 0,5,20] [--partitions 8,200,1000]
+//!                                               [--engines shovel,datafusion]
 //! SHOVEL_BENCH_SF=5 SHOVEL_BENCH_RUNS=5 SHOVEL_BENCH_WARMUPS=3 cargo bench -p shovel-benches --bench q80
 //! ```
+//!
+//! `--engines` (default `shovel`; also `SHOVEL_BENCH_ENGINES`) picks the
+//! engines: `shovel` is `shovel q80`, `datafusion` is `shovel q80 --engine
+//! datafusion` (every hash repartition persisted through Shovel) and, as its
+//! baseline, plain DataFusion on the same SQL and settings with its
+//! in-memory repartitions (`engine::cli::df::plain_q80_context`). Issue 12's
+//! comparison is `--engines shovel,datafusion --rtt 20`.
 //!
 //! `--rtt` (milliseconds, default `0`) is the latency the embedded S3
 //! server adds before answering each request (`shovel q80 --s3-latency`),
@@ -31,8 +39,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use engine::cli::report::{human_bytes, reset_peak_rss};
-use engine::cli::{run_q80, Q80Job, Q80Outcome};
+use engine::cli::report::{human_bytes, peak_rss_bytes, reset_peak_rss};
+use engine::cli::{run_q80, Q80Job, Q80Outcome, QueryEngine};
 use engine::{EngineConfig, ShuffleBackend};
 
 struct Opts {
@@ -43,6 +51,28 @@ struct Opts {
     /// Added S3 round-trip times, in milliseconds.
     rtts: Vec<u64>,
     partitions: Vec<usize>,
+    engines: Vec<Engine>,
+}
+
+/// Who runs q80.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    /// Shovel's own engine (`shovel q80`).
+    Shovel,
+    /// DataFusion with Shovel installed (`shovel q80 --engine datafusion`).
+    DataFusion,
+    /// DataFusion alone: in-memory repartitions, its own spill and pool.
+    PlainDataFusion,
+}
+
+impl Engine {
+    fn label(self) -> &'static str {
+        match self {
+            Engine::Shovel => "shovel",
+            Engine::DataFusion => "df+shovel",
+            Engine::PlainDataFusion => "df plain",
+        }
+    }
 }
 
 /// `0,5,20`: a non-empty list, each value parsed by `parse`, no repeats.
@@ -69,6 +99,7 @@ fn parse() -> Result<Opts, String> {
     let mut warmups = env("SHOVEL_BENCH_WARMUPS").unwrap_or_else(|| "3".into());
     let mut rtt = env("SHOVEL_BENCH_RTT").unwrap_or_else(|| "0".into());
     let mut partitions = env("SHOVEL_BENCH_PARTITIONS").unwrap_or_else(|| "8".into());
+    let mut engines = env("SHOVEL_BENCH_ENGINES").unwrap_or_else(|| "shovel".into());
     let mut cache_dir = env("SHOVEL_BENCH_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(engine::cli::data::default_cache_dir);
@@ -89,6 +120,7 @@ fn parse() -> Result<Opts, String> {
             "--cache-dir" => cache_dir = PathBuf::from(val()?),
             "--rtt" => rtt = val()?,
             "--partitions" => partitions = val()?,
+            "--engines" => engines = val()?,
             // `cargo bench` passes `--bench`; filters are not used here.
             "--bench" => {}
             other if !other.starts_with('-') => {}
@@ -109,6 +141,17 @@ fn parse() -> Result<Opts, String> {
     let partitions = parse_list("--partitions", &partitions, |v| {
         engine::cli::args::parse_count("--partitions", v).map_err(|e| e.message)
     })?;
+    let named = parse_list("--engines", &engines, |v| match v {
+        "shovel" => Ok(Engine::Shovel),
+        "datafusion" => Ok(Engine::DataFusion),
+        _ => Err(format!(
+            "--engines `{engines}`: `{v}` is not an engine; use shovel, datafusion or both"
+        )),
+    })?;
+    let mut engines = named.clone();
+    if named.contains(&Engine::DataFusion) {
+        engines.push(Engine::PlainDataFusion);
+    }
     Ok(Opts {
         sf,
         runs,
@@ -116,12 +159,14 @@ fn parse() -> Result<Opts, String> {
         cache_dir,
         rtts,
         partitions,
+        engines,
     })
 }
 
 #[derive(Clone, Debug)]
 struct Config {
     name: String,
+    engine: Engine,
     backend: ShuffleBackend,
     broadcast: bool,
     /// Added S3 round trip (S3 configurations only).
@@ -129,8 +174,8 @@ struct Config {
     partitions: usize,
 }
 
-/// Every configuration: per partition count and plan, local disk and S3 at
-/// each round-trip time.
+/// Every configuration: per partition count, plan and engine, local disk
+/// and S3 at each round-trip time (plain DataFusion: neither, once).
 fn configs(opts: &Opts) -> Vec<Config> {
     let mut out = Vec::new();
     for &partitions in &opts.partitions {
@@ -140,31 +185,101 @@ fn configs(opts: &Opts) -> Vec<Config> {
             } else {
                 "broadcast off"
             };
-            out.push(Config {
-                name: format!("local, {plan}, {partitions} parts"),
-                backend: ShuffleBackend::Local,
-                broadcast,
-                rtt_ms: 0,
-                partitions,
-            });
-            for &rtt_ms in &opts.rtts {
+            for &engine in &opts.engines {
+                let e = engine.label();
+                if engine == Engine::PlainDataFusion {
+                    out.push(Config {
+                        name: format!("{e}, {plan}, {partitions} parts"),
+                        engine,
+                        backend: ShuffleBackend::Local,
+                        broadcast,
+                        rtt_ms: 0,
+                        partitions,
+                    });
+                    continue;
+                }
                 out.push(Config {
-                    name: format!("s3 {rtt_ms}ms, {plan}, {partitions} parts"),
-                    backend: ShuffleBackend::S3,
+                    name: format!("{e} local, {plan}, {partitions} parts"),
+                    engine,
+                    backend: ShuffleBackend::Local,
                     broadcast,
-                    rtt_ms,
+                    rtt_ms: 0,
                     partitions,
                 });
+                for &rtt_ms in &opts.rtts {
+                    out.push(Config {
+                        name: format!("{e} s3 {rtt_ms}ms, {plan}, {partitions} parts"),
+                        engine,
+                        backend: ShuffleBackend::S3,
+                        broadcast,
+                        rtt_ms,
+                        partitions,
+                    });
+                }
             }
         }
     }
     out
 }
 
+/// What one run left to print.
+struct Run {
+    csv: String,
+    secs: f64,
+    setup_cleanup_secs: f64,
+    peak_rss: u64,
+    shuffle_bytes: u64,
+    shuffle_raw_bytes: u64,
+    s3_requests: u64,
+    s3_dollars: f64,
+}
+
+impl Run {
+    fn of(out: Q80Outcome) -> Self {
+        let r = &out.report;
+        let t = &r.timings;
+        Self {
+            secs: (t.plan_ms + t.execute_ms) / 1e3,
+            setup_cleanup_secs: (t.setup_ms + t.cleanup_ms) / 1e3,
+            peak_rss: r.peak_rss_bytes.unwrap_or(0),
+            shuffle_bytes: r.metrics.shuffle.bytes_written,
+            shuffle_raw_bytes: r.metrics.shuffle.raw_bytes_written,
+            s3_requests: r.s3_requests(),
+            s3_dollars: r.request_cost().dollars,
+            csv: out.csv,
+        }
+    }
+}
+
+/// Plain DataFusion on q80's SQL with `config`'s settings: plan + execute.
+async fn run_plain(config: &EngineConfig, data: &std::path::Path) -> Result<Run, String> {
+    let t = Instant::now();
+    let ctx = engine::cli::df::plain_q80_context(config, data)
+        .await
+        .map_err(|e| e.message)?;
+    let plan = engine::cli::df::plan_q80(&ctx, engine::tpcds::Q80_DEFAULT_DATE)
+        .await
+        .map_err(|e| e.message)?;
+    let rows = engine::cli::df::run_plan(&ctx, plan)
+        .await
+        .map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Run {
+        csv: engine::tpcds::q80_csv(&rows),
+        secs,
+        setup_cleanup_secs: 0.0,
+        peak_rss: peak_rss_bytes().unwrap_or(0),
+        shuffle_bytes: 0,
+        shuffle_raw_bytes: 0,
+        s3_requests: 0,
+        s3_dollars: 0.0,
+    })
+}
+
 #[derive(Default)]
 struct Samples {
     secs: Vec<f64>,
-    last: Option<Q80Outcome>,
+    last: Option<Run>,
     peak_rss: u64,
     setup_cleanup_secs: Vec<f64>,
 }
@@ -197,12 +312,13 @@ fn main() {
     };
     let configs = configs(&opts);
     println!(
-        "q80 bench: SF{} from {} (ready in {:.1} s), {} configs (S3 RTT {:?} ms, partitions {:?}), \
-         {} warm-up + {} timed runs per config, interleaved",
+        "q80 bench: SF{} from {} (ready in {:.1} s), {} configs (engines {:?}, S3 RTT {:?} ms, \
+         partitions {:?}), {} warm-up + {} timed runs per config, interleaved",
         opts.sf,
         data.display(),
         t.elapsed().as_secs_f64(),
         configs.len(),
+        opts.engines,
         opts.rtts,
         opts.partitions,
         opts.warmups,
@@ -224,26 +340,40 @@ fn main() {
     for round in 0..opts.warmups + opts.runs {
         let timed = round >= opts.warmups;
         for (c, s) in configs.iter().zip(samples.iter_mut()) {
-            let job = Q80Job {
-                config: EngineConfig {
-                    backend: c.backend,
-                    broadcast_threshold: if c.broadcast {
-                        EngineConfig::default().broadcast_threshold
-                    } else {
-                        0
-                    },
-                    shuffle_partitions: c.partitions,
-                    ..EngineConfig::default()
+            let config = EngineConfig {
+                backend: c.backend,
+                broadcast_threshold: if c.broadcast {
+                    EngineConfig::default().broadcast_threshold
+                } else {
+                    0
                 },
-                s3_latency: (c.backend == ShuffleBackend::S3)
-                    .then(|| Duration::from_millis(c.rtt_ms)),
-                ..Q80Job::default()
+                shuffle_partitions: c.partitions,
+                ..EngineConfig::default()
             };
             reset_peak_rss();
-            let out = match rt.block_on(run_q80(&job, &data)) {
+            let run = match c.engine {
+                Engine::PlainDataFusion => rt.block_on(run_plain(&config, &data)),
+                Engine::Shovel | Engine::DataFusion => {
+                    let job = Q80Job {
+                        config,
+                        engine: if c.engine == Engine::Shovel {
+                            QueryEngine::Shovel
+                        } else {
+                            QueryEngine::DataFusion
+                        },
+                        s3_latency: (c.backend == ShuffleBackend::S3)
+                            .then(|| Duration::from_millis(c.rtt_ms)),
+                        ..Q80Job::default()
+                    };
+                    rt.block_on(run_q80(&job, &data))
+                        .map(Run::of)
+                        .map_err(|f| f.error.to_string())
+                }
+            };
+            let out = match run {
                 Ok(o) => o,
-                Err(f) => {
-                    eprintln!("q80 bench: {} failed: {}", c.name, f.error);
+                Err(e) => {
+                    eprintln!("q80 bench: {} failed: {e}", c.name);
                     std::process::exit(1);
                 }
             };
@@ -255,25 +385,23 @@ fn main() {
                 }
                 Some(_) => {}
             }
-            let t = &out.report.timings;
-            let secs = (t.plan_ms + t.execute_ms) / 1e3;
             eprintln!(
-                "  {} {:<36} {:.3} s",
+                "  {} {:<44} {:.3} s",
                 if timed { "run   " } else { "warmup" },
                 c.name,
-                secs
+                out.secs
             );
             if timed {
-                s.secs.push(secs);
-                s.setup_cleanup_secs.push((t.setup_ms + t.cleanup_ms) / 1e3);
-                s.peak_rss = s.peak_rss.max(out.report.peak_rss_bytes.unwrap_or(0));
+                s.secs.push(out.secs);
+                s.setup_cleanup_secs.push(out.setup_cleanup_secs);
+                s.peak_rss = s.peak_rss.max(out.peak_rss);
             }
             s.last = Some(out);
         }
     }
     println!();
     println!(
-        "{:<36} {:>9} {:>9} {:>11} {:>12} {:>12} {:>9} {:>10} {:>10}",
+        "{:<44} {:>9} {:>9} {:>11} {:>12} {:>12} {:>9} {:>10} {:>10}",
         "config",
         "median",
         "min",
@@ -286,23 +414,23 @@ fn main() {
     );
     for (c, s) in configs.iter().zip(&samples) {
         let Some(last) = &s.last else { continue };
-        let r = &last.report;
         println!(
-            "{:<36} {:>7.3} s {:>7.3} s {:>9.3} s {:>12} {:>12} {:>9} {:>10} {:>10}",
+            "{:<44} {:>7.3} s {:>7.3} s {:>9.3} s {:>12} {:>12} {:>9} {:>10} {:>10}",
             c.name,
             median(&s.secs),
             s.secs.iter().copied().fold(f64::INFINITY, f64::min),
             median(&s.setup_cleanup_secs),
-            human_bytes(r.metrics.shuffle.bytes_written),
-            human_bytes(r.metrics.shuffle.raw_bytes_written),
-            r.s3_requests(),
-            format!("${:.4}", r.request_cost().dollars),
+            human_bytes(last.shuffle_bytes),
+            human_bytes(last.shuffle_raw_bytes),
+            last.s3_requests,
+            format!("${:.4}", last.s3_dollars),
             human_bytes(s.peak_rss)
         );
     }
     println!();
-    // Ratios: S3 at each RTT over local disk, per plan and partition count;
-    // then each partition count over the first, on local disk.
+    // Ratios: per engine, S3 at each RTT over local disk, per plan and
+    // partition count; each partition count over the first, on local disk;
+    // then every configuration over plain DataFusion's.
     let median_of = |pred: &dyn Fn(&Config) -> bool| {
         configs
             .iter()
@@ -310,42 +438,73 @@ fn main() {
             .find(|(c, _)| pred(c))
             .map(|(_, s)| median(&s.secs))
     };
-    for &partitions in &opts.partitions {
-        for (plan, broadcast) in [("default plan", true), ("broadcast off", false)] {
-            let same = |c: &Config| c.partitions == partitions && c.broadcast == broadcast;
-            let Some(ml) = median_of(&|c| same(c) && c.backend == ShuffleBackend::Local) else {
-                continue;
-            };
-            for &rtt in &opts.rtts {
-                let Some(ms) =
-                    median_of(&|c| same(c) && c.backend == ShuffleBackend::S3 && c.rtt_ms == rtt)
-                else {
+    let plans = [("default plan", true), ("broadcast off", false)];
+    for &engine in opts
+        .engines
+        .iter()
+        .filter(|e| **e != Engine::PlainDataFusion)
+    {
+        let e = engine.label();
+        for &partitions in &opts.partitions {
+            for (plan, broadcast) in plans {
+                let same = |c: &Config| {
+                    c.engine == engine && c.partitions == partitions && c.broadcast == broadcast
+                };
+                let Some(ml) = median_of(&|c| same(c) && c.backend == ShuffleBackend::Local) else {
                     continue;
                 };
-                println!(
-                    "S3 {rtt} ms / local ({plan}, {partitions} partitions): {:.2}x  ({ms:.3} s / {ml:.3} s)",
-                    ms / ml
-                );
-            }
-        }
-    }
-    if let Some(&first) = opts.partitions.first() {
-        for &partitions in opts.partitions.iter().skip(1) {
-            for (plan, broadcast) in [("default plan", true), ("broadcast off", false)] {
-                let local = |p: usize| {
-                    median_of(&|c| {
-                        c.partitions == p
-                            && c.broadcast == broadcast
-                            && c.backend == ShuffleBackend::Local
-                    })
-                };
-                if let (Some(a), Some(b)) = (local(first), local(partitions)) {
+                for &rtt in &opts.rtts {
+                    let Some(ms) = median_of(&|c| {
+                        same(c) && c.backend == ShuffleBackend::S3 && c.rtt_ms == rtt
+                    }) else {
+                        continue;
+                    };
                     println!(
-                        "{partitions} / {first} partitions (local, {plan}): {:.2}x  ({b:.3} s / {a:.3} s)",
-                        b / a
+                        "{e}: S3 {rtt} ms / local ({plan}, {partitions} partitions): {:.2}x  \
+                         ({ms:.3} s / {ml:.3} s)",
+                        ms / ml
                     );
                 }
             }
         }
+        if let Some(&first) = opts.partitions.first() {
+            for &partitions in opts.partitions.iter().skip(1) {
+                for (plan, broadcast) in plans {
+                    let local = |p: usize| {
+                        median_of(&|c| {
+                            c.engine == engine
+                                && c.partitions == p
+                                && c.broadcast == broadcast
+                                && c.backend == ShuffleBackend::Local
+                        })
+                    };
+                    if let (Some(a), Some(b)) = (local(first), local(partitions)) {
+                        println!(
+                            "{e}: {partitions} / {first} partitions (local, {plan}): {:.2}x  \
+                             ({b:.3} s / {a:.3} s)",
+                            b / a
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (c, s) in configs.iter().zip(&samples) {
+        if c.engine == Engine::PlainDataFusion {
+            continue;
+        }
+        let Some(plain) = median_of(&|p| {
+            p.engine == Engine::PlainDataFusion
+                && p.partitions == c.partitions
+                && p.broadcast == c.broadcast
+        }) else {
+            continue;
+        };
+        let m = median(&s.secs);
+        println!(
+            "{} / plain DataFusion: {:.2}x  ({m:.3} s / {plain:.3} s)",
+            c.name,
+            m / plain
+        );
     }
 }

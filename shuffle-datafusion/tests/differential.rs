@@ -1,6 +1,8 @@
-//! Differential test: random small tables, join and aggregate queries give
-//! the same rows on plain DataFusion and on DataFusion + Shovel (local
-//! backend), and the Shovel plans really exchange through Shovel.
+//! Differential property test: random small tables, and fixed plus random
+//! join / aggregate / window (repartition) queries, give the same rows on
+//! plain DataFusion and on DataFusion + Shovel, over the local backend and
+//! over S3 (the embedded server on 127.0.0.1); the Shovel plans really
+//! exchange through Shovel, and their metrics add up.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
 use shuffle_datafusion::{ShovelBuilder, ShovelExchangeExec};
+use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
 
 const QUERIES: &[&str] = &[
     "SELECT g, count(*) AS n, sum(v) AS s, min(k) AS lo FROM t1 GROUP BY g",
@@ -26,6 +29,74 @@ const QUERIES: &[&str] = &[
     "SELECT k, max(v) AS m FROM t1 GROUP BY k HAVING count(*) > 1",
     "SELECT h, k, count(*) AS n FROM t2 WHERE k IN (SELECT k FROM t1 WHERE v > 0) GROUP BY h, k",
 ];
+
+/// Random queries per seed, on top of [`QUERIES`].
+const RANDOM_QUERIES: usize = 6;
+
+/// A random query over `t1(k, g, v)` and `t2(k, h, w)` from a small grammar
+/// whose every shape DataFusion plans with hash repartitions: a grouped
+/// aggregate, an inner / outer join (projected or aggregated), or a window
+/// partitioned by a key. Integer aggregates only, so the answer does not
+/// depend on the order rows are added in.
+fn random_query(rng: &mut StdRng) -> String {
+    fn pick<'a>(rng: &mut StdRng, from: &[&'a str]) -> &'a str {
+        from[rng.gen_range(0..from.len())]
+    }
+    let filter = |rng: &mut StdRng, col: &str| match rng.gen_range(0..3) {
+        0 => String::new(),
+        1 => format!(" WHERE {col} > {}", rng.gen_range(-100..100)),
+        _ => format!(" WHERE {col} IS NOT NULL"),
+    };
+    const AGGS: &[&str] = &[
+        "count(*)",
+        "count(v)",
+        "sum(v)",
+        "min(k)",
+        "max(v)",
+        "count(DISTINCT g)",
+    ];
+    match rng.gen_range(0..3) {
+        0 => {
+            let mut keys: Vec<&str> = ["k", "g", "v"]
+                .into_iter()
+                .filter(|_| rng.gen_bool(0.5))
+                .collect();
+            if keys.is_empty() {
+                keys.push(pick(rng, &["k", "g"]));
+            }
+            let keys = keys.join(", ");
+            let aggs: Vec<String> = (0..rng.gen_range(1..4))
+                .map(|i| format!("{} AS a{i}", pick(rng, AGGS)))
+                .collect();
+            let filter = filter(rng, "v");
+            format!(
+                "SELECT {keys}, {} FROM t1{filter} GROUP BY {keys}",
+                aggs.join(", ")
+            )
+        }
+        1 => {
+            let kind = pick(rng, &["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]);
+            let on = pick(rng, &["t1.k = t2.k", "t1.k = t2.k AND t1.g = t2.h"]);
+            if rng.gen_bool(0.5) {
+                let filter = filter(rng, "t1.v");
+                format!("SELECT t1.k, t1.g, t1.v, t2.h, t2.w FROM t1 {kind} t2 ON {on}{filter}")
+            } else {
+                format!(
+                    "SELECT t2.h, count(*) AS n, sum(t1.v) AS s, max(t2.w) AS m \
+                     FROM t1 {kind} t2 ON {on} GROUP BY t2.h"
+                )
+            }
+        }
+        _ => {
+            let by = pick(rng, &["k", "g", "k, g"]);
+            let filter = filter(rng, "v");
+            format!(
+                "SELECT k, g, v, sum(v) OVER (PARTITION BY {by}) AS s, \
+                 count(*) OVER (PARTITION BY {by}) AS n FROM t1{filter}"
+            )
+        }
+    }
+}
 
 fn t1_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -113,6 +184,20 @@ fn local_manager(dir: &tempfile::TempDir) -> Arc<dyn ShuffleManager> {
     )
 }
 
+/// A Shovel manager over S3 on the embedded server.
+async fn s3_manager(server: &EmbeddedS3, local: &tempfile::TempDir) -> Arc<dyn ShuffleManager> {
+    let config = ShuffleConfig {
+        local_dirs: vec![local.path().to_path_buf()],
+        ..ShuffleConfig::default()
+    };
+    let shuffle = S3ShuffleBuilder::new(config)
+        .s3_config(server.config("differential").expect("S3 config"))
+        .build()
+        .await
+        .expect("S3 manager");
+    Arc::new(shuffle.manager)
+}
+
 async fn register(ctx: &SessionContext, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let parts = rng.gen_range(2..5);
@@ -161,17 +246,30 @@ fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
         .as_usize()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shovel_exchanges_give_the_same_rows_as_datafusion() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let manager = local_manager(&dir);
-    for seed in 0..12u64 {
+/// Plain DataFusion and DataFusion over `manager` agree on [`QUERIES`] and
+/// [`RANDOM_QUERIES`] random queries for each of `seeds`; returns how many
+/// queries ran.
+async fn same_rows_as_datafusion(
+    manager: Arc<dyn ShuffleManager>,
+    seeds: std::ops::Range<u64>,
+) -> usize {
+    let mut ran = 0;
+    for seed in seeds {
         let (a, b) = (plain(), shovel(Arc::clone(&manager)));
         register(&a, seed).await;
         register(&b, seed).await;
-        for (q, sql) in QUERIES.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let random: Vec<String> = (0..RANDOM_QUERIES)
+            .map(|_| random_query(&mut rng))
+            .collect();
+        let queries = QUERIES
+            .iter()
+            .copied()
+            .chain(random.iter().map(String::as_str));
+        for (q, sql) in queries.enumerate() {
             let pa = plan(&a, sql).await;
             let pb = plan(&b, sql).await;
+            let plain_shown = displayable(pa.as_ref()).indent(true).to_string();
             let shown = displayable(pb.as_ref()).indent(true).to_string();
             assert!(
                 !shown.contains("RepartitionExec: partitioning=Hash"),
@@ -179,7 +277,11 @@ async fn shovel_exchanges_give_the_same_rows_as_datafusion() {
             );
             let mut found = Vec::new();
             exchanges(&pb, &mut found);
-            assert!(!found.is_empty(), "no Shovel exchange in\n{shown}");
+            assert_eq!(
+                found.is_empty(),
+                !plain_shown.contains("RepartitionExec: partitioning=Hash"),
+                "seed {seed}: {sql}: every hash repartition, and only those, is a Shovel exchange:\n{plain_shown}\n{shown}"
+            );
             let want = collect(pa, a.task_ctx())
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -204,8 +306,30 @@ async fn shovel_exchanges_give_the_same_rows_as_datafusion() {
                 assert_eq!(Some(read), output, "{sql}");
                 assert_eq!(written > 0, metric(x, "shuffle_bytes_written") > 0, "{sql}");
             }
+            ran += 1;
         }
     }
+    ran
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_local_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ran = same_rows_as_datafusion(local_manager(&dir), 0..12).await;
+    assert_eq!(ran, 12 * (QUERIES.len() + RANDOM_QUERIES));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_s3() {
+    let server = EmbeddedS3::start_temp().await.expect("embedded S3");
+    let local = tempfile::tempdir().expect("tempdir");
+    let manager = s3_manager(&server, &local).await;
+    let ran = same_rows_as_datafusion(Arc::clone(&manager), 100..104).await;
+    assert_eq!(ran, 4 * (QUERIES.len() + RANDOM_QUERIES));
+    assert!(
+        manager.metrics().snapshot().requests.total() > 0,
+        "the exchanges went through S3"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,11 +180,11 @@ fn table(parts: usize, rows: usize) -> Arc<MemTable> {
 fn config() -> SessionConfig {
     SessionConfig::new()
         .with_target_partitions(2)
-        // The merge reservation a sort takes up front (10 MiB by default).
-        .set_usize(
-            "datafusion.execution.sort_spill_reservation_bytes",
-            64 << 10,
-        )
+        // The merge reservation a sort takes up front (10 MiB by default,
+        // most of these tests' limit). Much smaller, and DataFusion's own
+        // external sort runs out of memory while merging (with its own
+        // FairSpillPool too).
+        .set_usize("datafusion.execution.sort_spill_reservation_bytes", 4 << 20)
 }
 
 fn shovel_ctx(builder: ShovelBuilder) -> SessionContext {
@@ -215,8 +215,8 @@ async fn a_sort_that_spills_to_s3_gives_the_same_rows_and_leaves_no_local_file()
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    // ~20 MiB of rows sorted under an 8 MiB memory.limit.
-    let manager = s3_manager(&server, local.path(), 8 << 20).await;
+    // ~20 MiB of rows sorted under a 16 MiB memory.limit.
+    let manager = s3_manager(&server, local.path(), 16 << 20).await;
     let t = table(2, 300_000);
     let sql = "SELECT k, s FROM t ORDER BY k, s";
 

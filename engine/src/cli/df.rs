@@ -106,6 +106,24 @@ pub async fn q80_context(
         })?
         .build();
     let ctx = SessionContext::new_with_state(state);
+    register_q80_tables(&ctx, data_dir).await?;
+    Ok(ctx)
+}
+
+/// Plain DataFusion with `config`'s settings (in-memory repartitions, its
+/// own spill and memory pool) and q80's tables: the baseline the q80
+/// benchmark compares DataFusion + Shovel with.
+pub async fn plain_q80_context(
+    config: &EngineConfig,
+    data_dir: &Path,
+) -> Result<SessionContext, CliError> {
+    let ctx = SessionContext::new_with_config(session_config(config));
+    register_q80_tables(&ctx, data_dir).await?;
+    Ok(ctx)
+}
+
+/// Registers q80's tables, the Parquet files under `data_dir`, with `ctx`.
+async fn register_q80_tables(ctx: &SessionContext, data_dir: &Path) -> Result<(), CliError> {
     for table in Q80_TABLES {
         let path = table_path(data_dir, table);
         let Some(url) = path.to_str() else {
@@ -124,7 +142,7 @@ pub async fn q80_context(
                 ))
             })?;
     }
-    Ok(ctx)
+    Ok(())
 }
 
 /// Plans q80 (window from `date`) on `ctx`: the physical plan, whose hash
