@@ -2,6 +2,8 @@
 //! Shovel's exchange, spill and memory pool gives the golden CSV byte for
 //! byte on local disk and on S3 (the embedded server on 127.0.0.1), through
 //! `run_q80` (the binary's code path) and through the binary itself;
+//! at SF 0.1 too; under `--memory 8MiB` with `--spill-to-s3` DataFusion's
+//! spill files go to S3, read back, and none is left on the local disk;
 //! `--date` moves the window as it does for Shovel's engine; flags
 //! DataFusion cannot honour are refused naming the flag.
 
@@ -10,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{cache_dir, golden};
+use common::{cache_dir, files_under, golden, run_q80_at};
 use engine::cli::args::{parse, Command as Parsed};
 use engine::cli::df::q80_sql;
 use engine::cli::{run_q80, Q80Job, Q80Outcome, QueryEngine};
@@ -81,6 +83,62 @@ fn sf0_01_s3_matches_golden() {
     let out = check_golden(ShuffleBackend::S3);
     assert!(out.report.s3_requests() > 0, "S3 requests counted");
     assert!(out.report.embedded_s3.is_some(), "embedded S3 used");
+}
+
+fn datafusion_job(backend: ShuffleBackend) -> Q80Job {
+    Q80Job {
+        config: EngineConfig {
+            backend,
+            ..EngineConfig::default()
+        },
+        engine: QueryEngine::DataFusion,
+        ..Q80Job::default()
+    }
+}
+
+#[test]
+fn sf0_1_matches_golden_on_local_disk_and_s3() {
+    let want = golden("q80_sf0.1.csv");
+    for backend in [ShuffleBackend::Local, ShuffleBackend::S3] {
+        let out = run_q80_at(0.1, &datafusion_job(backend));
+        assert!(
+            out.csv == want,
+            "SF 0.1 over {backend:?} differs from golden:\n{}",
+            out.csv
+        );
+        assert!(out.report.metrics.shuffle.bytes_written > 0, "{backend:?}");
+        assert_eq!(out.report.s3_requests() > 0, backend == ShuffleBackend::S3);
+    }
+}
+
+#[test]
+fn spilling_to_s3_under_a_small_budget_matches_golden_and_leaves_no_local_file() {
+    let local = tempfile::tempdir().expect("tempdir");
+    let mut job = datafusion_job(ShuffleBackend::S3);
+    job.config.memory_budget = 8 << 20;
+    job.config.spill_to_s3 = true;
+    job.local_dirs = vec![local.path().to_path_buf()];
+    let out = run_q80_at(0.1, &job);
+    assert!(
+        out.csv == golden("q80_sf0.1.csv"),
+        "differs from golden:\n{}",
+        out.csv
+    );
+    let shuffle = &out.report.metrics.shuffle;
+    assert!(
+        shuffle.spill_count > 0,
+        "DataFusion did not spill under 8 MiB"
+    );
+    assert!(
+        shuffle.spill_read_bytes >= shuffle.spill_bytes && shuffle.spill_bytes > 0,
+        "every spill file is read back from S3: {shuffle:?}"
+    );
+    assert_eq!(out.report.spill_split(), (0, out.report.spill_bytes()));
+    assert_eq!(
+        files_under(local.path()),
+        Vec::<PathBuf>::new(),
+        "spill files left on the local disk"
+    );
 }
 
 #[test]
@@ -177,4 +235,22 @@ fn the_sql_is_the_golden_text_without_its_limit() {
     assert_eq!(moved.matches("'2000-09-22'").count(), 3, "{moved}");
     assert_eq!(moved.matches("'2000-10-22'").count(), 3, "{moved}");
     assert!(!moved.contains("'2000-08-23'"), "{moved}");
+}
+
+#[test]
+fn each_sorts_merge_reservation_is_scaled_to_the_budget() {
+    use engine::cli::df::{session_config, sort_merge_reservation};
+    // DataFusion's 10 MiB default at the default budget, a quarter of each
+    // partition's share under a small one, never below 1 MiB.
+    assert_eq!(sort_merge_reservation(2 << 30, 8), 10 << 20);
+    assert_eq!(sort_merge_reservation(64 << 20, 8), 2 << 20);
+    assert_eq!(sort_merge_reservation(8 << 20, 8), 1 << 20);
+    assert_eq!(sort_merge_reservation(8 << 20, 0), 2 << 20);
+    let config = EngineConfig {
+        memory_budget: 64 << 20,
+        ..EngineConfig::default()
+    };
+    let c = session_config(&config);
+    assert_eq!(c.options().execution.sort_spill_reservation_bytes, 2 << 20);
+    assert_eq!(c.target_partitions(), config.shuffle_partitions);
 }

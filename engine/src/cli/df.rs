@@ -16,7 +16,7 @@
 //! | flag | with `--engine datafusion` |
 //! | --- | --- |
 //! | `--shuffle`, `--s3-*`, `--local-dir`, shuffle `--conf` keys | the same manager: exchanges go to that store |
-//! | `--memory` | the manager's pool (`memory.limit`), which DataFusion's operators share |
+//! | `--memory` | the manager's pool (`memory.limit`), which DataFusion's operators share; each sort's merge reservation is scaled to it ([`sort_merge_reservation`]) |
 //! | `--spill-to-s3` | DataFusion's spill files are uploaded to S3 |
 //! | `--partitions` | DataFusion's `target_partitions`: the partitions of every hash exchange |
 //! | `--parallelism` | the tokio worker threads DataFusion runs on |
@@ -68,8 +68,13 @@ pub fn q80_sql(date: SqlDate) -> Result<String, CliError> {
 
 /// DataFusion's settings for `config` (see the module doc's table).
 pub fn session_config(config: &EngineConfig) -> SessionConfig {
+    let partitions = config.shuffle_partitions.max(1);
     let mut c = SessionConfig::new()
-        .with_target_partitions(config.shuffle_partitions.max(1))
+        .with_target_partitions(partitions)
+        .set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            sort_merge_reservation(config.memory_budget, partitions),
+        )
         .set_usize(
             "datafusion.optimizer.hash_join_single_partition_threshold",
             config.broadcast_threshold,
@@ -81,6 +86,16 @@ pub fn session_config(config: &EngineConfig) -> SessionConfig {
         );
     }
     c
+}
+
+/// What each partition's sort reserves up front for merging its spill
+/// files (DataFusion's `sort_spill_reservation_bytes`, 10 MiB by default):
+/// a quarter of `--memory`'s share per partition, between 1 and 10 MiB. At
+/// the default, 8 partitions' sorts alone would reserve 80 MiB and fail a
+/// run under `--memory 64MiB` instead of spilling; much below 1 MiB,
+/// DataFusion's external sort runs out of memory while merging.
+pub fn sort_merge_reservation(memory: usize, partitions: usize) -> usize {
+    (memory / (4 * partitions.max(1))).clamp(1 << 20, 10 << 20)
 }
 
 /// A DataFusion context with Shovel installed over `manager` (spill files
