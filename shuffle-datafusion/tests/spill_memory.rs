@@ -181,18 +181,20 @@ fn config() -> SessionConfig {
     SessionConfig::new()
         .with_target_partitions(2)
         // The merge reservation a sort takes up front (10 MiB by default,
-        // most of these tests' limit). Much smaller, and DataFusion's own
-        // external sort runs out of memory while merging (with its own
-        // FairSpillPool too).
-        .set_usize("datafusion.execution.sort_spill_reservation_bytes", 4 << 20)
+        // more than these tests' limit).
+        .set_usize("datafusion.execution.sort_spill_reservation_bytes", 1 << 20)
 }
 
 fn shovel_ctx(builder: ShovelBuilder) -> SessionContext {
+    shovel_ctx_with(builder, config())
+}
+
+fn shovel_ctx_with(builder: ShovelBuilder, config: SessionConfig) -> SessionContext {
     let state = builder
         .install(
             SessionStateBuilder::new()
                 .with_default_features()
-                .with_config(config()),
+                .with_config(config),
         )
         .expect("install Shovel")
         .build();
@@ -215,16 +217,22 @@ async fn a_sort_that_spills_to_s3_gives_the_same_rows_and_leaves_no_local_file()
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    // ~20 MiB of rows sorted under a 16 MiB memory.limit.
-    let manager = s3_manager(&server, local.path(), 16 << 20).await;
-    let t = table(2, 300_000);
+    // ~20 MiB of rows sorted under an 8 MiB memory.limit, in one partition:
+    // two sorts side by side under so tight a limit make DataFusion's
+    // external sort fail now and then (with its own FairSpillPool as well).
+    let manager = s3_manager(&server, local.path(), 8 << 20).await;
+    let t = table(1, 600_000);
     let sql = "SELECT k, s FROM t ORDER BY k, s";
 
-    let plain = SessionContext::new_with_config(config());
+    let config = config().with_target_partitions(1);
+    let plain = SessionContext::new_with_config(config.clone());
     plain.register_table("t", t.clone()).expect("t");
     let want = rows(&plain, sql).await.expect("plain DataFusion");
 
-    let ctx = shovel_ctx(ShovelBuilder::new(Arc::clone(&manager)).spill_dir(staging.path()));
+    let ctx = shovel_ctx_with(
+        ShovelBuilder::new(Arc::clone(&manager)).spill_dir(staging.path()),
+        config,
+    );
     ctx.register_table("t", t).expect("t");
     let before = manager.metrics().snapshot().shuffle;
     let got = rows(&ctx, sql).await.expect("DataFusion + Shovel");
