@@ -80,6 +80,11 @@ impl BatchReader {
         self.inner.total_bytes()
     }
 
+    /// Ranged reads this reader issues, retries not counted.
+    pub fn planned_requests(&self) -> u64 {
+        self.inner.planned_requests()
+    }
+
     pub fn stats(&self) -> ReadStats {
         self.stats
     }

@@ -27,6 +27,9 @@ pub struct WriteStats {
     pub records: u64,
     /// Encoded (IPC, uncompressed) bytes handed to the shuffle.
     pub encoded_bytes: u64,
+    /// Times the map-output buffer spilled to the spill store (memory
+    /// limit reached).
+    pub spills: u64,
 }
 
 /// Writes one map task attempt's batches into a map output (see the module docs).
@@ -137,7 +140,10 @@ impl MapTaskWriter {
     }
 
     pub fn stats(&self) -> WriteStats {
-        self.stats
+        WriteStats {
+            spills: self.buffer.spill_count() as u64,
+            ..self.stats
+        }
     }
 
     /// Commits the map output; returns the status of the attempt that won

@@ -120,12 +120,14 @@ struct State {
 pub struct ShuffleReader {
     inner: Pin<Box<dyn Stream<Item = Result<Block>> + Send>>,
     total_bytes: u64,
+    requests: u64,
 }
 
 impl std::fmt::Debug for ShuffleReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShuffleReader")
             .field("total_bytes", &self.total_bytes)
+            .field("requests", &self.requests)
             .finish()
     }
 }
@@ -167,6 +169,7 @@ impl ShuffleReader {
             total_bytes += r.end - r.start;
             plan_map(&mut plan, i, m, &store, partitions.clone(), r.start, chunk);
         }
+        let requests = plan.len() as u64;
         let depth = opts.max_requests_in_flight.max(1);
         let budget_units = (opts.max_bytes_in_flight / PERMIT_UNIT).clamp(1, u32::MAX as u64 >> 4);
         let (tx, rx) = mpsc::channel(depth);
@@ -202,12 +205,19 @@ impl ShuffleReader {
         Ok(Self {
             inner: Box::pin(inner),
             total_bytes,
+            requests,
         })
     }
 
     /// Stored bytes this reader will fetch.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes
+    }
+
+    /// Ranged reads this reader issues, retries not counted: one per chunk
+    /// of each map output's byte range (an empty range needs none).
+    pub fn planned_requests(&self) -> u64 {
+        self.requests
     }
 }
 

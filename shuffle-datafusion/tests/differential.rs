@@ -305,6 +305,16 @@ async fn same_rows_as_datafusion(
                 let output = x.metrics().and_then(|m| m.output_rows());
                 assert_eq!(Some(read), output, "{sql}");
                 assert_eq!(written > 0, metric(x, "shuffle_bytes_written") > 0, "{sql}");
+                // One object per map output with rows; one ranged read at
+                // least per map output a reader needed.
+                let objects = metric(x, "shuffle_objects_written");
+                let maps = x.children()[0].output_partitioning().partition_count();
+                assert!(objects <= maps, "{sql}: {objects} objects from {maps} maps");
+                assert_eq!(written > 0, objects > 0, "{sql}");
+                let requests = metric(x, "shuffle_read_requests");
+                assert_eq!(requests > 0, metric(x, "shuffle_bytes_read") > 0, "{sql}");
+                let spills = x.metrics().and_then(|m| m.spill_count());
+                assert_eq!(spills, Some(0), "{sql}: spilled without a limit");
             }
             ran += 1;
         }
@@ -350,6 +360,9 @@ async fn explain_analyze_shows_shuffle_metrics() {
         "backend=local",
         "shuffle_records_written",
         "shuffle_bytes_read",
+        "shuffle_objects_written",
+        "shuffle_read_requests",
+        "spill_count",
     ] {
         assert!(text.contains(needle), "no {needle} in\n{text}");
     }

@@ -17,12 +17,13 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::execution::{SessionStateBuilder, TempFileFactory};
+use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
-use shuffle_datafusion::ShovelBuilder;
+use shuffle_datafusion::{ShovelBuilder, ShovelExchangeExec};
 use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
 
 async fn s3_manager(server: &EmbeddedS3, local: &Path, memory: u64) -> Arc<dyn ShuffleManager> {
@@ -312,5 +313,56 @@ async fn a_limit_too_small_fails_as_datafusion_does() {
         until_pool_empty(&manager).await,
         0,
         "reservations not given back"
+    );
+}
+
+/// The spills of every Shovel exchange in `plan` (DataFusion's
+/// `spill_count`).
+fn exchange_spills(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let here = if plan.is::<ShovelExchangeExec>() {
+        plan.metrics().and_then(|m| m.spill_count()).unwrap_or(0)
+    } else {
+        0
+    };
+    here + plan
+        .children()
+        .into_iter()
+        .map(exchange_spills)
+        .sum::<usize>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_buffers_spill_under_a_small_limit_and_say_so_in_the_metrics() {
+    let sql = "SELECT k, count(*) AS n FROM t GROUP BY k ORDER BY k";
+    let t = table(2, 300_000);
+    let plain = SessionContext::new_with_config(config());
+    plain.register_table("t", t.clone()).expect("t");
+    let want = rows(&plain, sql).await.expect("plain DataFusion");
+
+    let dir = tempfile::tempdir().expect("dir");
+    // 256 KiB for the exchange's map-output buffers alone (DataFusion's
+    // operators keep their own pool here), a few MiB of partial aggregates
+    // through it: the buffers spill.
+    let manager = local_manager(dir.path(), 256 << 10);
+    let ctx = shovel_ctx(ShovelBuilder::new(Arc::clone(&manager)).shared_memory(false));
+    ctx.register_table("t", t).expect("t");
+    let plan = ctx
+        .sql(sql)
+        .await
+        .expect("sql")
+        .create_physical_plan()
+        .await
+        .expect("plan");
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx())
+        .await
+        .expect("DataFusion + Shovel");
+    let got = concat_batches(&schema_of(&batches), &batches).expect("concat");
+    assert!(got == want, "rows differ from plain DataFusion's");
+    let spills = exchange_spills(&plan);
+    assert!(spills > 0, "the exchange's buffers did not spill");
+    assert_eq!(
+        spills as u64,
+        manager.metrics().snapshot().shuffle.spill_count,
+        "the exchange's spill_count is the manager's"
     );
 }

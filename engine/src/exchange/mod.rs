@@ -23,8 +23,7 @@ pub mod hash;
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::RecordBatch;
 use futures::StreamExt;
 use shuffle_core::{MapStatus, ShuffleManagerExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -125,40 +124,9 @@ impl BatchPartitioner {
     }
 }
 
-/// Splits `batch` by a per-row partition index (counting sort + `take`).
-pub fn split_by_index(
-    batch: &RecordBatch,
-    parts: &[u32],
-    n: usize,
-    mut f: impl FnMut(usize, RecordBatch) -> Result<()>,
-) -> Result<()> {
-    let mut counts = vec![0u32; n + 1];
-    for p in parts {
-        counts[*p as usize + 1] += 1;
-    }
-    if let Some(p) = counts[1..].iter().position(|c| *c as usize == parts.len()) {
-        return f(p, batch.clone());
-    }
-    for i in 1..=n {
-        counts[i] += counts[i - 1];
-    }
-    let mut pos = counts.clone();
-    let mut idx = vec![0u32; parts.len()];
-    for (row, p) in parts.iter().enumerate() {
-        let slot = &mut pos[*p as usize];
-        idx[*slot as usize] = row as u32;
-        *slot += 1;
-    }
-    let idx = UInt32Array::from(idx);
-    for p in 0..n {
-        let (s, e) = (counts[p] as usize, counts[p + 1] as usize);
-        if e > s {
-            let part = take_record_batch(batch, &idx.slice(s, e - s))?;
-            f(p, part)?;
-        }
-    }
-    Ok(())
-}
+/// Splits a batch by a per-row partition index: shared with the DataFusion
+/// adapter through the Arrow layer.
+pub use shuffle_arrow::partition::split_by_index;
 
 /// A partition's rows are encoded once they reach this many bytes: with
 /// hundreds of partitions, every input batch splits into tiny pieces, and

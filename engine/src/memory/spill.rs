@@ -192,7 +192,7 @@ impl BucketSpiller {
         let mut pieces = Vec::new();
         split_by_index(batch, &parts, SPILL_BUCKETS, |p, b| {
             pieces.push((p, b));
-            Ok(())
+            Ok::<_, crate::EngineError>(())
         })?;
         for (p, b) in pieces {
             if self.writers[p].is_none() {

@@ -354,6 +354,7 @@ impl ExecutionPlan for ShovelExchangeExec {
             )
             .map_err(|e| shuffle_error(e, read_context(shuffle_id, partition)))?;
             read.stored_bytes_read.add(reader.stored_bytes() as usize);
+            read.read_requests.add(reader.planned_requests() as usize);
             let batches = futures::stream::unfold(
                 (reader, read, 0u64),
                 move |(mut reader, read, seen)| async move {

@@ -81,6 +81,9 @@ impl MapTask {
         m.encoded_bytes_written.add(stats.encoded_bytes as usize);
         m.blocks_written.add(stats.blocks as usize);
         m.stored_bytes_written.add(status.total_bytes() as usize);
+        m.objects_written
+            .add(usize::from(status.lengths.iter().any(|&l| l > 0)));
+        m.spill_count.add(stats.spills as usize);
         Ok(status)
     }
 }

@@ -16,6 +16,11 @@ pub struct WriteMetrics {
     pub encoded_bytes_written: Count,
     pub stored_bytes_written: Count,
     pub blocks_written: Count,
+    /// Data objects written: one per map output with any row (the index is
+    /// its footer), none for an all-empty one.
+    pub objects_written: Count,
+    /// Spills of the map-output buffer (DataFusion's `spill_count`).
+    pub spill_count: Count,
     /// Hashing and splitting batches (DataFusion's `repartition_time`).
     pub repartition_time: Time,
     /// The whole map task: running the input, partitioning, writing, commit.
@@ -30,6 +35,8 @@ impl WriteMetrics {
             encoded_bytes_written: b().counter("shuffle_encoded_bytes_written", map),
             stored_bytes_written: b().counter("shuffle_bytes_written", map),
             blocks_written: b().counter("shuffle_blocks_written", map),
+            objects_written: b().counter("shuffle_objects_written", map),
+            spill_count: b().spill_count(map),
             repartition_time: b().subset_time("repartition_time", map),
             map_time: b().subset_time("shuffle_map_time", map),
         }
@@ -43,6 +50,8 @@ pub struct ReadMetrics {
     pub records_read: Count,
     pub encoded_bytes_read: Count,
     pub stored_bytes_read: Count,
+    /// Ranged reads of map outputs, retries not counted.
+    pub read_requests: Count,
 }
 
 impl ReadMetrics {
@@ -53,6 +62,7 @@ impl ReadMetrics {
             records_read: b().counter("shuffle_records_read", partition),
             encoded_bytes_read: b().counter("shuffle_encoded_bytes_read", partition),
             stored_bytes_read: b().counter("shuffle_bytes_read", partition),
+            read_requests: b().counter("shuffle_read_requests", partition),
         }
     }
 }
