@@ -62,36 +62,29 @@ fn s3() -> S3 {
     )
 }
 
-/// One test per check, per backend.
+/// One test per check, on each backend.
 macro_rules! relied_on {
-    ($backend:ident: $($check:ident),+ $(,)?) => {
-        mod $backend {
+    ($($check:ident),+ $(,)?) => {
+        mod local {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    shuffle_core::testing::$check(&super::$backend()).await;
+                    shuffle_core::testing::$check(&super::local()).await;
+                }
+            )+
+        }
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    shuffle_core::testing::$check(&super::s3()).await;
                 }
             )+
         }
     };
 }
 
-relied_on!(local:
-    round_trip,
-    every_contiguous_range,
-    empty_partitions,
-    all_empty_map_output,
-    concurrent_writers,
-    spilling_is_byte_identical,
-    abort_leaves_nothing,
-    remove_leaves_nothing,
-    flipped_byte_is_checksum_mismatch,
-    truncated_object_is_reported,
-    one_write_per_map_output,
-    cleanup_removes_spills,
-);
-
-relied_on!(s3:
+relied_on!(
     round_trip,
     every_contiguous_range,
     empty_partitions,
