@@ -18,7 +18,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shuffle_core::{ShuffleConfig, ShuffleManager};
 use shuffle_datafusion::{ShovelBuilder, ShovelExchangeExec};
-use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
+use shuffle_s3::EmbeddedS3;
+
+mod common;
+use common::{local_manager, s3_manager};
 
 const QUERIES: &[&str] = &[
     "SELECT g, count(*) AS n, sum(v) AS s, min(k) AS lo FROM t1 GROUP BY g",
@@ -174,30 +177,6 @@ fn shovel(manager: Arc<dyn ShuffleManager>) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-fn local_manager(dir: &tempfile::TempDir) -> Arc<dyn ShuffleManager> {
-    Arc::new(
-        shuffle_local::local_manager(ShuffleConfig {
-            local_dirs: vec![dir.path().to_path_buf()],
-            ..ShuffleConfig::default()
-        })
-        .expect("local manager"),
-    )
-}
-
-/// A Shovel manager over S3 on the embedded server.
-async fn s3_manager(server: &EmbeddedS3, local: &tempfile::TempDir) -> Arc<dyn ShuffleManager> {
-    let config = ShuffleConfig {
-        local_dirs: vec![local.path().to_path_buf()],
-        ..ShuffleConfig::default()
-    };
-    let shuffle = S3ShuffleBuilder::new(config)
-        .s3_config(server.config("differential").expect("S3 config"))
-        .build()
-        .await
-        .expect("S3 manager");
-    Arc::new(shuffle.manager)
-}
-
 async fn register(ctx: &SessionContext, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let parts = rng.gen_range(2..5);
@@ -325,7 +304,11 @@ async fn same_rows_as_datafusion(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_local_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ran = same_rows_as_datafusion(local_manager(&dir), 0..12).await;
+    let ran = same_rows_as_datafusion(
+        local_manager(dir.path(), ShuffleConfig::default().memory_limit),
+        0..12,
+    )
+    .await;
     assert_eq!(ran, 12 * (QUERIES.len() + RANDOM_QUERIES));
 }
 
@@ -333,7 +316,7 @@ async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_local_disk() {
 async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_s3() {
     let server = EmbeddedS3::start_temp().await.expect("embedded S3");
     let local = tempfile::tempdir().expect("tempdir");
-    let manager = s3_manager(&server, &local).await;
+    let manager = s3_manager(&server, local.path(), ShuffleConfig::default().memory_limit).await;
     let ran = same_rows_as_datafusion(Arc::clone(&manager), 100..104).await;
     assert_eq!(ran, 4 * (QUERIES.len() + RANDOM_QUERIES));
     assert!(
@@ -345,7 +328,10 @@ async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_analyze_shows_shuffle_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ctx = shovel(local_manager(&dir));
+    let ctx = shovel(local_manager(
+        dir.path(),
+        ShuffleConfig::default().memory_limit,
+    ));
     register(&ctx, 7).await;
     let batches = ctx
         .sql("EXPLAIN ANALYZE SELECT g, count(*) FROM t1 GROUP BY g")
@@ -386,7 +372,10 @@ fn map_objects(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_map_output_fails_the_query_naming_shuffle_map_and_object() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ctx = shovel(local_manager(&dir));
+    let ctx = shovel(local_manager(
+        dir.path(),
+        ShuffleConfig::default().memory_limit,
+    ));
     register(&ctx, 3).await;
     let plan = plan(&ctx, QUERIES[0]).await;
     let mut found = Vec::new();

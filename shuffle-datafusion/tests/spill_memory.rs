@@ -22,35 +22,12 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shuffle_core::{ShuffleConfig, ShuffleManager};
+use shuffle_core::ShuffleManager;
 use shuffle_datafusion::{ShovelBuilder, ShovelExchangeExec};
-use shuffle_s3::{EmbeddedS3, S3ShuffleBuilder};
+use shuffle_s3::EmbeddedS3;
 
-async fn s3_manager(server: &EmbeddedS3, local: &Path, memory: u64) -> Arc<dyn ShuffleManager> {
-    let config = ShuffleConfig {
-        local_dirs: vec![local.to_path_buf()],
-        memory_limit: memory,
-        ..ShuffleConfig::default()
-    };
-    let shuffle = S3ShuffleBuilder::new(config)
-        .s3_config(server.config("df").expect("S3 config"))
-        .spill_to_s3(true)
-        .build()
-        .await
-        .expect("S3 manager");
-    Arc::new(shuffle.manager)
-}
-
-fn local_manager(dir: &Path, memory: u64) -> Arc<dyn ShuffleManager> {
-    Arc::new(
-        shuffle_local::local_manager(ShuffleConfig {
-            local_dirs: vec![dir.to_path_buf()],
-            memory_limit: memory,
-            ..ShuffleConfig::default()
-        })
-        .expect("local manager"),
-    )
-}
+mod common;
+use common::{local_manager, s3_manager};
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
