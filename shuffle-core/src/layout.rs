@@ -101,6 +101,18 @@ pub const JOB_MARKER: &str = "_shovel_job.json";
 /// a temporary file to `gc`.
 pub const PROBE_OBJECT: &str = "_shovel_probe";
 
+/// `_shovel_probe` or `_shovel_probe-<16 hex digits>` (a probe named by the
+/// process that wrote it; several processes of one job probe at once).
+fn is_probe(file: &str) -> bool {
+    match file.strip_prefix(PROBE_OBJECT) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('-')
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+        None => false,
+    }
+}
+
 /// The top-level directory of spill objects (`spill/<app_id>/...`); never an app id.
 pub const SPILL_DIR: &str = "spill";
 
@@ -208,7 +220,7 @@ impl Layout {
                 let kind = match split_temp(file) {
                     Some(stem) => (stem == marker_stem()).then_some(ObjectKind::Temp),
                     None if *file == JOB_MARKER => Some(ObjectKind::JobMarker),
-                    None => (*file == PROBE_OBJECT).then_some(ObjectKind::Temp),
+                    None => is_probe(file).then_some(ObjectKind::Temp),
                 }?;
                 (*app, kind)
             }
@@ -363,11 +375,18 @@ mod grammar_tests {
             let tmp = tmp.to_string_lossy();
             assert_eq!(kind(&tmp), Some(ObjectKind::Temp), "{tmp}");
         }
-        // What an interrupted start-up probe leaves.
-        assert_eq!(
-            kind(&format!("{}{PROBE_OBJECT}", layout.app_prefix())),
-            Some(ObjectKind::Temp)
-        );
+        // What an interrupted start-up probe leaves (older and current names).
+        for name in [
+            PROBE_OBJECT.to_string(),
+            format!("{PROBE_OBJECT}-0000abcd12345678"),
+        ] {
+            assert_eq!(
+                kind(&format!("{}{name}", layout.app_prefix())),
+                Some(ObjectKind::Temp),
+                "{name}"
+            );
+        }
+        assert_eq!(kind(&format!("{}{PROBE_OBJECT}-x", layout.app_prefix())), None);
     }
 
     #[test]

@@ -53,8 +53,11 @@
 //! list: on S3 a `delete_prefix` is one LIST per bucket and hash prefix.
 //! Objects the manager never knew of (written under the same app id by
 //! another process, or left by a process killed before its cleanup) are
-//! `gc`'s to delete; `delete_prefix` is kept for `gc` and for stores used
-//! without a manager.
+//! `gc`'s to delete; `delete_prefix` is kept for `gc`, for stores used
+//! without a manager, and for [`ShuffleManager::purge_app`]: the owner of
+//! an app whose map outputs other processes wrote (a distributed engine's
+//! driver, whose executors write under the app id it chose) removes the
+//! whole app by listing it once the job is over.
 //!
 //! # Object layout
 //! See [`crate::layout`].
@@ -160,6 +163,12 @@ pub trait ShuffleManager: Send + Sync + Debug {
     /// job marker) by the keys it knows, without listing (see the
     /// Contract); returns how many shuffle and spill objects it deleted.
     async fn cleanup_app(&self) -> Result<u64>;
+    /// Deletes every object under this app's prefix, listing the store,
+    /// then does what [`Self::cleanup_app`] does: for the owner of an app
+    /// whose objects other processes wrote under its app id (a distributed
+    /// engine's executors). Call it only once no process writes to the app.
+    /// Returns how many objects it deleted.
+    async fn purge_app(&self) -> Result<u64>;
     /// Ends the job but keeps its committed map outputs (`--keep-shuffle`):
     /// stops refreshing and deletes the job marker, deletes spill files, and
     /// returns where the outputs are (one location per root). `gc` removes
@@ -607,6 +616,18 @@ impl ShuffleManager for StoreShuffleManager {
         let shuffle = self.delete_known(None).await?;
         let spills = self.inner.spill.cleanup().await?;
         Ok(shuffle + spills)
+    }
+
+    async fn purge_app(&self) -> Result<u64> {
+        // Known keys first: that also stops the marker's refresh, which
+        // would otherwise write the marker again after the listing.
+        let known = self.cleanup_app().await?;
+        let listed = self
+            .inner
+            .store
+            .delete_prefix(&self.inner.layout.app_prefix())
+            .await?;
+        Ok(known + listed)
     }
 
     fn supports_reliable_storage(&self) -> bool {

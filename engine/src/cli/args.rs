@@ -79,6 +79,9 @@ enum Sub {
     S3Server(S3ServerFlags),
     /// Render an event log (from --event-log) as the HTML report
     Report(ReportFlags),
+    /// Run Apache Ballista's scheduler, or an executor whose shuffle is Shovel
+    #[cfg(feature = "ballista")]
+    Ballista(BallistaFlags),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -158,6 +161,11 @@ struct Q80Flags {
     /// Any engine, shuffle or s3.* key, e.g. --conf s3.region=eu-west-1 (repeatable)
     #[arg(long, value_name = "KEY=VALUE", help_heading = "Engine")]
     conf: Vec<String>,
+    /// With --engine ballista: run on the Ballista scheduler at HOST:PORT instead of starting
+    /// a local cluster (its executors must use the same shuffle store)
+    #[arg(long, value_name = "HOST:PORT", value_parser = with("--cluster", parse_bind),
+          help_heading = "Engine")]
+    cluster: Option<std::net::SocketAddr>,
 
     /// Executors tasks are placed on (partition % N)
     #[arg(long, value_name = "N", default_value = "1", allow_negative_numbers = true,
@@ -234,6 +242,148 @@ struct S3ServerFlags {
     allow_remote: bool,
 }
 
+/// `shovel ballista`'s flags.
+#[cfg(feature = "ballista")]
+#[derive(Args, Debug)]
+struct BallistaFlags {
+    #[command(subcommand)]
+    role: BallistaSub,
+}
+
+#[cfg(feature = "ballista")]
+#[derive(Subcommand, Debug)]
+enum BallistaSub {
+    /// Ballista's scheduler (plans jobs, cuts stages, assigns tasks), until Ctrl-C or SIGTERM
+    Scheduler {
+        /// Address to listen on (loopback only)
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:50050",
+              value_parser = with("--bind", parse_bind))]
+        bind: std::net::SocketAddr,
+        /// Declare an executor lost after this many seconds without a heartbeat
+        #[arg(long, value_name = "SECS", default_value = "10",
+              value_parser = with("--executor-timeout", parse_count))]
+        executor_timeout: usize,
+    },
+    /// A Ballista executor that writes and reads every shuffle through Shovel
+    Executor(Box<BallistaExecutorFlags>),
+}
+
+#[cfg(feature = "ballista")]
+#[derive(Args, Debug)]
+struct BallistaExecutorFlags {
+    /// The scheduler's address
+    #[arg(long, value_name = "HOST:PORT", value_parser = with("--scheduler", parse_bind))]
+    scheduler: std::net::SocketAddr,
+    /// Arrow Flight port (Ballista requires one; Shovel's stages serve no data on it); 0: free
+    #[arg(long, value_name = "PORT", default_value = "0")]
+    flight_port: u16,
+    /// Task gRPC port; 0: a free one
+    #[arg(long, value_name = "PORT", default_value = "0")]
+    grpc_port: u16,
+    /// Task slots
+    #[arg(long, value_name = "N", default_value = "2", value_parser = with("--slots", parse_count))]
+    slots: usize,
+    /// Ballista's work directory [default: a temp dir]
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Where shuffle files go (every executor and the client must use the same store)
+    #[arg(long, value_name = "BACKEND", default_value = "local", ignore_case = true,
+          value_parser = backend_parser())]
+    shuffle: ShuffleBackend,
+    /// Spill to the S3 bucket too (needs --shuffle s3)
+    #[arg(long)]
+    spill_to_s3: bool,
+    /// Local shuffle directory, shared by the executors (repeatable)
+    #[arg(long, value_name = "DIR")]
+    local_dir: Vec<PathBuf>,
+    /// Bucket and prefix for shuffle objects
+    #[arg(long, value_name = "s3://B/P", value_parser = with("--s3-bucket", parse_bucket))]
+    s3_bucket: Option<String>,
+    /// S3-compatible endpoint
+    #[arg(long, value_name = "URL", value_parser = with("--s3-endpoint", parse_endpoint))]
+    s3_endpoint: Option<String>,
+    /// Memory budget of the executor's shuffle buffers
+    #[arg(long, value_name = "SIZE", default_value = "2GiB",
+          value_parser = with("--memory", parse_size_arg))]
+    memory: usize,
+    /// Any shuffle or s3.* key (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    conf: Vec<String>,
+    /// Write this executor's stats (JSON: tasks, shuffle bytes, peak RSS) here
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
+    /// Seconds between heartbeats to the scheduler
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = with("--heartbeat", parse_count))]
+    heartbeat: usize,
+    /// Use Ballista's own shuffle (work dir + Flight) instead of Shovel: a baseline
+    #[arg(long)]
+    native_shuffle: bool,
+    /// Testing: SIGKILL this process once it committed map outputs in N stages
+    #[arg(long, value_name = "N", hide = true, value_parser = with("--sigkill-after-stages", parse_count))]
+    sigkill_after_stages: Option<usize>,
+}
+
+#[cfg(feature = "ballista")]
+fn build_ballista(f: BallistaFlags) -> Result<Command, CliError> {
+    use super::ballista::{BallistaArgs, ExecutorArgs, SchedulerArgs};
+    let loopback = |flag: &str, a: &std::net::SocketAddr| {
+        if a.ip().is_loopback() {
+            Ok(())
+        } else {
+            Err(CliError::usage(format!(
+                "{flag} {a} is not a loopback address: Ballista's gRPC is unauthenticated plain \
+                 HTTP/2; bind 127.0.0.1:PORT"
+            )))
+        }
+    };
+    Ok(Command::Ballista(match f.role {
+        BallistaSub::Scheduler {
+            bind,
+            executor_timeout,
+        } => {
+            loopback("--bind", &bind)?;
+            BallistaArgs::Scheduler(SchedulerArgs {
+                bind,
+                executor_timeout: executor_timeout as u64,
+            })
+        }
+        BallistaSub::Executor(e) => {
+            let mut config = EngineConfig {
+                backend: e.shuffle,
+                spill_to_s3: e.spill_to_s3,
+                s3_bucket: e.s3_bucket,
+                memory_budget: e.memory,
+                ..EngineConfig::default()
+            };
+            let mut pairs = Vec::new();
+            if !e.local_dir.is_empty() {
+                let dirs: Vec<String> = e.local_dir.iter().map(|d| d.display().to_string()).collect();
+                pairs.push(("local.dirs".to_string(), dirs.join(",")));
+            }
+            if let Some(ep) = e.s3_endpoint {
+                pairs.push(("s3.endpoint".to_string(), ep));
+            }
+            for kv in &e.conf {
+                apply_conf(&mut config, &mut pairs, kv)?;
+            }
+            BallistaArgs::Executor(Box::new(ExecutorArgs {
+                scheduler: e.scheduler,
+                bind_host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                flight_port: e.flight_port,
+                grpc_port: e.grpc_port,
+                slots: e.slots,
+                work_dir: e.work_dir,
+                config,
+                pairs,
+                stats: e.stats,
+                sigkill_after_stages: e.sigkill_after_stages,
+                heartbeat_secs: e.heartbeat as u64,
+                native_shuffle: e.native_shuffle,
+            }))
+        }
+    }))
+}
+
 /// `shovel report`'s flags.
 #[derive(Args, Debug)]
 struct ReportFlags {
@@ -279,6 +429,9 @@ pub enum Command {
     S3Server(super::s3_server::S3ServerArgs),
     /// `shovel report EVENTLOG --html FILE`.
     Report(ReportArgs),
+    /// `shovel ballista scheduler|executor`.
+    #[cfg(feature = "ballista")]
+    Ballista(super::ballista::BallistaArgs),
 }
 
 /// `shovel report`.
@@ -388,6 +541,8 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             html: r.html,
         })),
         Sub::Completions { shell } => Ok(Command::Completions(shell)),
+        #[cfg(feature = "ballista")]
+        Sub::Ballista(b) => build_ballista(b),
     }
 }
 
@@ -396,7 +551,7 @@ fn render_clap_error(e: clap::Error, args: &[String]) -> Result<Command, CliErro
     let sub = args.first().map(String::as_str).filter(|s| {
         matches!(
             *s,
-            "q80" | "gen" | "gc" | "s3-server" | "report" | "completions"
+            "q80" | "gen" | "gc" | "s3-server" | "report" | "completions" | "ballista"
         )
     });
     let see = match sub {
@@ -576,6 +731,7 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
     job.keep_shuffle = f.keep_shuffle;
     job.date = f.date;
     job.engine = f.engine;
+    job.cluster = f.cluster;
 
     // --conf, refusing one that contradicts a flag on the same line.
     let mut memory_by = given(m, "memory").then(|| spelled(m, "memory", "--memory"));
@@ -740,6 +896,10 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
             )));
         }
     }
+    if job.engine == QueryEngine::Ballista && !given(m, "executors") && config.executors == 1 {
+        // A Ballista run starts two executor processes unless told otherwise.
+        config.executors = 2;
+    }
     if let Some(loss) = &job.lose_executor {
         if loss.executor >= config.executors {
             return Err(CliError::usage(format!(
@@ -753,6 +913,13 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
     }
     if job.engine == QueryEngine::DataFusion {
         check_datafusion_flags(&job, m, &config)?;
+    }
+    if job.engine == QueryEngine::Ballista {
+        check_ballista_flags(&job, &config)?;
+    } else if job.cluster.is_some() {
+        return Err(CliError::usage(
+            "--cluster applies to --engine ballista only; add --engine ballista or drop --cluster",
+        ));
     }
     if let Some(b) = &config.s3_bucket {
         // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
@@ -917,6 +1084,32 @@ fn check_datafusion_flags(
         }
         None => Ok(()),
     }
+}
+
+/// `--engine ballista`: `--executors` counts executor processes (2 unless
+/// given), `--parallelism` is each one's task slots; `--keep-shuffle` and
+/// `--lose-executor` with `--cluster` are refused.
+fn check_ballista_flags(job: &Q80Job, config: &EngineConfig) -> Result<(), CliError> {
+    if job.keep_shuffle || config.keep_shuffle {
+        return Err(CliError::usage(
+            "--keep-shuffle applies to --engine shovel only: a Ballista run's objects are purged \
+             once its executors stop; drop --keep-shuffle",
+        ));
+    }
+    if job.cluster.is_some() && job.lose_executor.is_some() {
+        return Err(CliError::usage(
+            "--lose-executor needs the executors this run starts; drop --cluster or --lose-executor",
+        ));
+    }
+    if let Some(loss) = &job.lose_executor {
+        if config.executors < 2 {
+            return Err(CliError::usage(format!(
+                "--lose-executor {} needs another executor to finish the query; add --executors 2",
+                loss.executor
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `E[@S]` of `--lose-executor`.

@@ -14,10 +14,16 @@
 //!                 report.rs: RunReport (stderr text, --report JSON)
 //! ```
 //!
+//! `--engine ballista` and `shovel ballista scheduler|executor` (cargo
+//! feature `ballista`): ballista.rs starts a local Ballista cluster of
+//! `shovel` processes whose executors shuffle through Shovel.
+//!
 //! [`run::run_q80`] is public so the golden tests and the q80 benchmark run
 //! exactly what the binary runs.
 
 pub mod args;
+#[cfg(feature = "ballista")]
+pub mod ballista;
 pub mod data;
 pub mod df;
 pub mod gc;
@@ -102,6 +108,8 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
         Command::Gc(g) => gc::run(&g),
         Command::S3Server(a) => s3_server::run(&a),
         Command::Report(r) => observe::run_report(&r),
+        #[cfg(feature = "ballista")]
+        Command::Ballista(b) => ballista::run(&b),
     }
 }
 

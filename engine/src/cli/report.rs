@@ -10,6 +10,7 @@ use shuffle_core::MetricsSnapshot;
 
 use crate::config::RequestPrices;
 use crate::json::Json;
+use serde::{Deserialize, Serialize};
 use crate::metrics::JobSummary;
 
 use super::run::Q80Job;
@@ -202,6 +203,8 @@ pub struct RunReport {
     pub events: Vec<crate::events::Event>,
     /// Tuning advice from the events ([`crate::events::advice`]).
     pub advice: Vec<crate::events::Advice>,
+    /// `--engine ballista`: the cluster's processes and what they did.
+    pub ballista: Option<BallistaSummary>,
 }
 
 impl RunReport {
@@ -237,6 +240,7 @@ impl RunReport {
             error: None,
             events: Vec::new(),
             advice: Vec::new(),
+            ballista: None,
         }
     }
 
@@ -459,6 +463,11 @@ impl RunReport {
             }
             None => {}
         }
+        if let Some(b) = &self.ballista {
+            for line in b.text().lines() {
+                let _ = writeln!(o, "   {line}");
+            }
+        }
         for (i, a) in self.advice.iter().enumerate() {
             let head = if i == 0 { "advice" } else { "" };
             let _ = writeln!(o, "   {head:<11} {a}");
@@ -651,6 +660,9 @@ impl RunReport {
         // serde for the new parts (issue 14 retires the hand-written writer).
         let advice = serde_json::to_string(&self.advice).unwrap_or_else(|_| "[]".into());
         w.raw("advice", &advice);
+        if let Some(b) = &self.ballista {
+            w.raw("ballista", &serde_json::to_string(b).unwrap_or_else(|_| "null".into()));
+        }
         match &self.job {
             Some(j) => w.raw("job", &j.to_json()),
             None => w.raw("job", "null"),
@@ -794,3 +806,111 @@ mod tests {
         assert!(j.trim_end().ends_with("\"job\":null}"), "{j}");
     }
 }
+
+// ── Ballista runs (`--engine ballista`, see `cli::ballista`) ──
+
+/// One executor's record of the run (its stats file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecutorStats {
+    pub pid: u32,
+    pub tasks: Vec<TaskStat>,
+    pub shuffle_bytes_written: u64,
+    pub shuffle_records_written: u64,
+    pub shuffle_bytes_read: u64,
+    pub shuffle_read_requests: u64,
+    /// Requests this executor sent to the store (S3; 0 on local disk).
+    pub store_requests: u64,
+    /// Peak resident memory of the process (VmHWM).
+    pub peak_rss_bytes: u64,
+}
+
+/// One committed task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskStat {
+    pub stage: u32,
+    pub stage_attempt: u32,
+    pub task: u32,
+    pub task_attempt: u32,
+    pub bytes: u64,
+    pub records: u64,
+}
+
+/// What a Ballista run reports (the summary's Ballista section).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BallistaSummary {
+    pub scheduler: String,
+    /// Per executor, in start order (killed ones included).
+    pub executors: Vec<ExecutorStats>,
+    /// Stages that committed map outputs.
+    pub stages: u64,
+    /// Tasks Ballista ran again after losing an executor (stage attempts
+    /// above 0).
+    pub recomputed_tasks: u64,
+    /// Executors killed on purpose (`--lose-executor`).
+    pub lost_executors: Vec<usize>,
+    /// Peak RSS of the driver (this process).
+    pub driver_peak_rss_bytes: u64,
+    /// Files in the executors' work directories after the query
+    /// (`<job>/<stage>/<partition>/<file>`): the outputs of the stages
+    /// Ballista's own writer ran (the last stage, broadcast sides); none of
+    /// a stage Shovel wrote.
+    pub work_dir_files: Vec<String>,
+}
+
+impl BallistaSummary {
+    pub fn from_executors(scheduler: String, executors: Vec<ExecutorStats>, lost: Vec<usize>) -> Self {
+        let stages: std::collections::BTreeSet<u32> = executors
+            .iter()
+            .flat_map(|e| e.tasks.iter().map(|t| t.stage))
+            .collect();
+        let recomputed = executors
+            .iter()
+            .flat_map(|e| &e.tasks)
+            .filter(|t| t.stage_attempt > 0)
+            .count() as u64;
+        Self {
+            scheduler,
+            executors,
+            stages: stages.len() as u64,
+            recomputed_tasks: recomputed,
+            lost_executors: lost,
+            work_dir_files: Vec::new(),
+            driver_peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
+        }
+    }
+
+    /// The summary's text lines.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "ballista: scheduler {}, {} executor(s), {} stages, {} task(s) re-run after executor loss{}\n",
+            self.scheduler,
+            self.executors.len(),
+            self.stages,
+            self.recomputed_tasks,
+            if self.lost_executors.is_empty() {
+                String::new()
+            } else {
+                format!(" (lost: {:?})", self.lost_executors)
+            }
+        );
+        for (i, e) in self.executors.iter().enumerate() {
+            let mut per_stage: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+            for t in &e.tasks {
+                *per_stage.entry(t.stage).or_default() += 1;
+            }
+            out.push_str(&format!(
+                "  executor {i} (pid {}): {} tasks in stages {:?}, shuffle written {} B, read {} B in {} ranged reads, {} store requests, peak RSS {} MiB\n",
+                e.pid,
+                e.tasks.len(),
+                per_stage,
+                e.shuffle_bytes_written,
+                e.shuffle_bytes_read,
+                e.shuffle_read_requests,
+                e.store_requests,
+                e.peak_rss_bytes >> 20
+            ));
+        }
+        out
+    }
+}
+

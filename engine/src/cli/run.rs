@@ -90,6 +90,15 @@ pub struct Q80Job {
     pub event_log: Option<PathBuf>,
     /// Time between samples (`--event-log-interval`).
     pub event_log_interval: Duration,
+    /// `--engine ballista`: run on the scheduler at this address instead
+    /// of starting a local cluster (`--cluster`).
+    pub cluster: Option<std::net::SocketAddr>,
+    /// `--engine ballista`: the `shovel` binary that runs the scheduler and
+    /// executors [default: this process's executable].
+    pub shovel_exe: Option<PathBuf>,
+    /// `--engine ballista`: executors use Ballista's own shuffle (the
+    /// benchmark's baseline; not a CLI flag).
+    pub ballista_native_shuffle: bool,
 }
 
 /// Which engine runs q80 (`--engine`); both shuffle through the run's one
@@ -102,15 +111,23 @@ pub enum QueryEngine {
     /// Apache DataFusion running q80's SQL text, with Shovel's exchange,
     /// spill and memory pool installed (see `cli::df`).
     DataFusion,
+    /// Apache Ballista (a scheduler and executor processes) running q80's
+    /// SQL text, every stage shuffled through Shovel (see `cli::ballista`).
+    Ballista,
 }
 
 impl QueryEngine {
-    pub const ALL: [QueryEngine; 2] = [QueryEngine::Shovel, QueryEngine::DataFusion];
+    pub const ALL: [QueryEngine; 3] = [
+        QueryEngine::Shovel,
+        QueryEngine::DataFusion,
+        QueryEngine::Ballista,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             QueryEngine::Shovel => "shovel",
             QueryEngine::DataFusion => "datafusion",
+            QueryEngine::Ballista => "ballista",
         }
     }
 }
@@ -130,7 +147,7 @@ impl std::str::FromStr for QueryEngine {
             .find(|e| e.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 CliError::usage(format!(
-                    "invalid --engine `{s}`: expected shovel or datafusion"
+                    "invalid --engine `{s}`: expected shovel, datafusion or ballista"
                 ))
             })
     }
@@ -183,6 +200,9 @@ impl Default for Q80Job {
             engine: QueryEngine::default(),
             event_log: None,
             event_log_interval: Duration::from_millis(100),
+            cluster: None,
+            shovel_exe: None,
+            ballista_native_shuffle: false,
         }
     }
 }
@@ -218,6 +238,9 @@ struct Backend {
     /// The first local shuffle/spill directory (`--engine datafusion`
     /// writes its spill files under `<it>/spill/<app id>`).
     local_root: PathBuf,
+    /// The resolved shuffle keys the manager was built from (Ballista's
+    /// executors get the same).
+    pairs: Vec<(String, String)>,
 }
 
 /// The value of shuffle key `key` in `pairs` (last wins), else its
@@ -443,6 +466,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
             description,
             outputs_at,
             local_root,
+            pairs,
         },
         config,
     ))
@@ -627,6 +651,18 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
                 &config,
                 &manager,
                 &spill_dir,
+                data_dir,
+                &mut timings,
+                &mut report,
+            ))
+            .await
+        }
+        QueryEngine::Ballista => {
+            Box::pin(execute_ballista(
+                job,
+                &config,
+                &backend.pairs,
+                &manager,
                 data_dir,
                 &mut timings,
                 &mut report,
@@ -988,6 +1024,79 @@ async fn execute_datafusion(
     let csv = q80_csv(&rows);
     timings.output_ms = ms(t);
     Ok((csv, rows))
+}
+
+/// `--engine ballista`: q80 on a Ballista cluster (see `cli::ballista`).
+#[cfg(feature = "ballista")]
+async fn execute_ballista(
+    job: &Q80Job,
+    config: &EngineConfig,
+    pairs: &[(String, String)],
+    manager: &Arc<dyn ShuffleManager>,
+    data_dir: &Path,
+    timings: &mut Timings,
+    report: &mut RunReport,
+) -> Result<(String, Vec<Q80Row>), CliError> {
+    let shovel_exe = match &job.shovel_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| {
+            CliError::runtime(format!("cannot find the shovel binary to start Ballista with: {e}"))
+        })?,
+    };
+    let spec = super::ballista::ClusterSpec {
+        shovel_exe,
+        executors: config.executors.max(1),
+        slots: config.parallelism.max(1),
+        config: config.clone(),
+        pairs: pairs.to_vec(),
+        lose: job.lose_executor.map(|l| {
+            (
+                l.executor,
+                l.after_stages.unwrap_or(DEFAULT_LOSS_AFTER_STAGES),
+            )
+        }),
+        native_shuffle: job.ballista_native_shuffle,
+    };
+    let t = Instant::now();
+    let run = super::ballista::execute(&spec, job.cluster, config, manager, data_dir, job.date);
+    let result = if job.interruptible {
+        let signals = StopSignals::install()?;
+        tokio::select! {
+            biased;
+            sig = signals.wait() => {
+                timings.execute_ms = ms(t);
+                // Dropping `run` drops the cluster, which stops its processes.
+                return Err(interrupted(sig, ""));
+            }
+            r = run => r,
+        }
+    } else {
+        run.await
+    };
+    timings.execute_ms = ms(t);
+    let (rows, summary) = result?;
+    report.planned_stages = summary.stages;
+    report.ballista = Some(summary);
+    let t = Instant::now();
+    let csv = q80_csv(&rows);
+    timings.output_ms = ms(t);
+    Ok((csv, rows))
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn execute_ballista(
+    _job: &Q80Job,
+    _config: &EngineConfig,
+    _pairs: &[(String, String)],
+    _manager: &Arc<dyn ShuffleManager>,
+    _data_dir: &Path,
+    _timings: &mut Timings,
+    _report: &mut RunReport,
+) -> Result<(String, Vec<Q80Row>), CliError> {
+    Err(CliError::usage(
+        "this shovel was built without Ballista; build it with \
+         `cargo build --release --features ballista` (or `cargo run --release --features ballista --bin shovel -- q80 --engine ballista`)",
+    ))
 }
 
 /// A signal that stops a run.

@@ -120,7 +120,7 @@ async fn serve_until_stopped(args: &S3ServerArgs) -> Result<(), CliError> {
 }
 
 /// A future that completes with the name of the first Ctrl-C or SIGTERM.
-fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>, CliError> {
+pub(super) fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>, CliError> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -40,7 +40,7 @@
 
 pub mod advice;
 pub mod html;
-mod proc;
+pub(crate) mod proc;
 mod recorder;
 
 use std::io::BufRead;

@@ -10,6 +10,14 @@ pub(crate) fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Peak resident memory of this process (VmHWM), in bytes.
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// User plus system CPU time of the process, in milliseconds
 /// (`utime` + `stime` of `/proc/self/stat`, in clock ticks).
 pub(crate) fn cpu_ms() -> Option<f64> {

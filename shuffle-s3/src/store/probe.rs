@@ -146,10 +146,18 @@ impl Inner {
             self.probe_bucket_exists(bucket).await?;
         }
         let app = app_prefix.trim_matches('/');
+        // A name of this process's own: the processes of one distributed job
+        // share the app id and start at once (Ballista's executors), and one
+        // probe's DELETE must not remove another's object before its GET.
+        let name = format!(
+            "{PROBE_OBJECT}-{:08x}{:08x}",
+            std::process::id(),
+            rand::thread_rng().gen::<u32>()
+        );
         let path = if app.is_empty() {
-            PROBE_OBJECT.to_string()
+            name
         } else {
-            format!("{app}/{PROBE_OBJECT}")
+            format!("{app}/{name}")
         };
         let mut conditional = if self.conditional.load(Ordering::Relaxed) {
             Conditional::Honoured

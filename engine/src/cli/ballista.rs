@@ -1,0 +1,679 @@
+//! Apache Ballista with Shovel as its shuffle: `shovel ballista scheduler`,
+//! `shovel ballista executor` and `shovel q80 --engine ballista`.
+//!
+//! ```text
+//!  shovel q80 --engine ballista --executors N        (the driver; LocalCluster)
+//!     ├─ spawns  shovel ballista scheduler --bind 127.0.0.1:P          (Ballista's scheduler)
+//!     ├─ spawns  N × shovel ballista executor --scheduler 127.0.0.1:P \
+//!     │             --shuffle .. --conf <the run's resolved shuffle keys> (Shovel-backed executors)
+//!     ├─ registers q80's Parquet tables, submits q80's SQL with shovel.app_id = the run's app id
+//!     ├─ collects the answer ─▶ the same canonical CSV as the other engines
+//!     └─ stops every process it started (also on failure and on Ctrl-C / SIGTERM),
+//!        reads each executor's stats file, purges the app's objects
+//! ```
+//!
+//! With `--cluster HOST:PORT` the driver submits to a cluster that is up and
+//! starts nothing; the executors there must use the same store.
+//!
+//! Every executor writes and reads every stage through Shovel
+//! ([`shuffle_ballista`]): with `--shuffle s3` nothing lands in its work
+//! directory; with `--shuffle local` the map outputs go to the run's local
+//! directory, which all executors on this machine share (as a shared mount
+//! would on a real cluster).
+//!
+//! **Executor loss.** `--lose-executor E@S` makes executor E SIGKILL itself
+//! once it has committed map outputs in S stages: a real `kill -9` of a real
+//! process, at a repeatable point. Ballista's scheduler then re-runs the
+//! stages whose outputs it believes were on that executor (it does not know
+//! they are in Shovel's store); the summary counts those re-run tasks from
+//! the executors' own records (tasks of a stage attempt above 0).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use shuffle_ballista::cluster::{ExecutorSettings, Liveness};
+use shuffle_ballista::{ManagerFactory, ShovelExecutionEngine};
+use shuffle_core::ShuffleManager;
+
+use super::args::one_line;
+use super::report::{BallistaSummary, ExecutorStats, TaskStat};
+use super::CliError;
+use crate::config::{EngineConfig, ShuffleBackend};
+use crate::queries::q80::table_path;
+use crate::tpcds::{Q80Row, SqlDate, Q80_TABLES};
+
+/// `shovel ballista scheduler`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerArgs {
+    pub bind: SocketAddr,
+    /// An executor silent this long is lost (seconds).
+    pub executor_timeout: u64,
+}
+
+/// `shovel ballista executor`.
+#[derive(Debug, Clone)]
+pub struct ExecutorArgs {
+    pub scheduler: SocketAddr,
+    pub bind_host: IpAddr,
+    /// Arrow Flight port (0: a free one).
+    pub flight_port: u16,
+    /// Task gRPC port (0: a free one).
+    pub grpc_port: u16,
+    pub slots: usize,
+    /// Ballista's work directory [default: a temp dir].
+    pub work_dir: Option<PathBuf>,
+    /// The shuffle backend and memory settings (as for `q80`).
+    pub config: EngineConfig,
+    /// Shuffle keys (`--conf`, `--local-dir`, `--s3-endpoint`).
+    pub pairs: Vec<(String, String)>,
+    /// Write this executor's stats (JSON) here, refreshed as tasks commit.
+    pub stats: Option<PathBuf>,
+    /// SIGKILL this process once it committed map outputs in this many
+    /// stages (`q80 --lose-executor`).
+    pub sigkill_after_stages: Option<usize>,
+    pub heartbeat_secs: u64,
+    /// Ballista's own shuffle (files in the work directory, served over
+    /// Flight) instead of Shovel: the baseline of the benchmark.
+    pub native_shuffle: bool,
+}
+
+/// `shovel ballista {scheduler|executor}`.
+#[derive(Debug, Clone)]
+pub enum BallistaArgs {
+    Scheduler(SchedulerArgs),
+    Executor(Box<ExecutorArgs>),
+}
+
+/// Runs a `shovel ballista` subcommand until Ctrl-C or SIGTERM.
+pub fn run(args: &BallistaArgs) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the tokio runtime: {e}")))?;
+    let result = rt.block_on(async {
+        match args {
+            BallistaArgs::Scheduler(a) => run_scheduler(a).await,
+            BallistaArgs::Executor(a) => run_executor(a).await,
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+async fn run_scheduler(a: &SchedulerArgs) -> Result<(), CliError> {
+    let stop = super::s3_server::stop_signal()?;
+    let liveness = Liveness {
+        heartbeat_secs: (a.executor_timeout / 4).max(1),
+        timeout_secs: a.executor_timeout.max(2),
+    };
+    eprintln!("shovel ballista scheduler: listening on {}", a.bind);
+    tokio::select! {
+        r = shuffle_ballista::cluster::run_scheduler(a.bind, liveness) => r.map_err(|e| {
+            CliError::runtime(format!("ballista scheduler: {}", one_line(&e.to_string())))
+        }),
+        sig = stop => {
+            eprintln!("shovel ballista scheduler: {sig}: stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The factory of per-app managers: the executor's backend with the app id
+/// the client chose. Building an S3 client is async; Ballista asks for an
+/// engine synchronously, once per job, so it runs on a thread of its own.
+fn manager_factory(config: EngineConfig, pairs: Vec<(String, String)>) -> ManagerFactory {
+    Arc::new(move |app_id: &str| {
+        let mut pairs = pairs.clone();
+        pairs.push(("shuffle.app_id".into(), app_id.to_string()));
+        let config = config.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| shuffle_core::Error::Protocol(format!("a runtime to build the manager: {e}")))?;
+                rt.block_on(crate::session::build_shuffle_manager(&config, &pairs))
+                    .map(|m| m.manager)
+                    .map_err(|e| shuffle_core::Error::Protocol(e.to_string()))
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(shuffle_core::Error::Protocol(
+                    "building the shuffle manager panicked".into(),
+                ))
+            })
+        })
+    })
+}
+
+async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
+    // Fail on a bad backend before registering with the scheduler.
+    let factory = manager_factory(a.config.clone(), a.pairs.clone());
+    let probe = factory("shovel-probe")
+        .map_err(|e| CliError::usage(format!("shuffle setup: {}", one_line(&e.to_string()))))?;
+    drop(probe);
+    let work = match &a.work_dir {
+        Some(d) => WorkDir::Given(d.clone()),
+        None => WorkDir::Temp(
+            tempfile::Builder::new()
+                .prefix("shovel-ballista-")
+                .tempdir()
+                .map_err(|e| CliError::runtime(format!("cannot create a work dir: {e}")))?,
+        ),
+    };
+    let flight_port = pick_port(a.bind_host, a.flight_port)?;
+    let grpc_port = pick_port(a.bind_host, a.grpc_port)?;
+    let engine = Arc::new(ShovelExecutionEngine::new(factory));
+    let execution_engine = (!a.native_shuffle).then(|| Arc::clone(&engine));
+    let settings = ExecutorSettings {
+        scheduler: a.scheduler,
+        host: a.bind_host.to_string(),
+        flight_port,
+        grpc_port,
+        slots: a.slots,
+        work_dir: work.path().display().to_string(),
+        liveness: Liveness {
+            heartbeat_secs: a.heartbeat_secs.max(1),
+            timeout_secs: 0,
+        },
+    };
+    eprintln!(
+        "shovel ballista executor: pid {} flight {}:{flight_port}, scheduler {}, shuffle {}",
+        std::process::id(),
+        a.bind_host,
+        a.scheduler,
+        if a.native_shuffle {
+            "Ballista's own (work dir + Flight)"
+        } else {
+            backend_name(&a.config)
+        }
+    );
+    let stats = a.stats.clone();
+    let watcher = {
+        let engine = Arc::clone(&engine);
+        let kill_after = a.sigkill_after_stages;
+        tokio::spawn(async move {
+            let mut written = 0usize;
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let tasks = engine.counters().tasks();
+                if let Some(path) = &stats {
+                    if tasks.len() != written {
+                        written = tasks.len();
+                        let _ = write_stats(path, &engine);
+                    }
+                }
+                if let Some(n) = kill_after {
+                    let stages: std::collections::BTreeSet<u32> =
+                        tasks.iter().map(|t| t.stage_id).collect();
+                    if stages.len() >= n {
+                        if let Some(path) = &stats {
+                            let _ = write_stats(path, &engine);
+                        }
+                        eprintln!(
+                            "shovel ballista executor: --lose-executor: SIGKILL after committing \
+                             outputs in {} stages",
+                            stages.len()
+                        );
+                        // SAFETY: kill(2) on our own pid; no memory is touched.
+                        unsafe {
+                            libc::kill(libc::getpid(), libc::SIGKILL);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let result = shuffle_ballista::cluster::run_executor(settings, execution_engine).await;
+    watcher.abort();
+    if let Some(path) = &a.stats {
+        let _ = write_stats(path, &engine);
+    }
+    // Outputs stay for the rest of the job (the client purges the app);
+    // markers and spill files go.
+    for m in engine.managers() {
+        let _ = m.release_app().await;
+    }
+    result.map_err(|e| CliError::runtime(format!("ballista executor: {}", one_line(&e.to_string()))))
+}
+
+enum WorkDir {
+    Given(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        match self {
+            WorkDir::Given(p) => p,
+            WorkDir::Temp(t) => t.path(),
+        }
+    }
+}
+
+fn backend_name(c: &EngineConfig) -> &'static str {
+    match c.backend {
+        ShuffleBackend::Local => "local",
+        ShuffleBackend::S3 => "s3",
+    }
+}
+
+/// `port`, or a free one for 0 (Ballista advertises the port it is given,
+/// so 0 cannot be passed through).
+fn pick_port(host: IpAddr, port: u16) -> Result<u16, CliError> {
+    if port != 0 {
+        return Ok(port);
+    }
+    TcpListener::bind((host, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| CliError::runtime(format!("cannot find a free port on {host}: {e}")))
+}
+
+fn write_stats(path: &Path, engine: &ShovelExecutionEngine) -> std::io::Result<()> {
+    let c = engine.counters();
+    let stats = ExecutorStats {
+        pid: std::process::id(),
+        tasks: c
+            .tasks()
+            .into_iter()
+            .map(|t| TaskStat {
+                stage: t.stage_id,
+                stage_attempt: t.stage_attempt,
+                task: t.task_id,
+                task_attempt: t.task_attempt,
+                bytes: t.stored_bytes,
+                records: t.records,
+            })
+            .collect(),
+        shuffle_bytes_written: c.bytes_written.load(Ordering::Relaxed),
+        shuffle_records_written: c.records_written.load(Ordering::Relaxed),
+        shuffle_bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        shuffle_read_requests: c.read_requests.load(Ordering::Relaxed),
+        store_requests: engine
+            .managers()
+            .iter()
+            .map(|m| m.metrics().snapshot().requests.total())
+            .sum(),
+        peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
+    };
+    let json = serde_json::to_vec_pretty(&stats).map_err(std::io::Error::other)?;
+    // Write then rename: a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(tmp, path)
+}
+
+
+/// A scheduler and executors started by this process; all are killed when
+/// it is dropped (also on failure or a signal).
+pub struct LocalCluster {
+    pub scheduler: SocketAddr,
+    children: Vec<(String, Child)>,
+    executors: Vec<ExecutorProc>,
+    _dir: tempfile::TempDir,
+}
+
+struct ExecutorProc {
+    stats: PathBuf,
+    work_dir: PathBuf,
+}
+
+/// How `q80 --engine ballista` starts its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub shovel_exe: PathBuf,
+    pub executors: usize,
+    pub slots: usize,
+    pub config: EngineConfig,
+    pub pairs: Vec<(String, String)>,
+    /// (executor, stages) of `--lose-executor`.
+    pub lose: Option<(usize, usize)>,
+    /// Ballista's own shuffle (the benchmark's baseline).
+    pub native_shuffle: bool,
+}
+
+impl LocalCluster {
+    pub fn start(spec: &ClusterSpec) -> Result<Self, CliError> {
+        let dir = tempfile::Builder::new()
+            .prefix("shovel-ballista-cluster-")
+            .tempdir()
+            .map_err(|e| CliError::runtime(format!("cannot create a cluster dir: {e}")))?;
+        let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let port = pick_port(host, 0)?;
+        let scheduler = SocketAddr::new(host, port);
+        let mut cluster = Self {
+            scheduler,
+            children: Vec::new(),
+            executors: Vec::new(),
+            _dir: dir,
+        };
+        let logs = cluster._dir.path().to_path_buf();
+        let log = |name: &str| -> Result<Stdio, CliError> {
+            let f = std::fs::File::create(cluster_log(&logs, name))
+                .map_err(|e| CliError::runtime(format!("cannot create {name}'s log: {e}")))?;
+            Ok(Stdio::from(f))
+        };
+        let child = Command::new(&spec.shovel_exe)
+            .args(["ballista", "scheduler", "--bind", &scheduler.to_string()])
+            .args(["--executor-timeout", "6"])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log("scheduler")?)
+            .spawn()
+            .map_err(|e| CliError::runtime(format!("starting the Ballista scheduler ({}): {e}", spec.shovel_exe.display())))?;
+        cluster.children.push(("scheduler".into(), child));
+        wait_listening(scheduler, "the Ballista scheduler", &mut cluster)?;
+        for i in 0..spec.executors {
+            let stats = cluster._dir.path().join(format!("executor-{i}.json"));
+            let work_dir = cluster._dir.path().join(format!("executor-{i}-work"));
+            std::fs::create_dir_all(&work_dir)
+                .map_err(|e| CliError::runtime(format!("cannot create {}: {e}", work_dir.display())))?;
+            let flight = pick_port(host, 0)?;
+            let mut cmd = Command::new(&spec.shovel_exe);
+            cmd.args(["ballista", "executor", "--scheduler", &scheduler.to_string()])
+                .args(["--flight-port", &flight.to_string()])
+                .args(["--slots", &spec.slots.to_string()])
+                .arg("--work-dir")
+                .arg(&work_dir)
+                .arg("--stats")
+                .arg(&stats)
+                .args(["--shuffle", backend_name(&spec.config)])
+                .args(["--memory", &spec.config.memory_budget.to_string()]);
+            if spec.config.spill_to_s3 {
+                cmd.arg("--spill-to-s3");
+            }
+            if let Some(b) = &spec.config.s3_bucket {
+                cmd.args(["--s3-bucket", b]);
+            }
+            for (k, v) in &spec.pairs {
+                cmd.arg("--conf").arg(format!("{k}={v}"));
+            }
+            if spec.native_shuffle {
+                cmd.arg("--native-shuffle");
+            }
+            if let Some((e, s)) = spec.lose {
+                if e == i {
+                    cmd.args(["--sigkill-after-stages", &s.to_string()]);
+                }
+            }
+            let child = cmd
+                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log(&format!("executor-{i}"))?)
+                .spawn()
+                .map_err(|e| CliError::runtime(format!("starting Ballista executor {i}: {e}")))?;
+            cluster.children.push((format!("executor {i}"), child));
+            cluster.executors.push(ExecutorProc { stats, work_dir });
+            wait_listening(SocketAddr::new(host, flight), &format!("Ballista executor {i}"), &mut cluster)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The pids of the executors, in start order.
+    pub fn executor_pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter(|(n, _)| n.starts_with("executor"))
+            .map(|(_, c)| c.id())
+            .collect()
+    }
+
+    /// Files in the executors' work directories, as
+    /// `<job>/<stage>/<partition>/<file>` (Ballista's layout: its own
+    /// writer puts every stage's output there).
+    pub fn work_dir_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in &self.executors {
+            list_files(&e.work_dir, &e.work_dir, &mut out);
+        }
+        out.sort();
+        out
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL after 5 s) and reads the
+    /// executors' stats; `lost` executors may have none.
+    pub fn stop(mut self) -> Vec<ExecutorStats> {
+        self.terminate();
+        self.executors
+            .iter()
+            .map(|e| {
+                std::fs::read(&e.stats)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn terminate(&mut self) {
+        for (_, c) in self.children.iter_mut().rev() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                // SAFETY: kill(2) on a child we spawned and have not reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, c) in self.children.iter_mut() {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        self.children.clear();
+    }
+
+    /// The last lines of a process's log, for errors.
+    fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(cluster_log(self._dir.path(), name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn cluster_log(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}.log", name.replace(' ', "-")))
+}
+
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            list_files(root, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            out.push(rel.display().to_string());
+        }
+    }
+}
+
+/// Waits until `addr` accepts connections (30 s), or a child died.
+fn wait_listening(addr: SocketAddr, what: &str, cluster: &mut LocalCluster) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        for (name, c) in cluster.children.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let name = name.clone();
+                return Err(CliError::runtime(format!(
+                    "{name} exited ({status}) before {what} listened on {addr}: {}",
+                    cluster.log_tail(&name)
+                )));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::runtime(format!(
+                "{what} did not listen on {addr} within 30 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Ballista client session on `scheduler` with q80's tables, q80's
+/// settings, and `shovel.app_id` set to `app_id`.
+pub async fn q80_context(
+    scheduler: SocketAddr,
+    config: &EngineConfig,
+    app_id: &str,
+    data_dir: &Path,
+) -> Result<SessionContext, CliError> {
+    let df = super::df::session_config(config);
+    let mut session = shuffle_ballista::cluster::session_config();
+    for e in df.options().entries() {
+        if e.key.starts_with("datafusion.") {
+            if let Some(v) = &e.value {
+                let _ = session.options_mut().set(&e.key, v);
+            }
+        }
+    }
+    // Ballista's adaptive planner sorts through range-partitioned stages,
+    // which Shovel does not store yet; its static planner cuts q80 at hash
+    // exchanges only.
+    session
+        .options_mut()
+        .set("ballista.planner.adaptive.enabled", "false")
+        .map_err(|e| CliError::runtime(format!("ballista.planner.adaptive.enabled: {e}")))?;
+    let broadcast = config.broadcast_threshold.to_string();
+    let _ = session
+        .options_mut()
+        .set("ballista.optimizer.broadcast_join_threshold_bytes", &broadcast);
+    if config.broadcast_threshold == 0 {
+        let _ = session
+            .options_mut()
+            .set("ballista.optimizer.broadcast_join_threshold_rows", "0");
+    }
+    session
+        .options_mut()
+        .set("shovel.app_id", app_id)
+        .map_err(|e| CliError::runtime(format!("shovel.app_id: {e}")))?;
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(session)
+        .build();
+    let ctx = shuffle_ballista::cluster::connect(scheduler, state)
+        .await
+        .map_err(|e| {
+            CliError::runtime(format!(
+                "connecting to the Ballista scheduler at {scheduler}: {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+    for table in Q80_TABLES {
+        let path = table_path(data_dir, table);
+        let url = path.to_str().ok_or_else(|| {
+            CliError::usage(format!(
+                "--data {}: Ballista needs UTF-8 paths; move the data to a UTF-8 path",
+                data_dir.display()
+            ))
+        })?;
+        ctx.register_parquet(table, url, ParquetReadOptions::default())
+            .await
+            .map_err(|e| {
+                CliError::runtime(format!(
+                    "registering table {table} ({}) with Ballista: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ))
+            })?;
+    }
+    Ok(ctx)
+}
+
+/// Runs q80 on the cluster at `scheduler`: rows in canonical order.
+pub async fn run_q80(ctx: &SessionContext, date: SqlDate) -> Result<Vec<Q80Row>, CliError> {
+    let err = |e: datafusion::error::DataFusionError| {
+        CliError::runtime(format!("q80 on Ballista: {}", one_line(&e.to_string())))
+    };
+    let sql = super::df::q80_sql(date)?;
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(err)?
+        .with_column_renamed("returns_", "returns")
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let mut rows = super::run::batches_to_rows(&batches)?;
+    super::df::canonical_order(&mut rows);
+    Ok(rows)
+}
+
+/// `q80 --engine ballista`: start the cluster (unless `cluster` is given),
+/// run q80, stop everything, purge the app's objects.
+pub async fn execute(
+    spec: &ClusterSpec,
+    cluster: Option<SocketAddr>,
+    config: &EngineConfig,
+    manager: &Arc<dyn ShuffleManager>,
+    data_dir: &Path,
+    date: SqlDate,
+) -> Result<(Vec<Q80Row>, BallistaSummary), CliError> {
+    let local = match cluster {
+        Some(_) => None,
+        None => {
+            let spec = spec.clone();
+            Some(
+                tokio::task::spawn_blocking(move || LocalCluster::start(&spec))
+                    .await
+                    .map_err(|e| CliError::runtime(format!("starting the cluster: {e}")))??,
+            )
+        }
+    };
+    let scheduler = cluster.or(local.as_ref().map(|c| c.scheduler)).ok_or_else(|| {
+        CliError::runtime("no Ballista scheduler to run on")
+    })?;
+    let run = async {
+        let ctx = q80_context(scheduler, config, manager.app_id(), data_dir).await?;
+        run_q80(&ctx, date).await
+    };
+    let rows = run.await;
+    let work_files = local.as_ref().map(|c| c.work_dir_files()).unwrap_or_default();
+    let executors = match local {
+        Some(c) => tokio::task::spawn_blocking(move || c.stop())
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    // Every process that wrote under the app is gone: list and delete it.
+    let purge = manager.purge_app().await;
+    let lost = spec.lose.map(|(e, _)| vec![e]).unwrap_or_default();
+    let mut summary = BallistaSummary::from_executors(scheduler.to_string(), executors, lost);
+    summary.work_dir_files = work_files;
+    let rows = rows?;
+    purge.map_err(|e| {
+        CliError::runtime(format!(
+            "removing the run's shuffle objects: {}",
+            one_line(&e.to_string())
+        ))
+    })?;
+    Ok((rows, summary))
+}

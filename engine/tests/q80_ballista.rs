@@ -1,0 +1,254 @@
+//! `shovel q80 --engine ballista`: q80 on Apache Ballista, with a scheduler
+//! and executor processes started on 127.0.0.1 and every shuffle stage going
+//! through Shovel.
+//!
+//! - Byte-identical to the golden CSVs at SF 0.01 and 0.1, with local
+//!   shuffle (a directory the executors share) and with S3 (the embedded
+//!   server, and `shovel s3-server` as a process of its own), broadcast
+//!   joins on and off.
+//! - The executors' work directories hold no file (Ballista's own shuffle
+//!   writes its outputs there), every stage's output went through Shovel
+//!   (bytes written and read per executor), and nothing is left: no shuffle
+//!   object, no process.
+//! - `kill -9` of an executor mid-query (`--lose-executor`, the executor
+//!   SIGKILLs itself at a repeatable point): the answer is right, and the
+//!   tasks Ballista re-ran are counted.
+
+#![cfg(feature = "ballista")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{cache_dir, files_under, golden, run_q80_at};
+use engine::cli::report::BallistaSummary;
+use engine::cli::run::ExecutorLossPlan;
+use engine::cli::{Q80Job, Q80Outcome, QueryEngine};
+use engine::{EngineConfig, ShuffleBackend};
+
+fn shovel() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shovel"))
+}
+
+fn job(backend: ShuffleBackend, broadcast: bool) -> Q80Job {
+    Q80Job {
+        config: EngineConfig {
+            backend,
+            executors: 2,
+            broadcast_threshold: if broadcast {
+                EngineConfig::default().broadcast_threshold
+            } else {
+                0
+            },
+            ..EngineConfig::default()
+        },
+        engine: QueryEngine::Ballista,
+        shovel_exe: Some(shovel()),
+        ..Q80Job::default()
+    }
+}
+
+fn summary(out: &Q80Outcome) -> &BallistaSummary {
+    out.report
+        .ballista
+        .as_ref()
+        .unwrap_or_else(|| panic!("no Ballista summary: {}", out.report.to_json()))
+}
+
+/// True if a process with this pid exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+/// What every run must show: two executors that both shuffled through
+/// Shovel, no file in their work directories, no process left.
+fn check_cluster(out: &Q80Outcome, executors: usize) {
+    let s = summary(out);
+    assert_eq!(s.executors.len(), executors, "{}", s.text());
+    let written: u64 = s.executors.iter().map(|e| e.shuffle_bytes_written).sum();
+    let read: u64 = s.executors.iter().map(|e| e.shuffle_bytes_read).sum();
+    assert!(written > 0 && read > 0, "stages went through Shovel: {}", s.text());
+    assert!(
+        s.executors.iter().all(|e| !e.tasks.is_empty()),
+        "every executor ran tasks: {}",
+        s.text()
+    );
+    assert!(s.stages >= 2, "{}", s.text());
+    // Ballista's layout is <job>/<stage>/<partition>/<file>: no file of a
+    // stage Shovel wrote may be there.
+    let shovel_stages: std::collections::BTreeSet<String> = s
+        .executors
+        .iter()
+        .flat_map(|e| e.tasks.iter().map(|t| t.stage.to_string()))
+        .collect();
+    for f in &s.work_dir_files {
+        let stage = f.split('/').nth(1).unwrap_or_default();
+        assert!(
+            !shovel_stages.contains(stage),
+            "{f} is in a work directory, though Shovel wrote stage {stage}"
+        );
+    }
+    for e in &s.executors {
+        assert!(e.pid > 0 && !alive(e.pid), "executor pid {} left running", e.pid);
+    }
+    assert!(out.report.render_text().contains("ballista: scheduler"));
+    assert!(out.report.to_json().contains(r#""ballista":{"#));
+}
+
+#[test]
+fn sf0_01_local_two_executors_matches_golden() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = job(ShuffleBackend::Local, true);
+    j.local_dirs = vec![dir.path().to_path_buf()];
+    let out = run_q80_at(0.01, &j);
+    assert!(out.csv == golden("q80_sf0.01.csv"), "differs from golden:\n{}", out.csv);
+    check_cluster(&out, 2);
+    assert_eq!(summary(&out).recomputed_tasks, 0);
+    assert_eq!(files_under(dir.path()), Vec::<PathBuf>::new(), "shuffle files left");
+}
+
+#[test]
+fn sf0_01_s3_broadcast_off_matches_golden() {
+    let out = run_q80_at(0.01, &job(ShuffleBackend::S3, false));
+    assert!(out.csv == golden("q80_sf0.01.csv"), "differs from golden:\n{}", out.csv);
+    check_cluster(&out, 2);
+    let s = summary(&out);
+    assert!(
+        s.executors.iter().all(|e| e.store_requests > 0),
+        "every executor talked to S3: {}",
+        s.text()
+    );
+}
+
+#[test]
+fn sf0_1_s3_and_local_match_golden() {
+    for (backend, broadcast) in [(ShuffleBackend::S3, true), (ShuffleBackend::Local, false)] {
+        let out = run_q80_at(0.1, &job(backend, broadcast));
+        assert!(
+            out.csv == golden("q80_sf0.1.csv"),
+            "{backend:?} broadcast {broadcast}: differs from golden"
+        );
+        check_cluster(&out, 2);
+    }
+}
+
+#[test]
+fn executor_killed_mid_query_still_gives_the_golden_answer() {
+    let mut j = job(ShuffleBackend::S3, false);
+    j.lose_executor = Some(ExecutorLossPlan {
+        executor: 1,
+        after_stages: Some(1),
+    });
+    let out = run_q80_at(0.01, &j);
+    assert!(out.csv == golden("q80_sf0.01.csv"), "differs from golden:\n{}", out.csv);
+    let s = summary(&out);
+    assert_eq!(s.lost_executors, vec![1]);
+    let victim = &s.executors[1];
+    assert!(!victim.tasks.is_empty(), "the victim committed outputs first: {}", s.text());
+    assert!(!alive(victim.pid));
+    // What the test sees: every re-run writes a new stage attempt, so the
+    // committed tasks of attempts above 0, counted from the executors' own
+    // records, are the summary's re-run count; and a clean run commits
+    // fewer tasks by exactly that many or more (the victim's lost running
+    // tasks never committed).
+    let rerun: u64 = s
+        .executors
+        .iter()
+        .flat_map(|e| &e.tasks)
+        .filter(|t| t.stage_attempt > 0)
+        .count() as u64;
+    assert_eq!(s.recomputed_tasks, rerun, "{}", s.text());
+    let clean = run_q80_at(0.01, &job(ShuffleBackend::S3, false));
+    let committed = |s: &BallistaSummary| s.executors.iter().map(|e| e.tasks.len() as u64).sum::<u64>();
+    assert!(
+        committed(s) >= committed(summary(&clean)),
+        "loss run {} vs clean run {}",
+        s.text(),
+        summary(&clean).text()
+    );
+    assert!(out.report.render_text().contains("re-run after executor loss"));
+}
+
+/// `shovel s3-server` as its own process and `shovel q80 --engine ballista`
+/// as a process: the golden answer on stdout, and no object left in the
+/// server's directory but the bucket.
+#[test]
+fn binary_with_s3_server_process_matches_golden() {
+    let data = engine::tpcds::ensure_data(0.01, &cache_dir()).expect("SF 0.01");
+    let s3dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Command::new(shovel())
+        .args(["s3-server", "--bind", "127.0.0.1:0", "--dir"])
+        .arg(s3dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start shovel s3-server");
+    let banner = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(server.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("banner");
+        line
+    };
+    let usage = banner.split("use it with: ").nth(1).expect("usage").trim().to_string();
+    let mut cmd = Command::new(shovel());
+    let mut words = usage.split_whitespace();
+    for w in words.by_ref() {
+        match w.split_once('=') {
+            Some((k, v)) => {
+                cmd.env(k, v);
+            }
+            None => break,
+        }
+    }
+    let args: Vec<&str> = words.collect();
+    let out = cmd
+        .args(&args)
+        .args(["--engine", "ballista", "--executors", "2", "--data"])
+        .arg(&data)
+        .output()
+        .expect("run shovel q80");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "args {args:?}\n{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == golden("q80_sf0.01.csv"),
+        "differs from golden; {stderr}"
+    );
+    assert!(stderr.contains("ballista: scheduler"), "{stderr}");
+    let left: Vec<PathBuf> = files_under(s3dir.path())
+        .into_iter()
+        .filter(|p| !is_bucket_metadata(p))
+        .collect();
+    assert!(left.is_empty(), "objects left: {left:?}");
+}
+
+fn is_bucket_metadata(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+#[test]
+fn ballista_flags_are_checked_before_work_starts() {
+    for (args, want) in [
+        (vec!["q80", "--cluster", "127.0.0.1:1"], "--engine ballista only"),
+        (vec!["q80", "--engine", "ballista", "--keep-shuffle"], "--keep-shuffle"),
+        (
+            vec!["q80", "--engine", "ballista", "--cluster", "127.0.0.1:1", "--lose-executor", "1"],
+            "drop --cluster or --lose-executor",
+        ),
+        (vec!["ballista", "scheduler", "--bind", "10.1.2.3:5"], "not a loopback"),
+    ] {
+        let out = Command::new(shovel()).args(&args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
