@@ -366,6 +366,17 @@ fn build_ballista(f: BallistaFlags) -> Result<Command, CliError> {
             for kv in &e.conf {
                 apply_conf(&mut config, &mut pairs, kv)?;
             }
+            let has = |key: &str| {
+                pairs
+                    .iter()
+                    .any(|(k, _)| shuffle_s3::config::canonical_key(k) == Some(key))
+            };
+            if config.backend == ShuffleBackend::S3 && config.s3_bucket.is_none() && !has("s3.bucket") {
+                return Err(CliError::usage(
+                    "ballista executor --shuffle s3 needs the bucket every executor shares: add \
+                     --s3-bucket s3://bucket/prefix (and --s3-endpoint for a store other than AWS)",
+                ));
+            }
             BallistaArgs::Executor(Box::new(ExecutorArgs {
                 scheduler: e.scheduler,
                 bind_host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
