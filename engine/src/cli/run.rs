@@ -90,6 +90,11 @@ pub struct Q80Job {
     pub event_log: Option<PathBuf>,
     /// Time between samples (`--event-log-interval`).
     pub event_log_interval: Duration,
+    /// Write the samples as CloudWatch EMF lines here (`--emf`).
+    pub emf: Option<PathBuf>,
+    /// Serve the latest sample as Prometheus metrics here while the job
+    /// runs (`--metrics-addr`, loopback only).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Which engine runs q80 (`--engine`); both shuffle through the run's one
@@ -183,6 +188,8 @@ impl Default for Q80Job {
             engine: QueryEngine::default(),
             event_log: None,
             event_log_interval: Duration::from_millis(100),
+            emf: None,
+            metrics_addr: None,
         }
     }
 }
@@ -596,10 +603,11 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
         .first()
         .cloned()
         .or_else(|| backend.local_temp.as_ref().map(|d| d.path().to_path_buf()));
-    let recorder = match super::observe::start_recorder(job, &config, &manager, disk_dir) {
-        Ok(r) => r,
-        Err(error) => return Err(fail(error, report, timings, t)),
-    };
+    let (recorder, metrics_server) =
+        match super::observe::start_recorder(job, &config, &manager, disk_dir) {
+            Ok(r) => r,
+            Err(error) => return Err(fail(error, report, timings, t)),
+        };
     session.set_event_sink(Some(recorder.clone()));
     let canceller = signals.map(|s| {
         let session = session.clone();
@@ -641,6 +649,8 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
     if let Err(e) = super::observe::finish_recorder(&recorder, &mut report) {
         result = result.and(Err(e));
     }
+    // The endpoint serves while the job runs, and stops with it.
+    drop(metrics_server);
     // A signal that came before the answer is handed out withholds it (the
     // run then fails with 128+n once cleaned up).
     if let (Some(sig), Ok(_)) = (signals.and_then(|_| StopSignals::received()), &result) {

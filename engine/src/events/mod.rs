@@ -39,8 +39,10 @@
 //! [`EventSink`] (none installed: no cost beyond a branch).
 
 pub mod advice;
+pub mod emf;
 pub mod html;
 mod proc;
+pub mod prom;
 mod recorder;
 
 use std::io::BufRead;
@@ -52,8 +54,10 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{RetryReason, TaskMetrics, TaskSummary};
 
 pub use advice::{advise, Advice, AdviceThresholds};
+pub use emf::EmfWriter;
 pub use html::render_html;
-pub use recorder::{EventRecorder, RecorderOptions};
+pub use prom::PromMetrics;
+pub use recorder::{EventObserver, EventRecorder, RecorderOptions};
 
 /// Where the scheduler reports what happens (see the module docs).
 /// Implementations must not call back into the scheduler and must be cheap:
