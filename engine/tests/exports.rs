@@ -1,7 +1,7 @@
 //! The standard exports of a real q80 run: CloudWatch EMF lines (`--emf`)
 //! that validate against the EMF structure and agree with the event log and
 //! the run summary; the live Prometheus endpoint (`--metrics-addr`) answering
-//! while the job runs.
+//! while the job runs; `RUST_LOG` turning on the binary's logs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Read, Write};
@@ -382,4 +382,35 @@ fn metrics_addr_must_be_loopback_and_parsable() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn rust_log_turns_on_the_binary_logs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut quiet = shovel();
+    quiet.args(q80_args(dir.path())).arg("--quiet");
+    let o = run(&mut quiet);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("DEBUG"), "{err}");
+    assert!(!err.contains("shuffle backend ready"), "{err}");
+
+    let mut debug = shovel();
+    debug
+        .args(q80_args(dir.path()))
+        .arg("--quiet")
+        .env("RUST_LOG", "engine=debug");
+    let o = run(&mut debug);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("DEBUG") && l.contains("engine::"))
+        .collect();
+    assert!(
+        ours.iter().any(|l| l.contains("shuffle backend ready")),
+        "{err}"
+    );
+    assert!(
+        ours.iter().any(|l| l.contains("event recorder finished")),
+        "{err}"
+    );
 }

@@ -72,6 +72,12 @@ pub(crate) fn finish_recorder(
 ) -> Result<(), CliError> {
     let events = recorder.finish().map_err(CliError::runtime)?;
     report.advice = advise(&events, &AdviceThresholds::default());
+    tracing::debug!(
+        events = events.len(),
+        samples = recorder.samples(),
+        advice = report.advice.len(),
+        "event recorder finished"
+    );
     report.events = events;
     Ok(())
 }

@@ -590,6 +590,11 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
     };
     timings.setup_ms = ms(t);
     report.backend = backend.description.clone();
+    tracing::debug!(
+        backend = %report.backend,
+        setup_ms = timings.setup_ms,
+        "shuffle backend ready"
+    );
     report.embedded_s3 = backend.embedded.as_ref().map(|e| e.endpoint.clone());
     let manager: Arc<dyn ShuffleManager> = Arc::clone(&backend.managed.manager);
     report.spill_location = manager.spill_store().location().to_string();
