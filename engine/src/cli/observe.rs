@@ -26,14 +26,15 @@ pub const EMF_JOB_NAME: &str = "shovel-q80";
 /// Starts recording a run's events: always in memory (the report's advice
 /// reads them), to `job.event_log` too when set; with `job.emf`, as EMF
 /// lines too; with `job.metrics_addr`, served as Prometheus metrics until
-/// the returned server is dropped.
+/// the returned server is dropped; samples also feed the `progress` bar.
 pub(crate) fn start_recorder(
     job: &Q80Job,
     config: &EngineConfig,
     manager: &Arc<dyn ShuffleManager>,
     disk_dir: Option<PathBuf>,
+    progress: Arc<dyn EventObserver>,
 ) -> Result<(Arc<EventRecorder>, Option<MetricsServer>), CliError> {
-    let mut observers: Vec<Arc<dyn EventObserver>> = Vec::new();
+    let mut observers: Vec<Arc<dyn EventObserver>> = vec![progress];
     if let Some(path) = &job.emf {
         let emf =
             EmfWriter::create(path, EMF_JOB_NAME, manager.app_id()).map_err(CliError::runtime)?;

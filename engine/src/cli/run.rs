@@ -608,8 +608,15 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
         .first()
         .cloned()
         .or_else(|| backend.local_temp.as_ref().map(|d| d.path().to_path_buf()));
+    // The stage bar: drawn by `execute` once planned, fed task counts by
+    // the recorder's samples meanwhile.
+    let bar = Arc::new(Bar::new(
+        "q80",
+        1,
+        job.progress && super::progress::enabled(false),
+    ));
     let (recorder, metrics_server) =
-        match super::observe::start_recorder(job, &config, &manager, disk_dir) {
+        match super::observe::start_recorder(job, &config, &manager, disk_dir, bar.clone()) {
             Ok(r) => r,
             Err(error) => return Err(fail(error, report, timings, t)),
         };
@@ -627,6 +634,7 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
                 job,
                 &session,
                 &manager,
+                &bar,
                 data_dir,
                 &mut timings,
                 &mut report,
@@ -863,6 +871,7 @@ async fn execute(
     job: &Q80Job,
     session: &Session,
     manager: &Arc<dyn ShuffleManager>,
+    bar: &Arc<Bar>,
     data_dir: &Path,
     timings: &mut Timings,
     report: &mut RunReport,
@@ -891,17 +900,13 @@ async fn execute(
     timings.plan_ms = ms(t);
 
     let t = Instant::now();
-    let bar = Arc::new(Bar::new(
-        "q80",
-        stages,
-        job.progress && super::progress::enabled(false),
-    ));
+    bar.start(stages);
     let done = Arc::new(AtomicU64::new(0));
     // Map stages in which the executor to lose (if any) committed outputs.
     let victim_stages = Arc::new(AtomicU64::new(0));
     {
         let (bar, done, victim) = (
-            Arc::clone(&bar),
+            Arc::clone(bar),
             Arc::clone(&done),
             Arc::clone(&victim_stages),
         );
