@@ -11,7 +11,7 @@
 //! equal keys are chained, so duplicate keys fan out. Null keys never match.
 //!
 //! Broadcast: the build side is hashed once per stage and executor and
-//! shared by the stage's tasks there ([`super::broadcast`]); only a build
+//! shared by the stage's tasks there ([`crate::runtime::broadcast`]); only a build
 //! side that does not fit in memory falls back to a per-task build.
 //!
 //! Spilling: if the build side does not fit its reservation, both sides are
@@ -27,13 +27,13 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use futures::StreamExt;
 
-use super::broadcast::{BroadcastKey, Built};
 use super::row_table::{hash_keys, RowTable};
 use super::util::{generate, Emitter};
 use super::{BatchStream, ExecutionPlan, TaskContext};
 use crate::error::Result;
 use crate::expr::PhysicalExpr;
 use crate::memory::spill::{BatchSpillReader, BucketSpiller};
+use crate::runtime::broadcast::{BroadcastKey, Built};
 
 /// Join semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,9 +17,11 @@
 //! (see `scheduler`), the upstream stage's tasks write their partitions
 //! through the shuffle manager and [`shuffle_read::ShuffleReadExec`] reads
 //! them back in the downstream stage.
+//!
+//! What a running task receives ([`TaskContext`]) lives below this module,
+//! in [`crate::runtime`]; it is re-exported here for operator code.
 
 pub mod aggregate;
-pub mod broadcast;
 pub mod expand;
 pub mod filter;
 pub mod join;
@@ -34,22 +36,12 @@ pub mod union;
 pub mod util;
 
 use std::fmt::Debug;
-use std::ops::Range;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
-use futures::Stream;
-use shuffle_core::{MemoryPool, ShuffleManager, SpillStore};
 
-use crate::config::EngineConfig;
 use crate::error::Result;
-use crate::metrics::TaskMetrics;
-use crate::scheduler::tracker::MapOutputTracker;
-
-/// A stream of batches of one partition.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+pub use crate::runtime::{BatchStream, TaskContext};
 
 /// A physical operator.
 pub trait ExecutionPlan: Send + Sync + Debug {
@@ -89,54 +81,4 @@ pub fn display_plan(plan: &dyn ExecutionPlan) -> String {
     let mut s = String::new();
     go(plan, 0, &mut s);
     s
-}
-
-/// Everything a running task needs.
-#[derive(Debug)]
-pub struct TaskContext {
-    pub stage_id: usize,
-    pub partition: usize,
-    pub attempt: u32,
-    pub config: Arc<EngineConfig>,
-    pub manager: Arc<dyn ShuffleManager>,
-    pub tracker: Arc<MapOutputTracker>,
-    pub metrics: Arc<TaskMetrics>,
-    /// Shuffle partitions each task of the stage reads, when the scheduler
-    /// coalesced them (task `i` reads `ranges[i]` of every non-broadcast
-    /// shuffle of the stage); `None`: task `i` reads partition `i`.
-    pub read_ranges: Option<Arc<Vec<Range<u32>>>>,
-    /// The executor the attempt runs on.
-    pub executor: usize,
-    /// Broadcast hash tables shared by the stage's tasks on one executor.
-    pub broadcasts: Arc<broadcast::BroadcastCache>,
-}
-
-impl TaskContext {
-    pub fn memory_pool(&self) -> &Arc<MemoryPool> {
-        self.manager.memory_pool()
-    }
-
-    pub fn spill_store(&self) -> &Arc<dyn SpillStore> {
-        self.manager.spill_store()
-    }
-
-    pub fn batch_size(&self) -> usize {
-        self.config.batch_size
-    }
-
-    /// The shuffle partitions task `partition` reads (see `read_ranges`).
-    pub fn read_range(&self, partition: usize) -> Range<u32> {
-        match self.read_ranges.as_ref().and_then(|r| r.get(partition)) {
-            Some(r) => r.clone(),
-            None => partition as u32..partition as u32 + 1,
-        }
-    }
-
-    /// A reservation named after the operator and task.
-    pub fn reservation(&self, op: &str) -> shuffle_core::MemoryReservation {
-        self.memory_pool().reservation(format!(
-            "{op}[stage {} task {}]",
-            self.stage_id, self.partition
-        ))
-    }
 }

@@ -98,10 +98,10 @@ use crate::error::{EngineError, Result};
 use crate::events::{Event, EventSink, TaskKey};
 use crate::exchange::write_map_output;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
-use crate::physical::broadcast::BroadcastCache;
 use crate::physical::planner::{JobPlan, StageDef};
 use crate::physical::util::collect;
 use crate::physical::{ExecutionPlan, TaskContext};
+use crate::runtime::broadcast::BroadcastCache;
 use executors::{Executors, Kill};
 use tracker::MapOutputTracker;
 
@@ -931,7 +931,7 @@ impl Job {
             attempt,
             config: Arc::clone(&self.config),
             manager: Arc::clone(&self.manager),
-            tracker: Arc::clone(&self.tracker),
+            tracker: self.tracker.clone(),
             metrics: Arc::clone(&metrics),
             read_ranges,
             executor,
