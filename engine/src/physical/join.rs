@@ -96,7 +96,7 @@ impl ExecutionPlan for HashJoinExec {
             build_schema: self.build.schema(),
             probe_schema: self.probe.schema(),
         };
-        let probe = self.probe.execute(partition, Arc::clone(&ctx))?;
+        let probe = crate::physical::execute(&self.probe, partition, Arc::clone(&ctx))?;
         if self.mode == JoinMode::Broadcast {
             let key = BroadcastKey {
                 stage_id: ctx.stage_id,
@@ -108,7 +108,7 @@ impl ExecutionPlan for HashJoinExec {
                 op.run_broadcast(key, build, probe, ctx, out)
             }));
         }
-        let build = self.build.execute(partition, Arc::clone(&ctx))?;
+        let build = crate::physical::execute(&self.build, partition, Arc::clone(&ctx))?;
         Ok(generate(move |out| op.run(build, probe, ctx, out)))
     }
 }
@@ -288,7 +288,7 @@ impl JoinOp {
             "broadcast hash table[stage {} executor {}]",
             ctx.stage_id, ctx.executor
         ));
-        let mut stream = build.execute(0, Arc::clone(&ctx))?;
+        let mut stream = crate::physical::execute(&build, 0, Arc::clone(&ctx))?;
         let mut batches = Vec::new();
         while let Some(b) = stream.next().await {
             let b = b?;
@@ -324,7 +324,7 @@ impl JoinOp {
             })
             .await?;
         let Some(shared) = shared.and_then(|b| b.downcast::<SharedTable>().ok()) else {
-            let stream = build.execute(0, Arc::clone(&ctx))?;
+            let stream = crate::physical::execute(&build, 0, Arc::clone(&ctx))?;
             return self.run(stream, probe, ctx, out).await;
         };
         let conv = self.converter()?;

@@ -36,11 +36,17 @@ pub mod union;
 pub mod util;
 
 use std::fmt::Debug;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::Stream;
 
 use crate::error::Result;
+use crate::metrics::{OperatorMetrics, TaskMetrics};
 pub use crate::runtime::{BatchStream, TaskContext};
 
 /// A physical operator.
@@ -81,4 +87,56 @@ pub fn display_plan(plan: &dyn ExecutionPlan) -> String {
     let mut s = String::new();
     go(plan, 0, &mut s);
     s
+}
+
+/// The key an operator's metrics are recorded under: its address in the
+/// job's plan (which lives as long as the job).
+pub fn operator_key(plan: &dyn ExecutionPlan) -> usize {
+    plan as *const dyn ExecutionPlan as *const () as usize
+}
+
+/// Runs one partition of `plan` with its [`OperatorMetrics`] counted: rows
+/// out, time in its polls and task spill bytes written during them. Every
+/// operator runs its inputs through this, and the scheduler the stage root.
+pub fn execute(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    ctx: Arc<TaskContext>,
+) -> Result<BatchStream> {
+    let op = ctx.metrics.operator(operator_key(plan.as_ref()));
+    let task = Arc::clone(&ctx.metrics);
+    let inner = plan.execute(partition, ctx)?;
+    Ok(Box::pin(Metered { inner, op, task }))
+}
+
+struct Metered {
+    inner: BatchStream,
+    op: Arc<OperatorMetrics>,
+    task: Arc<TaskMetrics>,
+}
+
+impl Stream for Metered {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let started = Instant::now();
+        let spilled = this.task.spill_bytes.load(Ordering::Relaxed);
+        let r = this.inner.as_mut().poll_next(cx);
+        let ns = started.elapsed().as_nanos() as u64;
+        TaskMetrics::add(&this.op.elapsed_ns, ns);
+        let spill = this
+            .task
+            .spill_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(spilled);
+        TaskMetrics::add(&this.op.spill_bytes, spill);
+        if let Poll::Ready(Some(Ok(b))) = &r {
+            TaskMetrics::add(&this.op.rows_out, b.num_rows() as u64);
+        }
+        r
+    }
 }

@@ -403,6 +403,7 @@ pub async fn run_job(
             if let (Some(a), Some(b)) = (a, b) {
                 s.elapsed_ms = b.duration_since(a).as_secs_f64() * 1e3;
             }
+            s.finish_operators();
             s
         })
         .collect();
@@ -568,6 +569,7 @@ impl Job {
             output,
             num_tasks: n,
             partitions,
+            operators: operator_tree(plan),
             ..Default::default()
         };
         if let Some(ev) = &self.hooks.events {
@@ -942,7 +944,7 @@ impl Job {
             None => Arc::clone(&self.root),
         };
         // An error (a missing input, say) surfaces in the task as before.
-        let stream = plan.execute(partition, Arc::clone(&ctx));
+        let stream = crate::physical::execute(&plan, partition, Arc::clone(&ctx));
         let permit = Arc::clone(&self.slots)
             .acquire_owned()
             .await
@@ -1145,6 +1147,32 @@ where
     F: std::future::Future<Output = Result<T>>,
 {
     futures::future::join_all(futs).await.into_iter().collect()
+}
+
+/// A stage's operators in pre-order, for its [`StageSummary`].
+fn operator_tree(plan: &dyn ExecutionPlan) -> Vec<crate::metrics::OperatorSummary> {
+    fn go(
+        p: &dyn ExecutionPlan,
+        depth: usize,
+        out: &mut Vec<crate::metrics::OperatorSummary>,
+    ) -> usize {
+        let index = out.len();
+        out.push(crate::metrics::OperatorSummary {
+            index,
+            depth,
+            name: p.name().to_string(),
+            key: crate::physical::operator_key(p),
+            ..Default::default()
+        });
+        for c in p.children() {
+            let ci = go(c.as_ref(), depth + 1, out);
+            out[index].children.push(ci);
+        }
+        index
+    }
+    let mut out = Vec::new();
+    go(plan, 0, &mut out);
+    out
 }
 
 #[cfg(test)]
