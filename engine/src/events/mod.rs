@@ -154,6 +154,10 @@ pub enum Event {
         shuffle_bytes_written: u64,
         shuffle_bytes_read: u64,
         spill_bytes: u64,
+        /// The stage's operators in plan order (root first): rows out, own
+        /// time and spill, over its successful tasks.
+        #[serde(default)]
+        operators: Vec<OperatorEnd>,
     },
     /// A task ran again, and why.
     Rerun {
@@ -399,6 +403,17 @@ pub fn read_event_log(path: &Path) -> Result<Vec<Event>, String> {
         out.push(ev);
     }
     Ok(out)
+}
+
+/// One operator of a finished stage (see `metrics::OperatorSummary`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorEnd {
+    pub index: usize,
+    pub depth: usize,
+    pub name: String,
+    pub rows_out: u64,
+    pub elapsed_ms: f64,
+    pub spill_bytes: u64,
 }
 
 #[cfg(test)]

@@ -606,6 +606,22 @@ impl Job {
                 shuffle_bytes_written: s.shuffle_bytes_written,
                 shuffle_bytes_read: s.shuffle_bytes_read,
                 spill_bytes: s.spill_bytes,
+                operators: {
+                    let mut own = s.clone();
+                    own.tasks.clear();
+                    own.finish_operators();
+                    own.operators
+                        .iter()
+                        .map(|o| crate::events::OperatorEnd {
+                            index: o.index,
+                            depth: o.depth,
+                            name: o.name.clone(),
+                            rows_out: o.rows_out,
+                            elapsed_ms: o.elapsed_ms,
+                            spill_bytes: o.spill_bytes,
+                        })
+                        .collect()
+                },
             });
         }
     }
