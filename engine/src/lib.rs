@@ -17,6 +17,11 @@
 //!  JobSummary (metrics.rs): per stage / task rows, bytes, shuffle, spill, time
 //! ```
 //!
+//! Layers import only downward (the `layering` test keeps it so):
+//! `scheduler/` ─▶ `physical/` ─▶ `exchange/`, `memory/` ─▶ `runtime/` (the
+//! [`TaskContext`](runtime::TaskContext) a task receives) ─▶ `config`,
+//! `metrics`, `error`.
+//!
 //! - [`expr`]: expressions, type coercion and vectorised evaluation.
 //! - [`logical`]: [`DataFrame`] and [`LogicalPlan`](logical::LogicalPlan).
 //! - [`physical`]: operators (scan, filter, projection, hash aggregate, hash
@@ -24,6 +29,8 @@
 //! - [`exchange`]: batch codec, stable hash partitioning, map-side writing.
 //! - [`scheduler`]: stage graph execution, retries, fetch-failure recompute.
 //! - [`memory`]: reservations and spilling (grace hash, external sort).
+//! - [`runtime`]: what a running task receives (context, map outputs,
+//!   shared broadcast tables), below every layer that runs tasks.
 //! - [`queries`]: ready-made DataFrame queries (TPC-DS q80).
 //! - [`config`], [`metrics`], [`error`].
 
@@ -39,6 +46,7 @@ pub mod memory;
 pub mod metrics;
 pub mod physical;
 pub mod queries;
+pub mod runtime;
 pub mod scheduler;
 pub mod session;
 pub mod tpcds;

@@ -6,6 +6,7 @@
 //! with [`JobSummary::to_json`] (a tiny hand-written JSON writer: no serde).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::json::Json;
 
@@ -25,11 +26,46 @@ pub struct TaskMetrics {
     /// Bytes operators spilled (agg, join, sort).
     pub spill_bytes: AtomicU64,
     pub spill_count: AtomicU64,
+    /// Per-operator counters, keyed by the operator's address in the job's
+    /// plan (see [`OperatorMetrics`]).
+    pub operators: Mutex<Vec<(usize, Arc<OperatorMetrics>)>>,
+}
+
+/// Counters of one operator in one task attempt (DataFusion's
+/// `BaselineMetrics` plus spill), counted around each poll of its stream:
+/// rows it returned, time inside its polls and task spill bytes written
+/// during them. Time and spill include the operator's inputs (polled from
+/// inside); the stage summary subtracts the children's
+/// ([`StageSummary::finish_operators`]), so each operator keeps its own.
+#[derive(Debug, Default)]
+pub struct OperatorMetrics {
+    pub rows_out: AtomicU64,
+    pub elapsed_ns: AtomicU64,
+    pub spill_bytes: AtomicU64,
+}
+
+/// A snapshot of [`OperatorMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OperatorCounts {
+    pub rows_out: u64,
+    pub elapsed_ns: u64,
+    pub spill_bytes: u64,
 }
 
 impl TaskMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters of the operator at `key` (created on first use).
+    pub fn operator(&self, key: usize) -> Arc<OperatorMetrics> {
+        let mut ops = self.operators.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, m)) = ops.iter().find(|(k, _)| *k == key) {
+            return Arc::clone(m);
+        }
+        let m = Arc::new(OperatorMetrics::default());
+        ops.push((key, Arc::clone(&m)));
+        m
     }
 
     fn get(c: &AtomicU64) -> u64 {
@@ -81,6 +117,8 @@ pub struct TaskSummary {
     pub spill_count: u64,
     pub elapsed_ms: f64,
     pub error: Option<String>,
+    /// Per-operator counters (inclusive of inputs), by operator address.
+    pub operators: Vec<(usize, OperatorCounts)>,
 }
 
 impl TaskSummary {
@@ -94,6 +132,20 @@ impl TaskSummary {
             shuffle_bytes_read: TaskMetrics::get(&m.shuffle_bytes_read),
             spill_bytes: TaskMetrics::get(&m.spill_bytes),
             spill_count: TaskMetrics::get(&m.spill_count),
+            operators: m
+                .operators
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, o)| {
+                    let c = OperatorCounts {
+                        rows_out: TaskMetrics::get(&o.rows_out),
+                        elapsed_ns: TaskMetrics::get(&o.elapsed_ns),
+                        spill_bytes: TaskMetrics::get(&o.spill_bytes),
+                    };
+                    (*k, c)
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -124,6 +176,30 @@ pub struct StageSummary {
     pub elapsed_ms: f64,
     /// Every task attempt (successful and failed).
     pub tasks: Vec<TaskSummary>,
+    /// The stage's operators in plan order (pre-order: the root first),
+    /// summed over its successful tasks.
+    pub operators: Vec<OperatorSummary>,
+}
+
+/// One operator of a stage, over the stage's successful tasks.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorSummary {
+    /// Position in the stage's plan, pre-order (0 is the stage's root).
+    pub index: usize,
+    /// Depth below the root.
+    pub depth: usize,
+    /// Operator name (`HashJoin`, `Aggregate`, ...).
+    pub name: String,
+    /// The operator's address in the job's plan (unique within the job).
+    pub key: usize,
+    /// Indices of its inputs.
+    pub children: Vec<usize>,
+    /// Rows it returned.
+    pub rows_out: u64,
+    /// Time in its own polls (its inputs' excluded), summed over tasks.
+    pub elapsed_ms: f64,
+    /// Bytes it spilled.
+    pub spill_bytes: u64,
 }
 
 impl StageSummary {
@@ -137,7 +213,46 @@ impl StageSummary {
         self.shuffle_bytes_read += t.shuffle_bytes_read;
         self.spill_bytes += t.spill_bytes;
         self.spill_count += t.spill_count;
+        for (key, c) in &t.operators {
+            if let Some(o) = self.operators.iter_mut().find(|o| o.key == *key) {
+                o.rows_out += c.rows_out;
+                o.elapsed_ms += c.elapsed_ns as f64 / 1e6;
+                o.spill_bytes += c.spill_bytes;
+            }
+        }
     }
+
+    /// Turns the operators' absorbed time and spill, which include their
+    /// inputs', into their own: each subtracts its children's (call once,
+    /// after the last task).
+    pub fn finish_operators(&mut self) {
+        let incl: Vec<(f64, u64)> = self
+            .operators
+            .iter()
+            .map(|o| (o.elapsed_ms, o.spill_bytes))
+            .collect();
+        for o in &mut self.operators {
+            let (mut t, mut s) = incl[o.index];
+            for c in &o.children {
+                t -= incl[*c].0;
+                s = s.saturating_sub(incl[*c].1);
+            }
+            o.elapsed_ms = t.max(0.0);
+            o.spill_bytes = s;
+        }
+    }
+}
+
+/// JSON of one operator (also used by the CLI report).
+pub fn operator_json(o: &OperatorSummary) -> String {
+    let mut j = Json::new();
+    j.num("index", o.index as u64);
+    j.num("depth", o.depth as u64);
+    j.str("name", &o.name);
+    j.num("rows_out", o.rows_out);
+    j.f64("elapsed_ms", o.elapsed_ms);
+    j.num("spill_bytes", o.spill_bytes);
+    j.end()
 }
 
 /// Summary of one job (one `collect`).
@@ -305,6 +420,7 @@ fn stage_json(s: &StageSummary) -> String {
     o.num("spill_bytes", s.spill_bytes);
     o.num("spill_count", s.spill_count);
     o.f64("elapsed_ms", s.elapsed_ms);
+    o.array("operators", s.operators.iter().map(operator_json));
     o.array("tasks", s.tasks.iter().map(task_json));
     o.end()
 }

@@ -109,6 +109,30 @@ fn event_log_agrees_with_the_summary_and_samples_cover_the_run() {
             })
             .collect();
         assert_eq!(ends, vec![s.shuffle_bytes_written], "stage {}", s.stage_id);
+        // Stage end events carry the stage's operators as the summary has them.
+        let ops: Vec<Vec<(String, u64)>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StageEnd {
+                    stage_id,
+                    operators,
+                    ..
+                } if *stage_id == s.stage_id => Some(
+                    operators
+                        .iter()
+                        .map(|o| (o.name.clone(), o.rows_out))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<(String, u64)> = s
+            .operators
+            .iter()
+            .map(|o| (o.name.clone(), o.rows_out))
+            .collect();
+        assert!(!want.is_empty(), "stage {} has operators", s.stage_id);
+        assert_eq!(ops, vec![want], "stage {} operators", s.stage_id);
     }
     // Every task ran on one of the two executors, and both were used.
     let mut used = [false; 2];

@@ -221,7 +221,7 @@ fn executor_loss_recovers_across_chained_shuffles() {
 fn unread_spill_runs_are_deleted_when_dropped() {
     runtime().block_on(async {
         let (_session, manager, dir) = local_session(EngineConfig::default());
-        let ctx = Arc::new(engine::physical::TaskContext {
+        let ctx = Arc::new(engine::runtime::TaskContext {
             stage_id: 0,
             partition: 0,
             attempt: 0,
@@ -237,7 +237,7 @@ fn unread_spill_runs_are_deleted_when_dropped() {
             .map(|i| (Some(i), Some("k".to_string()), Some(i), None))
             .collect();
         let batch = batches_a(&rows, 1).remove(0);
-        let spill = |ctx: Arc<engine::physical::TaskContext>, batch: arrow::array::RecordBatch| async move {
+        let spill = |ctx: Arc<engine::runtime::TaskContext>, batch: arrow::array::RecordBatch| async move {
             let mut w = engine::memory::spill::BatchSpillWriter::create(&ctx)
                 .await
                 .expect("spill writer");

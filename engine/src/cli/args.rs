@@ -215,6 +215,32 @@ struct Q80Flags {
     #[arg(long, value_name = "DURATION", default_value = "100ms",
           value_parser = with("--event-log-interval", parse_duration_arg), help_heading = "Output")]
     event_log_interval: std::time::Duration,
+    /// Write the samples as CloudWatch Embedded Metric Format lines (Glue's metric names)
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    emf: Option<PathBuf>,
+    /// Serve live Prometheus metrics at http://ADDR/metrics while the job runs (a loopback
+    /// address; port 0 picks a free port, printed on stderr)
+    #[arg(long, value_name = "127.0.0.1:PORT",
+          value_parser = with("--metrics-addr", parse_metrics_addr), help_heading = "Output")]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// `--metrics-addr`: a socket address on a loopback interface (the
+/// endpoint has no authentication, so it is never exposed beyond the host).
+fn parse_metrics_addr(flag: &str, v: &str) -> Result<std::net::SocketAddr, CliError> {
+    let addr: std::net::SocketAddr = v.trim().parse().map_err(|_| {
+        CliError::usage(format!(
+            "invalid {flag} `{v}`: expected IP:PORT, e.g. 127.0.0.1:9464"
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(CliError::usage(format!(
+            "invalid {flag} `{v}`: the endpoint has no authentication, so it listens on \
+             loopback only; use 127.0.0.1:{}",
+            addr.port()
+        )));
+    }
+    Ok(addr)
 }
 
 /// `shovel s3-server`'s flags.
@@ -958,6 +984,8 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
     job.progress = !f.quiet;
     job.event_log = f.event_log.clone();
     job.event_log_interval = f.event_log_interval;
+    job.emf = f.emf.clone();
+    job.metrics_addr = f.metrics_addr;
     Ok(Q80Args {
         data,
         job,

@@ -27,6 +27,7 @@ pub mod ballista;
 pub mod data;
 pub mod df;
 pub mod gc;
+pub mod metrics_server;
 pub mod observe;
 pub mod progress;
 pub mod report;
@@ -195,6 +196,9 @@ fn run_q80_command(q: &Q80Args) -> Result<(), CliError> {
     }
     if let Some(p) = &q.html {
         check_output_path("--html", p)?;
+    }
+    if let Some(p) = &q.job.emf {
+        check_output_path("--emf", p)?;
     }
     if let Some(w) = args::memory_warning(q.job.config.memory_budget) {
         eprintln!("shovel: warning: {w}");

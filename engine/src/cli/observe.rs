@@ -1,6 +1,7 @@
 //! The CLI side of [`crate::events`]: one recorder per q80 run (the event
 //! log, `--event-log`), kept in the [`RunReport`]; the HTML report of a run
-//! (`--html`) or of a saved log (`shovel report EVENTLOG --html FILE`).
+//! (`--html`) or of a saved log (`shovel report EVENTLOG --html FILE`); the
+//! exports the recorder feeds as it records (`--emf`, `--metrics-addr`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,23 +10,47 @@ use shuffle_core::ShuffleManager;
 
 use crate::config::EngineConfig;
 use crate::events::{
-    advise, read_event_log, render_html, AdviceThresholds, Event, EventRecorder, RecorderOptions,
+    advise, read_event_log, render_html, AdviceThresholds, EmfWriter, Event, EventObserver,
+    EventRecorder, PromMetrics, RecorderOptions,
 };
 
 use super::args::ReportArgs;
+use super::metrics_server::MetricsServer;
 use super::report::RunReport;
 use super::run::Q80Job;
 use super::CliError;
 
+/// `JobName` of the EMF lines.
+pub const EMF_JOB_NAME: &str = "shovel-q80";
+
 /// Starts recording a run's events: always in memory (the report's advice
-/// reads them), to `job.event_log` too when set.
+/// reads them), to `job.event_log` too when set; with `job.emf`, as EMF
+/// lines too; with `job.metrics_addr`, served as Prometheus metrics until
+/// the returned server is dropped; samples also feed the `progress` bar.
 pub(crate) fn start_recorder(
     job: &Q80Job,
     config: &EngineConfig,
     manager: &Arc<dyn ShuffleManager>,
     disk_dir: Option<PathBuf>,
-) -> Result<Arc<EventRecorder>, CliError> {
-    EventRecorder::start(
+    progress: Arc<dyn EventObserver>,
+) -> Result<(Arc<EventRecorder>, Option<MetricsServer>), CliError> {
+    let mut observers: Vec<Arc<dyn EventObserver>> = vec![progress];
+    if let Some(path) = &job.emf {
+        let emf =
+            EmfWriter::create(path, EMF_JOB_NAME, manager.app_id()).map_err(CliError::runtime)?;
+        observers.push(Arc::new(emf));
+    }
+    let server = match job.metrics_addr {
+        Some(addr) => {
+            let prom = Arc::new(PromMetrics::new());
+            observers.push(prom.clone());
+            let server = MetricsServer::start(addr, prom)?;
+            eprintln!("metrics: serving http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let recorder = EventRecorder::start(
         Arc::clone(manager),
         RecorderOptions {
             path: job.event_log.clone(),
@@ -33,9 +58,11 @@ pub(crate) fn start_recorder(
             executors: config.executors.max(1),
             slots: config.parallelism.max(1),
             disk_dirs: disk_dir.into_iter().collect(),
+            observers,
         },
     )
-    .map_err(CliError::runtime)
+    .map_err(CliError::runtime)?;
+    Ok((recorder, server))
 }
 
 /// Stops recording and puts the events, and the advice they call for,
@@ -46,6 +73,12 @@ pub(crate) fn finish_recorder(
 ) -> Result<(), CliError> {
     let events = recorder.finish().map_err(CliError::runtime)?;
     report.advice = advise(&events, &AdviceThresholds::default());
+    tracing::debug!(
+        events = events.len(),
+        samples = recorder.samples(),
+        advice = report.advice.len(),
+        "event recorder finished"
+    );
     report.events = events;
     Ok(())
 }

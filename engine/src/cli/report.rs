@@ -344,6 +344,20 @@ impl RunReport {
                         String::new()
                     }
                 );
+                for op in &s.operators {
+                    let name = format!("{}{}", "  ".repeat(op.depth), op.name);
+                    let spill = if op.spill_bytes > 0 {
+                        format!("  spill {}", human_bytes(op.spill_bytes))
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        o,
+                        "       {name:<28} rows {:>10} {:>9}{spill}",
+                        op.rows_out,
+                        secs(op.elapsed_ms),
+                    );
+                }
             }
             let (rows, _, scan_bytes) = self.read_totals();
             let input = match (self.input_rows, self.input_file_bytes) {
@@ -537,6 +551,10 @@ impl RunReport {
                 sj.num("shuffle_bytes_written", s.shuffle_bytes_written);
                 sj.num("shuffle_bytes_read", s.shuffle_bytes_read);
                 sj.num("spill_bytes", s.spill_bytes);
+                sj.array(
+                    "operators",
+                    s.operators.iter().map(crate::metrics::operator_json),
+                );
                 stages.push(sj.end());
             }
         }

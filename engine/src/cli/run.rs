@@ -99,6 +99,11 @@ pub struct Q80Job {
     /// `--engine ballista`: executors use Ballista's own shuffle (the
     /// benchmark's baseline; not a CLI flag).
     pub ballista_native_shuffle: bool,
+    /// Write the samples as CloudWatch EMF lines here (`--emf`).
+    pub emf: Option<PathBuf>,
+    /// Serve the latest sample as Prometheus metrics here while the job
+    /// runs (`--metrics-addr`, loopback only).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Which engine runs q80 (`--engine`); both shuffle through the run's one
@@ -203,6 +208,8 @@ impl Default for Q80Job {
             cluster: None,
             shovel_exe: None,
             ballista_native_shuffle: false,
+            emf: None,
+            metrics_addr: None,
         }
     }
 }
@@ -607,6 +614,11 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
     };
     timings.setup_ms = ms(t);
     report.backend = backend.description.clone();
+    tracing::debug!(
+        backend = %report.backend,
+        setup_ms = timings.setup_ms,
+        "shuffle backend ready"
+    );
     report.embedded_s3 = backend.embedded.as_ref().map(|e| e.endpoint.clone());
     let manager: Arc<dyn ShuffleManager> = Arc::clone(&backend.managed.manager);
     report.spill_location = manager.spill_store().location().to_string();
@@ -620,10 +632,18 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
         .first()
         .cloned()
         .or_else(|| backend.local_temp.as_ref().map(|d| d.path().to_path_buf()));
-    let recorder = match super::observe::start_recorder(job, &config, &manager, disk_dir) {
-        Ok(r) => r,
-        Err(error) => return Err(fail(error, report, timings, t)),
-    };
+    // The stage bar: drawn by `execute` once planned, fed task counts by
+    // the recorder's samples meanwhile.
+    let bar = Arc::new(Bar::new(
+        "q80",
+        1,
+        job.progress && super::progress::enabled(false),
+    ));
+    let (recorder, metrics_server) =
+        match super::observe::start_recorder(job, &config, &manager, disk_dir, bar.clone()) {
+            Ok(r) => r,
+            Err(error) => return Err(fail(error, report, timings, t)),
+        };
     session.set_event_sink(Some(recorder.clone()));
     let canceller = signals.map(|s| {
         let session = session.clone();
@@ -638,6 +658,7 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
                 job,
                 &session,
                 &manager,
+                &bar,
                 data_dir,
                 &mut timings,
                 &mut report,
@@ -677,6 +698,8 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
     if let Err(e) = super::observe::finish_recorder(&recorder, &mut report) {
         result = result.and(Err(e));
     }
+    // The endpoint serves while the job runs, and stops with it.
+    drop(metrics_server);
     // A signal that came before the answer is handed out withholds it (the
     // run then fails with 128+n once cleaned up).
     if let (Some(sig), Ok(_)) = (signals.and_then(|_| StopSignals::received()), &result) {
@@ -884,6 +907,7 @@ async fn execute(
     job: &Q80Job,
     session: &Session,
     manager: &Arc<dyn ShuffleManager>,
+    bar: &Arc<Bar>,
     data_dir: &Path,
     timings: &mut Timings,
     report: &mut RunReport,
@@ -912,17 +936,13 @@ async fn execute(
     timings.plan_ms = ms(t);
 
     let t = Instant::now();
-    let bar = Arc::new(Bar::new(
-        "q80",
-        stages,
-        job.progress && super::progress::enabled(false),
-    ));
+    bar.start(stages);
     let done = Arc::new(AtomicU64::new(0));
     // Map stages in which the executor to lose (if any) committed outputs.
     let victim_stages = Arc::new(AtomicU64::new(0));
     {
         let (bar, done, victim) = (
-            Arc::clone(&bar),
+            Arc::clone(bar),
             Arc::clone(&done),
             Arc::clone(&victim_stages),
         );

@@ -39,8 +39,10 @@
 //! [`EventSink`] (none installed: no cost beyond a branch).
 
 pub mod advice;
+pub mod emf;
 pub mod html;
 pub(crate) mod proc;
+pub mod prom;
 mod recorder;
 
 use std::io::BufRead;
@@ -52,8 +54,10 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{RetryReason, TaskMetrics, TaskSummary};
 
 pub use advice::{advise, Advice, AdviceThresholds};
+pub use emf::EmfWriter;
 pub use html::render_html;
-pub use recorder::{EventRecorder, RecorderOptions};
+pub use prom::PromMetrics;
+pub use recorder::{EventObserver, EventRecorder, RecorderOptions};
 
 /// Where the scheduler reports what happens (see the module docs).
 /// Implementations must not call back into the scheduler and must be cheap:
@@ -150,6 +154,10 @@ pub enum Event {
         shuffle_bytes_written: u64,
         shuffle_bytes_read: u64,
         spill_bytes: u64,
+        /// The stage's operators in plan order (root first): rows out, own
+        /// time and spill, over its successful tasks.
+        #[serde(default)]
+        operators: Vec<OperatorEnd>,
     },
     /// A task ran again, and why.
     Rerun {
@@ -395,6 +403,17 @@ pub fn read_event_log(path: &Path) -> Result<Vec<Event>, String> {
         out.push(ev);
     }
     Ok(out)
+}
+
+/// One operator of a finished stage (see `metrics::OperatorSummary`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorEnd {
+    pub index: usize,
+    pub depth: usize,
+    pub name: String,
+    pub rows_out: u64,
+    pub elapsed_ms: f64,
+    pub spill_bytes: u64,
 }
 
 #[cfg(test)]

@@ -20,8 +20,20 @@ use shuffle_core::{MetricsSnapshot, ShuffleManager};
 use super::{proc, Event, EventSink, ExecutorSample, ProcessSample, TaskKey};
 use crate::metrics::TaskMetrics;
 
+/// Sees every event the recorder records, in order, as it is recorded
+/// (the exports: `--emf`, `--metrics-addr`). Called under the recorder's
+/// lock, so it must be quick and must not call back into the recorder.
+pub trait EventObserver: Send + Sync {
+    fn observe(&self, event: &Event);
+    /// The recorder finished (after its last sample); flush, and report a
+    /// write error.
+    fn finish(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// How an [`EventRecorder`] records.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecorderOptions {
     /// Write the log here (JSON lines); `None`: keep it in memory only.
     pub path: Option<PathBuf>,
@@ -32,6 +44,21 @@ pub struct RecorderOptions {
     pub slots: usize,
     /// Local shuffle/spill directories, for the free space on their disks.
     pub disk_dirs: Vec<PathBuf>,
+    /// Also handed every event (see [`EventObserver`]).
+    pub observers: Vec<Arc<dyn EventObserver>>,
+}
+
+impl std::fmt::Debug for RecorderOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecorderOptions")
+            .field("path", &self.path)
+            .field("interval", &self.interval)
+            .field("executors", &self.executors)
+            .field("slots", &self.slots)
+            .field("disk_dirs", &self.disk_dirs)
+            .field("observers", &self.observers.len())
+            .finish()
+    }
 }
 
 impl Default for RecorderOptions {
@@ -42,6 +69,7 @@ impl Default for RecorderOptions {
             executors: 1,
             slots: 1,
             disk_dirs: Vec::new(),
+            observers: Vec::new(),
         }
     }
 }
@@ -63,6 +91,7 @@ struct Totals {
 }
 
 struct Inner {
+    observers: Vec<Arc<dyn EventObserver>>,
     writer: Option<std::io::BufWriter<std::fs::File>>,
     error: Option<String>,
     events: Vec<Event>,
@@ -125,6 +154,7 @@ impl EventRecorder {
             manager,
             cpu_base,
             inner: Mutex::new(Inner {
+                observers: opts.observers.clone(),
                 writer,
                 error: None,
                 events: Vec::new(),
@@ -315,6 +345,9 @@ impl EventRecorder {
     }
 
     fn push(inner: &mut Inner, ev: Event) {
+        for o in &inner.observers {
+            o.observe(&ev);
+        }
         if let Some(w) = &mut inner.writer {
             if inner.error.is_none() {
                 let res = serde_json::to_writer(&mut *w, &ev)
@@ -351,6 +384,10 @@ impl EventRecorder {
                 inner.error.get_or_insert(e.to_string());
             }
         }
+        let mut observed = Ok(());
+        for o in &inner.observers {
+            observed = observed.and(o.finish());
+        }
         if let Some(e) = &inner.error {
             let path = self
                 .opts
@@ -362,6 +399,7 @@ impl EventRecorder {
                 "writing event log {path}: {e}; check the disk and the path"
             ));
         }
+        observed?;
         Ok(inner.events.clone())
     }
 }

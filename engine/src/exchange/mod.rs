@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::Result;
 use crate::expr::PhysicalExpr;
 use crate::metrics::TaskMetrics;
-use crate::physical::{BatchStream, TaskContext};
+use crate::runtime::{BatchStream, TaskContext};
 use codec::BatchEncoder;
 
 /// How an exchange distributes rows.

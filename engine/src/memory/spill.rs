@@ -12,7 +12,7 @@ use crate::exchange::hash::{bucket, hash_columns, SEED_SPILL};
 use crate::exchange::split_by_index;
 use crate::expr::PhysicalExpr;
 use crate::metrics::TaskMetrics;
-use crate::physical::TaskContext;
+use crate::runtime::TaskContext;
 
 /// A run of spilled batches. It owns its file: a run dropped without being
 /// read back (its task failed, or stopped early) deletes the file, so spills

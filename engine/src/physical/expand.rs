@@ -38,7 +38,7 @@ impl ExecutionPlan for ExpandExec {
         vec![Arc::clone(&self.input)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let mut input = self.input.execute(partition, ctx)?;
+        let mut input = crate::physical::execute(&self.input, partition, ctx)?;
         let projections = self.projections.clone();
         let schema = Arc::clone(&self.schema);
         Ok(generate(move |mut out| async move {

@@ -34,7 +34,7 @@ impl ExecutionPlan for FilterExec {
         vec![Arc::clone(&self.input)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let input = self.input.execute(partition, ctx)?;
+        let input = crate::physical::execute(&self.input, partition, ctx)?;
         let pred = self.predicate.clone();
         Ok(Box::pin(input.filter_map(move |b| {
             let out = b.and_then(|b| {

@@ -11,7 +11,7 @@
 //! equal keys are chained, so duplicate keys fan out. Null keys never match.
 //!
 //! Broadcast: the build side is hashed once per stage and executor and
-//! shared by the stage's tasks there ([`super::broadcast`]); only a build
+//! shared by the stage's tasks there ([`crate::runtime::broadcast`]); only a build
 //! side that does not fit in memory falls back to a per-task build.
 //!
 //! Spilling: if the build side does not fit its reservation, both sides are
@@ -27,13 +27,13 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use futures::StreamExt;
 
-use super::broadcast::{BroadcastKey, Built};
 use super::row_table::{hash_keys, RowTable};
 use super::util::{generate, Emitter};
 use super::{BatchStream, ExecutionPlan, TaskContext};
 use crate::error::Result;
 use crate::expr::PhysicalExpr;
 use crate::memory::spill::{BatchSpillReader, BucketSpiller};
+use crate::runtime::broadcast::{BroadcastKey, Built};
 
 /// Join semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl ExecutionPlan for HashJoinExec {
             build_schema: self.build.schema(),
             probe_schema: self.probe.schema(),
         };
-        let probe = self.probe.execute(partition, Arc::clone(&ctx))?;
+        let probe = crate::physical::execute(&self.probe, partition, Arc::clone(&ctx))?;
         if self.mode == JoinMode::Broadcast {
             let key = BroadcastKey {
                 stage_id: ctx.stage_id,
@@ -108,7 +108,7 @@ impl ExecutionPlan for HashJoinExec {
                 op.run_broadcast(key, build, probe, ctx, out)
             }));
         }
-        let build = self.build.execute(partition, Arc::clone(&ctx))?;
+        let build = crate::physical::execute(&self.build, partition, Arc::clone(&ctx))?;
         Ok(generate(move |out| op.run(build, probe, ctx, out)))
     }
 }
@@ -288,7 +288,7 @@ impl JoinOp {
             "broadcast hash table[stage {} executor {}]",
             ctx.stage_id, ctx.executor
         ));
-        let mut stream = build.execute(0, Arc::clone(&ctx))?;
+        let mut stream = crate::physical::execute(&build, 0, Arc::clone(&ctx))?;
         let mut batches = Vec::new();
         while let Some(b) = stream.next().await {
             let b = b?;
@@ -324,7 +324,7 @@ impl JoinOp {
             })
             .await?;
         let Some(shared) = shared.and_then(|b| b.downcast::<SharedTable>().ok()) else {
-            let stream = build.execute(0, Arc::clone(&ctx))?;
+            let stream = crate::physical::execute(&build, 0, Arc::clone(&ctx))?;
             return self.run(stream, probe, ctx, out).await;
         };
         let conv = self.converter()?;

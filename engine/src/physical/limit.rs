@@ -32,7 +32,7 @@ impl ExecutionPlan for LimitExec {
         vec![Arc::clone(&self.input)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let mut input = self.input.execute(partition, ctx)?;
+        let mut input = crate::physical::execute(&self.input, partition, ctx)?;
         let fetch = self.fetch;
         Ok(generate(move |mut out| async move {
             let mut left = fetch;

@@ -17,9 +17,11 @@
 //! (see `scheduler`), the upstream stage's tasks write their partitions
 //! through the shuffle manager and [`shuffle_read::ShuffleReadExec`] reads
 //! them back in the downstream stage.
+//!
+//! What a running task receives ([`TaskContext`]) lives below this module,
+//! in [`crate::runtime`]; it is re-exported here for operator code.
 
 pub mod aggregate;
-pub mod broadcast;
 pub mod expand;
 pub mod filter;
 pub mod join;
@@ -34,22 +36,18 @@ pub mod union;
 pub mod util;
 
 use std::fmt::Debug;
-use std::ops::Range;
-use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::Stream;
-use shuffle_core::{MemoryPool, ShuffleManager, SpillStore};
 
-use crate::config::EngineConfig;
 use crate::error::Result;
-use crate::metrics::TaskMetrics;
-use crate::scheduler::tracker::MapOutputTracker;
-
-/// A stream of batches of one partition.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+use crate::metrics::{OperatorMetrics, TaskMetrics};
+pub use crate::runtime::{BatchStream, TaskContext};
 
 /// A physical operator.
 pub trait ExecutionPlan: Send + Sync + Debug {
@@ -91,52 +89,54 @@ pub fn display_plan(plan: &dyn ExecutionPlan) -> String {
     s
 }
 
-/// Everything a running task needs.
-#[derive(Debug)]
-pub struct TaskContext {
-    pub stage_id: usize,
-    pub partition: usize,
-    pub attempt: u32,
-    pub config: Arc<EngineConfig>,
-    pub manager: Arc<dyn ShuffleManager>,
-    pub tracker: Arc<MapOutputTracker>,
-    pub metrics: Arc<TaskMetrics>,
-    /// Shuffle partitions each task of the stage reads, when the scheduler
-    /// coalesced them (task `i` reads `ranges[i]` of every non-broadcast
-    /// shuffle of the stage); `None`: task `i` reads partition `i`.
-    pub read_ranges: Option<Arc<Vec<Range<u32>>>>,
-    /// The executor the attempt runs on.
-    pub executor: usize,
-    /// Broadcast hash tables shared by the stage's tasks on one executor.
-    pub broadcasts: Arc<broadcast::BroadcastCache>,
+/// The key an operator's metrics are recorded under: its address in the
+/// job's plan (which lives as long as the job).
+pub fn operator_key(plan: &dyn ExecutionPlan) -> usize {
+    plan as *const dyn ExecutionPlan as *const () as usize
 }
 
-impl TaskContext {
-    pub fn memory_pool(&self) -> &Arc<MemoryPool> {
-        self.manager.memory_pool()
-    }
+/// Runs one partition of `plan` with its [`OperatorMetrics`] counted: rows
+/// out, time in its polls and task spill bytes written during them. Every
+/// operator runs its inputs through this, and the scheduler the stage root.
+pub fn execute(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    ctx: Arc<TaskContext>,
+) -> Result<BatchStream> {
+    let op = ctx.metrics.operator(operator_key(plan.as_ref()));
+    let task = Arc::clone(&ctx.metrics);
+    let inner = plan.execute(partition, ctx)?;
+    Ok(Box::pin(Metered { inner, op, task }))
+}
 
-    pub fn spill_store(&self) -> &Arc<dyn SpillStore> {
-        self.manager.spill_store()
-    }
+struct Metered {
+    inner: BatchStream,
+    op: Arc<OperatorMetrics>,
+    task: Arc<TaskMetrics>,
+}
 
-    pub fn batch_size(&self) -> usize {
-        self.config.batch_size
-    }
+impl Stream for Metered {
+    type Item = Result<RecordBatch>;
 
-    /// The shuffle partitions task `partition` reads (see `read_ranges`).
-    pub fn read_range(&self, partition: usize) -> Range<u32> {
-        match self.read_ranges.as_ref().and_then(|r| r.get(partition)) {
-            Some(r) => r.clone(),
-            None => partition as u32..partition as u32 + 1,
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let started = Instant::now();
+        let spilled = this.task.spill_bytes.load(Ordering::Relaxed);
+        let r = this.inner.as_mut().poll_next(cx);
+        let ns = started.elapsed().as_nanos() as u64;
+        TaskMetrics::add(&this.op.elapsed_ns, ns);
+        let spill = this
+            .task
+            .spill_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(spilled);
+        TaskMetrics::add(&this.op.spill_bytes, spill);
+        if let Poll::Ready(Some(Ok(b))) = &r {
+            TaskMetrics::add(&this.op.rows_out, b.num_rows() as u64);
         }
-    }
-
-    /// A reservation named after the operator and task.
-    pub fn reservation(&self, op: &str) -> shuffle_core::MemoryReservation {
-        self.memory_pool().reservation(format!(
-            "{op}[stage {} task {}]",
-            self.stage_id, self.partition
-        ))
+        r
     }
 }

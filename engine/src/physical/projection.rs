@@ -40,7 +40,7 @@ impl ExecutionPlan for ProjectionExec {
         vec![Arc::clone(&self.input)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let input = self.input.execute(partition, ctx)?;
+        let input = crate::physical::execute(&self.input, partition, ctx)?;
         let exprs = self.exprs.clone();
         let schema = Arc::clone(&self.schema);
         Ok(Box::pin(input.map(move |b| {

@@ -46,7 +46,7 @@ impl ExecutionPlan for SortExec {
         vec![Arc::clone(&self.input)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let input = self.input.execute(partition, Arc::clone(&ctx))?;
+        let input = crate::physical::execute(&self.input, partition, Arc::clone(&ctx))?;
         let op = SortOp {
             keys: self.keys.clone(),
             fetch: self.fetch,

@@ -33,7 +33,7 @@ impl ExecutionPlan for UnionExec {
             let n = input.output_partitions();
             if partition < n {
                 let schema = Arc::clone(&self.schema);
-                let s = input.execute(partition, ctx)?;
+                let s = crate::physical::execute(input, partition, ctx)?;
                 // Re-label columns with the union's names (types already match).
                 return Ok(Box::pin(s.map(move |b| {
                     let b = b?;

@@ -33,7 +33,7 @@ use shuffle_core::MapStatus;
 use tokio::task::AbortHandle;
 
 use super::tracker::MapOutputTracker;
-use crate::physical::broadcast::BroadcastCache;
+use crate::runtime::broadcast::BroadcastCache;
 
 /// What losing an executor did.
 #[derive(Debug, Clone, Default)]

@@ -98,10 +98,10 @@ use crate::error::{EngineError, Result};
 use crate::events::{Event, EventSink, TaskKey};
 use crate::exchange::write_map_output;
 use crate::metrics::{JobSummary, RetryReason, StageSummary, TaskMetrics, TaskSummary};
-use crate::physical::broadcast::BroadcastCache;
 use crate::physical::planner::{JobPlan, StageDef};
 use crate::physical::util::collect;
 use crate::physical::{ExecutionPlan, TaskContext};
+use crate::runtime::broadcast::BroadcastCache;
 use executors::{Executors, Kill};
 use tracker::MapOutputTracker;
 
@@ -403,6 +403,7 @@ pub async fn run_job(
             if let (Some(a), Some(b)) = (a, b) {
                 s.elapsed_ms = b.duration_since(a).as_secs_f64() * 1e3;
             }
+            s.finish_operators();
             s
         })
         .collect();
@@ -568,6 +569,7 @@ impl Job {
             output,
             num_tasks: n,
             partitions,
+            operators: operator_tree(plan),
             ..Default::default()
         };
         if let Some(ev) = &self.hooks.events {
@@ -604,6 +606,22 @@ impl Job {
                 shuffle_bytes_written: s.shuffle_bytes_written,
                 shuffle_bytes_read: s.shuffle_bytes_read,
                 spill_bytes: s.spill_bytes,
+                operators: {
+                    let mut own = s.clone();
+                    own.tasks.clear();
+                    own.finish_operators();
+                    own.operators
+                        .iter()
+                        .map(|o| crate::events::OperatorEnd {
+                            index: o.index,
+                            depth: o.depth,
+                            name: o.name.clone(),
+                            rows_out: o.rows_out,
+                            elapsed_ms: o.elapsed_ms,
+                            spill_bytes: o.spill_bytes,
+                        })
+                        .collect()
+                },
             });
         }
     }
@@ -931,7 +949,7 @@ impl Job {
             attempt,
             config: Arc::clone(&self.config),
             manager: Arc::clone(&self.manager),
-            tracker: Arc::clone(&self.tracker),
+            tracker: self.tracker.clone(),
             metrics: Arc::clone(&metrics),
             read_ranges,
             executor,
@@ -942,7 +960,7 @@ impl Job {
             None => Arc::clone(&self.root),
         };
         // An error (a missing input, say) surfaces in the task as before.
-        let stream = plan.execute(partition, Arc::clone(&ctx));
+        let stream = crate::physical::execute(&plan, partition, Arc::clone(&ctx));
         let permit = Arc::clone(&self.slots)
             .acquire_owned()
             .await
@@ -1145,6 +1163,32 @@ where
     F: std::future::Future<Output = Result<T>>,
 {
     futures::future::join_all(futs).await.into_iter().collect()
+}
+
+/// A stage's operators in pre-order, for its [`StageSummary`].
+fn operator_tree(plan: &dyn ExecutionPlan) -> Vec<crate::metrics::OperatorSummary> {
+    fn go(
+        p: &dyn ExecutionPlan,
+        depth: usize,
+        out: &mut Vec<crate::metrics::OperatorSummary>,
+    ) -> usize {
+        let index = out.len();
+        out.push(crate::metrics::OperatorSummary {
+            index,
+            depth,
+            name: p.name().to_string(),
+            key: crate::physical::operator_key(p),
+            ..Default::default()
+        });
+        for c in p.children() {
+            let ci = go(c.as_ref(), depth + 1, out);
+            out[index].children.push(ci);
+        }
+        index
+    }
+    let mut out = Vec::new();
+    go(plan, 0, &mut out);
+    out
 }
 
 #[cfg(test)]

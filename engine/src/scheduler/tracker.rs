@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use shuffle_core::MapStatus;
 
 use crate::error::{EngineError, Result};
+use crate::runtime::MapOutputs;
 
 #[derive(Debug, Default)]
 struct ShuffleEntry {
@@ -248,5 +249,11 @@ impl MapOutputTracker {
     /// Drops a shuffle's entries.
     pub fn remove_shuffle(&self, shuffle_id: u32) {
         self.lock().remove(&shuffle_id);
+    }
+}
+
+impl MapOutputs for MapOutputTracker {
+    fn statuses(&self, shuffle_id: u32) -> Result<Vec<MapStatus>> {
+        MapOutputTracker::statuses(self, shuffle_id)
     }
 }

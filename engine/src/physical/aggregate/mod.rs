@@ -122,7 +122,7 @@ impl ExecutionPlan for AggregateExec {
         vec![Arc::clone(&self.input)]
     }
     fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
-        let input = self.input.execute(partition, Arc::clone(&ctx))?;
+        let input = crate::physical::execute(&self.input, partition, Arc::clone(&ctx))?;
         let op = Op {
             mode: self.mode,
             group_exprs: match self.mode {
