@@ -61,7 +61,8 @@ pub async fn connect(
     state: datafusion::execution::SessionState,
 ) -> Result<datafusion::prelude::SessionContext> {
     use ballista::prelude::SessionContextExt;
-    datafusion::prelude::SessionContext::remote_with_state(&format!("df://{scheduler}"), state).await
+    datafusion::prelude::SessionContext::remote_with_state(&format!("df://{scheduler}"), state)
+        .await
 }
 
 /// Runs Ballista's scheduler on `bind` until the process ends.
@@ -72,7 +73,8 @@ pub async fn run_scheduler(bind: SocketAddr, liveness: Liveness) -> Result<()> {
         Arc::new(default_session_builder),
         Arc::clone(&producer),
     );
-    let mut config = SchedulerConfig::default().with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
+    let mut config =
+        SchedulerConfig::default().with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
     config.bind_host = bind.ip().to_string();
     config.external_host = bind.ip().to_string();
     config.bind_port = bind.port();
@@ -82,7 +84,9 @@ pub async fn run_scheduler(bind: SocketAddr, liveness: Liveness) -> Result<()> {
     config.override_config_producer = Some(producer);
     start_server(cluster, bind, Arc::new(config))
         .await
-        .map_err(|e| DataFusionError::External(Box::new(e)).context(format!("Ballista scheduler on {bind}")))
+        .map_err(|e| {
+            DataFusionError::External(Box::new(e)).context(format!("Ballista scheduler on {bind}"))
+        })
 }
 
 /// Where an executor listens and whom it works for.
@@ -123,11 +127,13 @@ pub async fn run_executor(
         work_dir: Some(s.work_dir.clone()),
         print_thread_info: false,
         executor_heartbeat_interval_seconds: s.liveness.heartbeat_secs,
-        override_execution_engine: engine.map(|e| e as Arc<dyn ballista_executor::execution_engine::ExecutionEngine>),
+        override_execution_engine: engine
+            .map(|e| e as Arc<dyn ballista_executor::execution_engine::ExecutionEngine>),
         override_config_producer: Some(config_producer()),
         ..Default::default()
     };
-    start_executor_process(Arc::new(config))
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)).context(format!("Ballista executor on {}:{}", s.host, s.flight_port)))
+    start_executor_process(Arc::new(config)).await.map_err(|e| {
+        DataFusionError::External(Box::new(e))
+            .context(format!("Ballista executor on {}:{}", s.host, s.flight_port))
+    })
 }

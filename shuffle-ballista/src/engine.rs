@@ -80,7 +80,8 @@ impl EngineCounters {
     pub(crate) fn record_task(&self, task: TaskRecord) {
         self.bytes_written
             .fetch_add(task.stored_bytes, Ordering::Relaxed);
-        self.records_written.fetch_add(task.records, Ordering::Relaxed);
+        self.records_written
+            .fetch_add(task.records, Ordering::Relaxed);
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -167,12 +168,13 @@ impl ExecutionEngine for ShovelExecutionEngine {
                         r,
                         Arc::clone(&reader_manager),
                         Arc::clone(&counters),
-                    )) as Arc<dyn ExecutionPlan>))
+                    ))
+                        as Arc<dyn ExecutionPlan>))
                 } else if let Some(r) = p.downcast_ref::<ShuffleReaderExec>() {
                     // A stage Ballista's own writer ran: its reader, pointed
                     // at the work directory as Ballista's engine does.
                     Ok(Transformed::yes(
-                        Arc::new(r.with_work_dir(work_dir.to_string())) as Arc<dyn ExecutionPlan>
+                        Arc::new(r.with_work_dir(work_dir.to_string())) as Arc<dyn ExecutionPlan>,
                     ))
                 } else if p.downcast_ref::<RangeShuffleReaderExec>().is_some() {
                     Err(range_refused(stage_id))
@@ -182,9 +184,12 @@ impl ExecutionEngine for ShovelExecutionEngine {
             })?
             .data;
         let child = || {
-            plan.children().first().map(|c| Arc::clone(*c)).ok_or_else(|| {
-                DataFusionError::Internal(format!("stage {stage_id}'s writer has no input"))
-            })
+            plan.children()
+                .first()
+                .map(|c| Arc::clone(*c))
+                .ok_or_else(|| {
+                    DataFusionError::Internal(format!("stage {stage_id}'s writer has no input"))
+                })
         };
         let output = if let Some(w) = plan.downcast_ref::<SortShuffleWriterExec>() {
             match w.shuffle_output_partitioning() {

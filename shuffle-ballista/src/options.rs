@@ -103,7 +103,10 @@ mod tests {
             .filter(|e| e.key.starts_with("shovel."))
             .map(|e| (e.key, e.value))
             .collect();
-        assert_eq!(shipped, vec![("shovel.app_id".to_string(), Some("run-42".to_string()))]);
+        assert_eq!(
+            shipped,
+            vec![("shovel.app_id".to_string(), Some("run-42".to_string()))]
+        );
         let mut executor = SessionConfig::new().with_option_extension(ShovelOptions::default());
         for (k, v) in &shipped {
             executor

@@ -161,9 +161,13 @@ impl QueryStageExecutor for ShovelStageExec {
         let status = writer.commit().await.map_err(|e| shuffle_error(e, at()))?;
         timer.done();
         metrics.records_written.add(stats.records as usize);
-        metrics.encoded_bytes_written.add(stats.encoded_bytes as usize);
+        metrics
+            .encoded_bytes_written
+            .add(stats.encoded_bytes as usize);
         metrics.blocks_written.add(stats.blocks as usize);
-        metrics.stored_bytes_written.add(status.total_bytes() as usize);
+        metrics
+            .stored_bytes_written
+            .add(status.total_bytes() as usize);
         metrics
             .objects_written
             .add(usize::from(status.lengths.iter().any(|&l| l > 0)));

@@ -386,7 +386,10 @@ mod grammar_tests {
                 "{name}"
             );
         }
-        assert_eq!(kind(&format!("{}{PROBE_OBJECT}-x", layout.app_prefix())), None);
+        assert_eq!(
+            kind(&format!("{}{PROBE_OBJECT}-x", layout.app_prefix())),
+            None
+        );
     }
 
     #[test]

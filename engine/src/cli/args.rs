@@ -383,7 +383,11 @@ fn build_ballista(f: BallistaFlags) -> Result<Command, CliError> {
             };
             let mut pairs = Vec::new();
             if !e.local_dir.is_empty() {
-                let dirs: Vec<String> = e.local_dir.iter().map(|d| d.display().to_string()).collect();
+                let dirs: Vec<String> = e
+                    .local_dir
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect();
                 pairs.push(("local.dirs".to_string(), dirs.join(",")));
             }
             if let Some(ep) = e.s3_endpoint {
@@ -397,7 +401,10 @@ fn build_ballista(f: BallistaFlags) -> Result<Command, CliError> {
                     .iter()
                     .any(|(k, _)| shuffle_s3::config::canonical_key(k) == Some(key))
             };
-            if config.backend == ShuffleBackend::S3 && config.s3_bucket.is_none() && !has("s3.bucket") {
+            if config.backend == ShuffleBackend::S3
+                && config.s3_bucket.is_none()
+                && !has("s3.bucket")
+            {
                 return Err(CliError::usage(
                     "ballista executor --shuffle s3 needs the bucket every executor shares: add \
                      --s3-bucket s3://bucket/prefix (and --s3-endpoint for a store other than AWS)",

@@ -249,7 +249,8 @@ async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
     for m in engine.managers() {
         let _ = m.release_app().await;
     }
-    result.map_err(|e| CliError::runtime(format!("ballista executor: {}", one_line(&e.to_string()))))
+    result
+        .map_err(|e| CliError::runtime(format!("ballista executor: {}", one_line(&e.to_string()))))
 }
 
 enum WorkDir {
@@ -319,7 +320,6 @@ fn write_stats(path: &Path, engine: &ShovelExecutionEngine) -> std::io::Result<(
     std::fs::rename(tmp, path)
 }
 
-
 /// A scheduler and executors started by this process; all are killed when
 /// it is dropped (also on failure or a signal).
 pub struct LocalCluster {
@@ -372,30 +372,44 @@ impl LocalCluster {
         let child = Command::new(&spec.shovel_exe)
             .args(["ballista", "scheduler", "--bind", &scheduler.to_string()])
             .args(["--executor-timeout", "6"])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log("scheduler")?)
             .spawn()
-            .map_err(|e| CliError::runtime(format!("starting the Ballista scheduler ({}): {e}", spec.shovel_exe.display())))?;
+            .map_err(|e| {
+                CliError::runtime(format!(
+                    "starting the Ballista scheduler ({}): {e}",
+                    spec.shovel_exe.display()
+                ))
+            })?;
         cluster.children.push(("scheduler".into(), child));
         wait_listening(scheduler, "the Ballista scheduler", &mut cluster)?;
         for i in 0..spec.executors {
             let stats = cluster._dir.path().join(format!("executor-{i}.json"));
             let work_dir = cluster._dir.path().join(format!("executor-{i}-work"));
-            std::fs::create_dir_all(&work_dir)
-                .map_err(|e| CliError::runtime(format!("cannot create {}: {e}", work_dir.display())))?;
+            std::fs::create_dir_all(&work_dir).map_err(|e| {
+                CliError::runtime(format!("cannot create {}: {e}", work_dir.display()))
+            })?;
             let flight = pick_port(host, 0)?;
             let mut cmd = Command::new(&spec.shovel_exe);
-            cmd.args(["ballista", "executor", "--scheduler", &scheduler.to_string()])
-                .args(["--flight-port", &flight.to_string()])
-                .args(["--slots", &spec.slots.to_string()])
-                .arg("--work-dir")
-                .arg(&work_dir)
-                .arg("--stats")
-                .arg(&stats)
-                .args(["--shuffle", backend_name(&spec.config)])
-                .args(["--memory", &spec.config.memory_budget.to_string()]);
+            cmd.args([
+                "ballista",
+                "executor",
+                "--scheduler",
+                &scheduler.to_string(),
+            ])
+            .args(["--flight-port", &flight.to_string()])
+            .args(["--slots", &spec.slots.to_string()])
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .arg("--stats")
+            .arg(&stats)
+            .args(["--shuffle", backend_name(&spec.config)])
+            .args(["--memory", &spec.config.memory_budget.to_string()]);
             if spec.config.spill_to_s3 {
                 cmd.arg("--spill-to-s3");
             }
@@ -414,7 +428,10 @@ impl LocalCluster {
                 }
             }
             let child = cmd
-                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log(&format!("executor-{i}"))?)
@@ -422,7 +439,11 @@ impl LocalCluster {
                 .map_err(|e| CliError::runtime(format!("starting Ballista executor {i}: {e}")))?;
             cluster.children.push((format!("executor {i}"), child));
             cluster.executors.push(ExecutorProc { stats, work_dir });
-            wait_listening(SocketAddr::new(host, flight), &format!("Ballista executor {i}"), &mut cluster)?;
+            wait_listening(
+                SocketAddr::new(host, flight),
+                &format!("Ballista executor {i}"),
+                &mut cluster,
+            )?;
         }
         Ok(cluster)
     }
@@ -522,7 +543,11 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
 }
 
 /// Waits until `addr` accepts connections (30 s), or a child died.
-fn wait_listening(addr: SocketAddr, what: &str, cluster: &mut LocalCluster) -> Result<(), CliError> {
+fn wait_listening(
+    addr: SocketAddr,
+    what: &str,
+    cluster: &mut LocalCluster,
+) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -652,15 +677,18 @@ pub async fn execute(
             )
         }
     };
-    let scheduler = cluster.or(local.as_ref().map(|c| c.scheduler)).ok_or_else(|| {
-        CliError::runtime("no Ballista scheduler to run on")
-    })?;
+    let scheduler = cluster
+        .or(local.as_ref().map(|c| c.scheduler))
+        .ok_or_else(|| CliError::runtime("no Ballista scheduler to run on"))?;
     let run = async {
         let ctx = q80_context(scheduler, config, manager.app_id(), data_dir).await?;
         run_q80(&ctx, date).await
     };
     let rows = run.await;
-    let work_files = local.as_ref().map(|c| c.work_dir_files()).unwrap_or_default();
+    let work_files = local
+        .as_ref()
+        .map(|c| c.work_dir_files())
+        .unwrap_or_default();
     let executors = match local {
         Some(c) => tokio::task::spawn_blocking(move || c.stop())
             .await

@@ -10,8 +10,8 @@ use shuffle_core::MetricsSnapshot;
 
 use crate::config::RequestPrices;
 use crate::json::Json;
-use serde::{Deserialize, Serialize};
 use crate::metrics::JobSummary;
+use serde::{Deserialize, Serialize};
 
 use super::run::Q80Job;
 use super::CliError;
@@ -679,7 +679,10 @@ impl RunReport {
         let advice = serde_json::to_string(&self.advice).unwrap_or_else(|_| "[]".into());
         w.raw("advice", &advice);
         if let Some(b) = &self.ballista {
-            w.raw("ballista", &serde_json::to_string(b).unwrap_or_else(|_| "null".into()));
+            w.raw(
+                "ballista",
+                &serde_json::to_string(b).unwrap_or_else(|_| "null".into()),
+            );
         }
         match &self.job {
             Some(j) => w.raw("job", &j.to_json()),
@@ -876,7 +879,11 @@ pub struct BallistaSummary {
 }
 
 impl BallistaSummary {
-    pub fn from_executors(scheduler: String, executors: Vec<ExecutorStats>, lost: Vec<usize>) -> Self {
+    pub fn from_executors(
+        scheduler: String,
+        executors: Vec<ExecutorStats>,
+        lost: Vec<usize>,
+    ) -> Self {
         let stages: std::collections::BTreeSet<u32> = executors
             .iter()
             .flat_map(|e| e.tasks.iter().map(|t| t.stage))
@@ -912,7 +919,8 @@ impl BallistaSummary {
             }
         );
         for (i, e) in self.executors.iter().enumerate() {
-            let mut per_stage: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+            let mut per_stage: std::collections::BTreeMap<u32, usize> =
+                std::collections::BTreeMap::new();
             for t in &e.tasks {
                 *per_stage.entry(t.stage).or_default() += 1;
             }
@@ -931,4 +939,3 @@ impl BallistaSummary {
         out
     }
 }
-

@@ -1060,7 +1060,9 @@ async fn execute_ballista(
     let shovel_exe = match &job.shovel_exe {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| {
-            CliError::runtime(format!("cannot find the shovel binary to start Ballista with: {e}"))
+            CliError::runtime(format!(
+                "cannot find the shovel binary to start Ballista with: {e}"
+            ))
         })?,
     };
     let spec = super::ballista::ClusterSpec {
