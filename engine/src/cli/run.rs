@@ -1016,21 +1016,9 @@ async fn execute_datafusion(
     timings.plan_ms = ms(t);
 
     let t = Instant::now();
-    let run = super::df::run_plan(&ctx, plan);
-    let result = if job.interruptible {
-        let signals = StopSignals::install()?;
-        tokio::select! {
-            biased;
-            sig = signals.wait() => {
-                timings.execute_ms = ms(t);
-                return Err(interrupted(sig, ""));
-            }
-            r = run => r,
-        }
-    } else {
-        run.await
-    };
+    let result = unless_stopped(job, super::df::run_plan(&ctx, plan)).await;
     timings.execute_ms = ms(t);
+    let result = result?;
     // Spill files are gone with the plan; an empty directory goes too.
     let _ = std::fs::remove_dir(spill_dir);
     let rows = result.map_err(|e| {
@@ -1044,6 +1032,23 @@ async fn execute_datafusion(
     let csv = q80_csv(&rows);
     timings.output_ms = ms(t);
     Ok((csv, rows))
+}
+
+/// Awaits `run`; for an interruptible job, the first stop signal wins
+/// instead (`run` is dropped) and the run fails with it.
+async fn unless_stopped<T>(
+    job: &Q80Job,
+    run: impl std::future::Future<Output = T>,
+) -> Result<T, CliError> {
+    if !job.interruptible {
+        return Ok(run.await);
+    }
+    let signals = StopSignals::install()?;
+    tokio::select! {
+        biased;
+        sig = signals.wait() => Err(interrupted(sig, "")),
+        r = run => Ok(r),
+    }
 }
 
 /// `--engine ballista`: q80 on a Ballista cluster (see `cli::ballista`).
@@ -1080,23 +1085,12 @@ async fn execute_ballista(
         native_shuffle: job.ballista_native_shuffle,
     };
     let t = Instant::now();
+    // A stop signal drops the run, and with it the cluster, which stops
+    // its processes.
     let run = super::ballista::execute(&spec, job.cluster, config, manager, data_dir, job.date);
-    let result = if job.interruptible {
-        let signals = StopSignals::install()?;
-        tokio::select! {
-            biased;
-            sig = signals.wait() => {
-                timings.execute_ms = ms(t);
-                // Dropping `run` drops the cluster, which stops its processes.
-                return Err(interrupted(sig, ""));
-            }
-            r = run => r,
-        }
-    } else {
-        run.await
-    };
+    let result = unless_stopped(job, run).await;
     timings.execute_ms = ms(t);
-    let (rows, summary) = result?;
+    let (rows, summary) = result??;
     report.planned_stages = summary.stages;
     report.ballista = Some(summary);
     let t = Instant::now();
