@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use shuffle_ballista::cluster::{ExecutorSettings, Liveness};
 use shuffle_ballista::{ManagerFactory, ShovelExecutionEngine};
 use shuffle_core::ShuffleManager;
@@ -45,8 +45,7 @@ use super::args::one_line;
 use super::report::{BallistaSummary, ExecutorStats, TaskStat};
 use super::CliError;
 use crate::config::{EngineConfig, ShuffleBackend};
-use crate::queries::q80::table_path;
-use crate::tpcds::{Q80Row, SqlDate, Q80_TABLES};
+use crate::tpcds::{Q80Row, SqlDate};
 
 /// `shovel ballista scheduler`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,11 +287,11 @@ fn pick_port(host: IpAddr, port: u16) -> Result<u16, CliError> {
 
 fn write_stats(path: &Path, engine: &ShovelExecutionEngine) -> std::io::Result<()> {
     let c = engine.counters();
+    let tasks = c.tasks();
     let stats = ExecutorStats {
         pid: std::process::id(),
-        tasks: c
-            .tasks()
-            .into_iter()
+        tasks: tasks
+            .iter()
             .map(|t| TaskStat {
                 stage: t.stage_id,
                 stage_attempt: t.stage_attempt,
@@ -302,8 +301,8 @@ fn write_stats(path: &Path, engine: &ShovelExecutionEngine) -> std::io::Result<(
                 records: t.records,
             })
             .collect(),
-        shuffle_bytes_written: c.bytes_written.load(Ordering::Relaxed),
-        shuffle_records_written: c.records_written.load(Ordering::Relaxed),
+        shuffle_bytes_written: tasks.iter().map(|t| t.stored_bytes).sum(),
+        shuffle_records_written: tasks.iter().map(|t| t.records).sum(),
         shuffle_bytes_read: c.bytes_read.load(Ordering::Relaxed),
         shuffle_read_requests: c.read_requests.load(Ordering::Relaxed),
         store_requests: engine
@@ -615,24 +614,7 @@ pub async fn q80_context(
                 one_line(&e.to_string())
             ))
         })?;
-    for table in Q80_TABLES {
-        let path = table_path(data_dir, table);
-        let url = path.to_str().ok_or_else(|| {
-            CliError::usage(format!(
-                "--data {}: Ballista needs UTF-8 paths; move the data to a UTF-8 path",
-                data_dir.display()
-            ))
-        })?;
-        ctx.register_parquet(table, url, ParquetReadOptions::default())
-            .await
-            .map_err(|e| {
-                CliError::runtime(format!(
-                    "registering table {table} ({}) with Ballista: {}",
-                    path.display(),
-                    one_line(&e.to_string())
-                ))
-            })?;
-    }
+    super::df::register_q80_tables(&ctx, data_dir, "Ballista").await?;
     Ok(ctx)
 }
 
@@ -641,13 +623,8 @@ pub async fn run_q80(ctx: &SessionContext, date: SqlDate) -> Result<Vec<Q80Row>,
     let err = |e: datafusion::error::DataFusionError| {
         CliError::runtime(format!("q80 on Ballista: {}", one_line(&e.to_string())))
     };
-    let sql = super::df::q80_sql(date)?;
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(err)?
-        .with_column_renamed("returns_", "returns")
-        .map_err(err)?
+    let batches = super::df::q80_dataframe(ctx, date, &err)
+        .await?
         .collect()
         .await
         .map_err(err)?;

@@ -121,7 +121,7 @@ pub async fn q80_context(
         })?
         .build();
     let ctx = SessionContext::new_with_state(state);
-    register_q80_tables(&ctx, data_dir).await?;
+    register_q80_tables(&ctx, data_dir, "DataFusion").await?;
     Ok(ctx)
 }
 
@@ -133,17 +133,22 @@ pub async fn plain_q80_context(
     data_dir: &Path,
 ) -> Result<SessionContext, CliError> {
     let ctx = SessionContext::new_with_config(session_config(config));
-    register_q80_tables(&ctx, data_dir).await?;
+    register_q80_tables(&ctx, data_dir, "DataFusion").await?;
     Ok(ctx)
 }
 
-/// Registers q80's tables, the Parquet files under `data_dir`, with `ctx`.
-async fn register_q80_tables(ctx: &SessionContext, data_dir: &Path) -> Result<(), CliError> {
+/// Registers q80's tables, the Parquet files under `data_dir`, with `ctx`;
+/// errors name `engine` (DataFusion, Ballista).
+pub(super) async fn register_q80_tables(
+    ctx: &SessionContext,
+    data_dir: &Path,
+    engine: &str,
+) -> Result<(), CliError> {
     for table in Q80_TABLES {
         let path = table_path(data_dir, table);
         let Some(url) = path.to_str() else {
             return Err(CliError::usage(format!(
-                "--data {}: DataFusion needs UTF-8 paths; move the data to a UTF-8 path",
+                "--data {}: {engine} needs UTF-8 paths; move the data to a UTF-8 path",
                 data_dir.display()
             )));
         };
@@ -151,7 +156,7 @@ async fn register_q80_tables(ctx: &SessionContext, data_dir: &Path) -> Result<()
             .await
             .map_err(|e| {
                 CliError::runtime(format!(
-                    "registering table {table} ({}) with DataFusion: {}",
+                    "registering table {table} ({}) with {engine}: {}",
                     path.display(),
                     one_line(&e.to_string())
                 ))
@@ -172,14 +177,23 @@ pub async fn plan_q80(
             one_line(&e.to_string())
         ))
     };
-    let sql = q80_sql(date)?;
-    let df = ctx
-        .sql(&sql)
-        .await
-        .map_err(plan_err)?
-        .with_column_renamed("returns_", "returns")
-        .map_err(plan_err)?;
+    let df = q80_dataframe(ctx, date, &plan_err).await?;
     df.create_physical_plan().await.map_err(plan_err)
+}
+
+/// q80's SQL text (window from `date`) on `ctx`, its `returns_` column
+/// named as the canonical CSV names it; `err` words DataFusion's errors.
+pub(super) async fn q80_dataframe(
+    ctx: &SessionContext,
+    date: SqlDate,
+    err: impl Fn(datafusion::error::DataFusionError) -> CliError,
+) -> Result<datafusion::dataframe::DataFrame, CliError> {
+    let sql = q80_sql(date)?;
+    ctx.sql(&sql)
+        .await
+        .map_err(&err)?
+        .with_column_renamed("returns_", "returns")
+        .map_err(&err)
 }
 
 /// Shovel exchanges in `plan`.
