@@ -18,8 +18,6 @@
 //! Ballista's writer into the work directory and read by Ballista's reader,
 //! as without Shovel. A reader tells the two apart by the mark Shovel puts
 //! in each location's `file_id` ([`crate::ids::is_shovel_file_id`]).
-//! [`ShovelStageExec`] also implements pass-through output (child partition
-//! `i` to output `ids[i]`), for the day the client can read from a store.
 //!
 //! Range-partitioned stages (Ballista's `RangeShuffleWriterExec`, used by
 //! its adaptive planner for distributed sorts) are refused with an error
@@ -46,7 +44,7 @@ use shuffle_core::ShuffleManager;
 
 use crate::options::ShovelOptions;
 use crate::reader::ShovelShuffleReaderExec;
-use crate::stage::{ShovelStageExec, StageOutput};
+use crate::stage::ShovelStageExec;
 
 /// Builds the manager of one app id (the executor's backend flags decide
 /// the store; the app id namespaces one job's objects).
@@ -69,19 +67,14 @@ pub struct TaskRecord {
 /// What this executor's tasks moved through Shovel (for its summary).
 #[derive(Debug, Default)]
 pub struct EngineCounters {
-    pub bytes_written: AtomicU64,
-    pub records_written: AtomicU64,
     pub bytes_read: AtomicU64,
     pub read_requests: AtomicU64,
     tasks: Mutex<Vec<TaskRecord>>,
 }
 
 impl EngineCounters {
+    /// Bytes and records written are the sums over [`Self::tasks`].
     pub(crate) fn record_task(&self, task: TaskRecord) {
-        self.bytes_written
-            .fetch_add(task.stored_bytes, Ordering::Relaxed);
-        self.records_written
-            .fetch_add(task.records, Ordering::Relaxed);
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -191,12 +184,9 @@ impl ExecutionEngine for ShovelExecutionEngine {
                     DataFusionError::Internal(format!("stage {stage_id}'s writer has no input"))
                 })
         };
-        let output = if let Some(w) = plan.downcast_ref::<SortShuffleWriterExec>() {
+        let (exprs, partitions) = if let Some(w) = plan.downcast_ref::<SortShuffleWriterExec>() {
             match w.shuffle_output_partitioning() {
-                Partitioning::Hash(exprs, n) => StageOutput::Hash {
-                    exprs: exprs.clone(),
-                    partitions: *n,
-                },
+                Partitioning::Hash(exprs, n) => (exprs.clone(), *n),
                 other => {
                     return Err(DataFusionError::NotImplemented(format!(
                         "Shovel on Ballista: stage {stage_id} shuffles by {other}, only hash is supported"
@@ -227,7 +217,8 @@ impl ExecutionEngine for ShovelExecutionEngine {
             job_id: job_id.to_string(),
             stage_id,
             input: child()?,
-            output,
+            exprs,
+            partitions,
             manager,
             metrics: ExecutionPlanMetricsSet::new(),
             counters: Arc::clone(&self.counters),
