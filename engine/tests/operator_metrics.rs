@@ -5,24 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{session, Backend};
+use common::{cache_dir, session, Backend};
 use engine::queries::q80::{q80, Q80Options};
 use engine::tpcds::ensure_data;
 use engine::{EngineConfig, JobSummary};
 
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
-}
-
 fn run(config: EngineConfig, data: &Path) -> (u64, JobSummary) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    common::runtime().block_on(async {
         let t = session(Backend::Local, config).await;
         let opts = Q80Options {
             limit: None,

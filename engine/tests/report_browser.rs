@@ -16,6 +16,8 @@
 //!
 //! The screenshot is kept in `CARGO_TARGET_TMPDIR/report_browser/q80.png`.
 
+mod common;
+
 use std::fs::File;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::moving_lines;
 use engine::events::{read_event_log, render_html, Event};
 
 /// Glue's five charts, by the id of their `<figure id="chart-...">`.
@@ -173,35 +176,6 @@ fn figure<'a>(dom: &'a str, id: &str) -> Result<&'a str, String> {
         .find("</figure>")
         .ok_or_else(|| format!("chart {id} is not closed"))?;
     Ok(&dom[start..start + len])
-}
-
-/// The point counts of the polylines (plotters draws each line series as
-/// one `<polyline points="x,y x,y ...">`) in `svg` that have more than two
-/// points and are not all at one height: lines that moved. The axes and
-/// the legend's samples are polylines too, but straight.
-fn moving_lines(svg: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    for part in svg.split("<polyline").skip(1) {
-        let tag = part.split('>').next().unwrap_or("");
-        let Some(p) = tag.split("points=\"").nth(1) else {
-            continue;
-        };
-        let pts: Vec<(f64, f64)> = p
-            .split('"')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .filter_map(|xy| {
-                let (x, y) = xy.split_once(',')?;
-                Some((x.parse().ok()?, y.parse().ok()?))
-            })
-            .collect();
-        let moved = pts.iter().any(|q| (q.1 - pts[0].1).abs() > 0.5);
-        if pts.len() > 2 && moved {
-            out.push(pts.len());
-        }
-    }
-    out
 }
 
 /// Checks the DOM Chromium built from a report: Glue's five charts, each

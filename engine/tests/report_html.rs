@@ -3,9 +3,12 @@
 //! reads it to the end with matching tags), self-contained, with Glue's five
 //! charts each drawing data, the timeline, and the stage table.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{cache_dir, moving_lines};
 use quick_xml::events::Event as Xml;
 
 fn shovel(args: &[&str]) -> Output {
@@ -15,10 +18,6 @@ fn shovel(args: &[&str]) -> Output {
         .env_remove("SHOVEL_S3_ENDPOINT")
         .output()
         .expect("run shovel")
-}
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tpcds-cache")
 }
 
 fn s(p: &Path) -> &str {
@@ -55,32 +54,6 @@ fn figure<'a>(html: &'a str, id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no chart {id}"));
     let len = html[start..].find("</figure>").expect("figure closed");
     &html[start..start + len]
-}
-
-/// The point counts of every polyline in `svg` whose points are not all at
-/// one height (a line that moved: the chart drew data).
-fn moving_lines(svg: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    for part in svg.split("<polyline").skip(1) {
-        let Some(p) = part.split("points=\"").nth(1) else {
-            continue;
-        };
-        let pts: Vec<(f64, f64)> = p
-            .split('"')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .filter_map(|xy| {
-                let (x, y) = xy.split_once(',')?;
-                Some((x.parse().ok()?, y.parse().ok()?))
-            })
-            .collect();
-        let moved = pts.iter().any(|q| (q.1 - pts[0].1).abs() > 0.5);
-        if pts.len() > 2 && moved {
-            out.push(pts.len());
-        }
-    }
-    out
 }
 
 fn check_report(html: &str, tasks_at_least: usize) {

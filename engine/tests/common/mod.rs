@@ -276,3 +276,32 @@ pub fn vb(r: &RowB) -> Row {
         r.2.map_or(V::Null, V::I),
     ]
 }
+
+/// The point counts of the polylines (plotters draws each line series as
+/// one `<polyline points="x,y x,y ...">`) in `svg` that have more than two
+/// points and are not all at one height: lines that moved. The axes and
+/// the legend's samples are polylines too, but straight.
+pub fn moving_lines(svg: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in svg.split("<polyline").skip(1) {
+        let tag = part.split('>').next().unwrap_or("");
+        let Some(p) = tag.split("points=\"").nth(1) else {
+            continue;
+        };
+        let pts: Vec<(f64, f64)> = p
+            .split('"')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|xy| {
+                let (x, y) = xy.split_once(',')?;
+                Some((x.parse().ok()?, y.parse().ok()?))
+            })
+            .collect();
+        let moved = pts.iter().any(|q| (q.1 - pts[0].1).abs() > 0.5);
+        if pts.len() > 2 && moved {
+            out.push(pts.len());
+        }
+    }
+    out
+}
