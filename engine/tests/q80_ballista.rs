@@ -8,8 +8,9 @@
 //!   joins on and off.
 //! - The executors' work directories hold no file (Ballista's own shuffle
 //!   writes its outputs there), every stage's output went through Shovel
-//!   (bytes written and read per executor), and nothing is left: no shuffle
-//!   object, no process.
+//!   (bytes written and read per executor), the only Arrow Flight fetches
+//!   are the client's, of the last stage, served from Shovel's store (none
+//!   between executors), and nothing is left: no shuffle object, no process.
 //! - `kill -9` of an executor mid-query (`--lose-executor`, the executor
 //!   SIGKILLs itself at a repeatable point): the answer is right, and the
 //!   tasks Ballista re-ran are counted.
@@ -82,18 +83,27 @@ fn check_cluster(out: &Q80Outcome, executors: usize) {
         s.text()
     );
     assert!(s.stages >= 2, "{}", s.text());
-    // Ballista's layout is <job>/<stage>/<partition>/<file>: no file of a
-    // stage Shovel wrote may be there.
-    let shovel_stages: std::collections::BTreeSet<String> = s
+    // Ballista's own writer puts every output in <work dir>/<job>/...:
+    // with Shovel, every stage (the last one and broadcast sides too) is
+    // in Shovel's store and nothing is there.
+    assert_eq!(s.work_dir_files, Vec::<String>::new(), "{}", s.text());
+    // No executor fetched from another over Flight: the only fetches are
+    // the client's, of the job's last stage, served from the store.
+    let from_work_dir: u64 = s.executors.iter().map(|e| e.flight_fetches_from_work_dir).sum();
+    let from_store: u64 = s.executors.iter().map(|e| e.flight_fetches_from_store).sum();
+    assert_eq!(from_work_dir, 0, "{}", s.text());
+    assert!(from_store > 0, "the client fetched the results: {}", s.text());
+    let last_stage = s
         .executors
         .iter()
-        .flat_map(|e| e.tasks.iter().map(|t| t.stage.to_string()))
-        .collect();
-    for f in &s.work_dir_files {
-        let stage = f.split('/').nth(1).unwrap_or_default();
+        .flat_map(|e| e.tasks.iter().map(|t| t.stage))
+        .max();
+    for e in &s.executors {
         assert!(
-            !shovel_stages.contains(stage),
-            "{f} is in a work directory, though Shovel wrote stage {stage}"
+            e.flight_stages.iter().all(|st| Some(*st) == last_stage),
+            "Flight served stages {:?}, the last stage is {last_stage:?}: {}",
+            e.flight_stages,
+            s.text()
         );
     }
     for e in &s.executors {

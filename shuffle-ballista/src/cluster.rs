@@ -65,6 +65,13 @@ pub async fn connect(
         .await
 }
 
+/// How tasks reach executors: executors poll the scheduler (every 50 ms
+/// when idle, Ballista's pull-staged policy). With Ballista 55's push
+/// policy, an executor lost while the scheduler was launching tasks on it
+/// left the job's reset tasks unscheduled for good (no offer was revived:
+/// q80 hung after `kill -9`); a polling executor asks again.
+pub const SCHEDULING: TaskSchedulingPolicy = TaskSchedulingPolicy::PullStaged;
+
 /// Runs Ballista's scheduler on `bind` until the process ends.
 pub async fn run_scheduler(bind: SocketAddr, liveness: Liveness) -> Result<()> {
     let producer = config_producer();
@@ -74,7 +81,7 @@ pub async fn run_scheduler(bind: SocketAddr, liveness: Liveness) -> Result<()> {
         Arc::clone(&producer),
     );
     let mut config =
-        SchedulerConfig::default().with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
+        SchedulerConfig::default().with_scheduler_policy(SCHEDULING);
     config.bind_host = bind.ip().to_string();
     config.external_host = bind.ip().to_string();
     config.bind_port = bind.port();
@@ -95,8 +102,8 @@ pub struct ExecutorSettings {
     pub scheduler: SocketAddr,
     /// Host the executor binds and advertises.
     pub host: String,
-    /// Arrow Flight port (Ballista requires one; Shovel's stages never
-    /// serve shuffle data through it).
+    /// Arrow Flight port: the client fetches the job's results there
+    /// (served from Shovel's store, see [`crate::flight`]).
     pub flight_port: u16,
     /// Port of the executor's task gRPC service.
     pub grpc_port: u16,
@@ -108,10 +115,12 @@ pub struct ExecutorSettings {
 }
 
 /// Runs a Ballista executor until it is told to stop: Shovel-backed with
-/// `engine`, with Ballista's own shuffle without (a baseline).
+/// `engine`, or with Ballista's own shuffle when `native_shuffle` (the
+/// benchmark's baseline; `engine` then only counts Flight fetches).
 pub async fn run_executor(
     settings: ExecutorSettings,
-    engine: Option<Arc<ShovelExecutionEngine>>,
+    engine: Arc<ShovelExecutionEngine>,
+    native_shuffle: bool,
 ) -> Result<()> {
     let s = settings;
     let config = ExecutorProcessConfig {
@@ -123,12 +132,15 @@ pub async fn run_executor(
         scheduler_port: s.scheduler.port(),
         scheduler_connect_timeout_seconds: 30,
         vcores: s.slots.max(1),
-        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        task_scheduling_policy: SCHEDULING,
         work_dir: Some(s.work_dir.clone()),
         print_thread_info: false,
         executor_heartbeat_interval_seconds: s.liveness.heartbeat_secs,
-        override_execution_engine: engine
-            .map(|e| e as Arc<dyn ballista_executor::execution_engine::ExecutionEngine>),
+        override_arrow_flight_service: Some(crate::flight::flight_server_provider(Arc::clone(
+            &engine,
+        ))),
+        override_execution_engine: (!native_shuffle)
+            .then(|| engine as Arc<dyn ballista_executor::execution_engine::ExecutionEngine>),
         override_config_producer: Some(config_producer()),
         ..Default::default()
     };

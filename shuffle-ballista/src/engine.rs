@@ -6,24 +6,29 @@
 //!     app id  = session's shovel.app_id, or ballista-<job>   (crate::options)
 //!     manager = one per app id in this process, from the ManagerFactory
 //!     plan    : every ShuffleReaderExec of a stage Shovel wrote ⇒ ShovelShuffleReaderExec
-//!     root    : SortShuffleWriterExec(Hash(keys, K)) ⇒ ShovelStageExec   (crate::stage)
-//!               ShuffleWriterExec (pass-through)  ⇒ Ballista's own writer (see below)
+//!     root    : SortShuffleWriterExec(Hash(keys, K)) ⇒ ShovelStageExec, hash into K
+//!               ShuffleWriterExec (pass-through)     ⇒ ShovelStageExec, child partition i ⇒ ids[i]
 //! ```
 //!
-//! **Hash stages go through Shovel** (every shuffle that moves rows between
-//! executors by key). **Pass-through stages stay Ballista's**: the job's
-//! last stage, whose partitions the *client* fetches over Arrow Flight
-//! through a path Ballista's client derives itself (no extension point
-//! reaches it), and broadcast build sides. Their outputs are written by
-//! Ballista's writer into the work directory and read by Ballista's reader,
-//! as without Shovel. A reader tells the two apart by the mark Shovel puts
-//! in each location's `file_id` ([`crate::ids::is_shovel_file_id`]).
+//! **Every stage goes through Shovel**: hash stages (rows moved between
+//! executors by key), broadcast build sides, and the job's last stage. The
+//! client fetches the last stage's partitions over Arrow Flight from the
+//! executor that wrote them; that executor's Flight service
+//! ([`crate::flight`]) serves them from the store, with the schema and
+//! manager this engine remembered for the stage ([`StageSources`]). No
+//! executor reads another's outputs over Flight, and nothing is written to
+//! the work directory.
+//!
+//! A location Ballista's own writer produced (an executor started with
+//! Ballista's shuffle, the benchmark's baseline) carries no Shovel mark
+//! ([`crate::ids::is_shovel_file_id`]); its reader is Ballista's, pointed at
+//! the work directory.
 //!
 //! Range-partitioned stages (Ballista's `RangeShuffleWriterExec`, used by
 //! its adaptive planner for distributed sorts) are refused with an error
 //! that names the setting to turn off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,9 +37,8 @@ use ballista_core::execution_plans::{
     SortShuffleWriterExec,
 };
 use ballista_core::JobId;
-use ballista_executor::execution_engine::{
-    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
-};
+use ballista_executor::execution_engine::{ExecutionEngine, QueryStageExecutor};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -44,7 +48,7 @@ use shuffle_core::ShuffleManager;
 
 use crate::options::ShovelOptions;
 use crate::reader::ShovelShuffleReaderExec;
-use crate::stage::ShovelStageExec;
+use crate::stage::{ShovelStageExec, StageOutput};
 
 /// Builds the manager of one app id (the executor's backend flags decide
 /// the store; the app id namespaces one job's objects).
@@ -69,6 +73,14 @@ pub struct TaskRecord {
 pub struct EngineCounters {
     pub bytes_read: AtomicU64,
     pub read_requests: AtomicU64,
+    /// Flight fetches this executor served from Shovel's store (the
+    /// client's fetches of a job's last stage).
+    pub flight_fetches_from_store: AtomicU64,
+    /// Flight fetches served from the work directory (Ballista's own
+    /// shuffle files: only when Ballista's shuffle wrote them).
+    pub flight_fetches_from_work_dir: AtomicU64,
+    /// The stages whose outputs were fetched over Flight.
+    flight_stages: Mutex<std::collections::BTreeSet<u32>>,
     tasks: Mutex<Vec<TaskRecord>>,
 }
 
@@ -84,18 +96,79 @@ impl EngineCounters {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
         self.read_requests.fetch_add(requests, Ordering::Relaxed);
     }
+    pub(crate) fn record_flight_fetch(&self, stage_id: usize, from_store: bool) {
+        let counter = if from_store {
+            &self.flight_fetches_from_store
+        } else {
+            &self.flight_fetches_from_work_dir
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.flight_stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(u32::try_from(stage_id).unwrap_or(u32::MAX));
+    }
+    /// The stages whose outputs this executor served over Flight.
+    pub fn flight_stages(&self) -> Vec<u32> {
+        self.flight_stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
     /// The tasks committed so far, in commit order.
     pub fn tasks(&self) -> Vec<TaskRecord> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
+/// Where a stage's outputs are and what they hold: what the Flight service
+/// needs to serve them (see the module docs).
+#[derive(Clone)]
+pub(crate) struct StageSource {
+    pub manager: Arc<dyn ShuffleManager>,
+    pub schema: SchemaRef,
+}
+
+/// The last [`STAGE_SOURCES`] pass-through stages this executor
+/// ran, by (job, stage): bounded, since Ballista never tells an engine a
+/// job is over; a client fetches a job's results right after it finishes.
+#[derive(Default)]
+pub(crate) struct StageSources {
+    stages: VecDeque<((String, usize), StageSource)>,
+}
+
+/// How many pass-through stages an executor remembers for Flight.
+pub(crate) const STAGE_SOURCES: usize = 1024;
+
+impl StageSources {
+
+    fn remember(&mut self, job_id: &str, stage_id: usize, source: StageSource) {
+        if self.get(job_id, stage_id).is_some() {
+            return;
+        }
+        if self.stages.len() == STAGE_SOURCES {
+            self.stages.pop_front();
+        }
+        self.stages
+            .push_back(((job_id.to_string(), stage_id), source));
+    }
+
+    fn get(&self, job_id: &str, stage_id: usize) -> Option<&StageSource> {
+        self.stages
+            .iter()
+            .rev()
+            .find(|((j, s), _)| j == job_id && *s == stage_id)
+            .map(|(_, src)| src)
+    }
+}
+
 /// Ballista's `ExecutionEngine` over Shovel (see the module docs).
 pub struct ShovelExecutionEngine {
     factory: ManagerFactory,
-    /// Ballista's own engine, for pass-through stages.
-    ballista: DefaultExecutionEngine,
     managers: Mutex<HashMap<String, Arc<dyn ShuffleManager>>>,
+    sources: Mutex<StageSources>,
     counters: Arc<EngineCounters>,
 }
 
@@ -103,8 +176,8 @@ impl ShovelExecutionEngine {
     pub fn new(factory: ManagerFactory) -> Self {
         Self {
             factory,
-            ballista: DefaultExecutionEngine::new(),
             managers: Mutex::new(HashMap::new()),
+            sources: Mutex::new(StageSources::default()),
             counters: Arc::new(EngineCounters::default()),
         }
     }
@@ -120,6 +193,15 @@ impl ShovelExecutionEngine {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn ShuffleManager>>> {
         self.managers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store and schema of a pass-through stage this executor ran.
+    pub(crate) fn stage_source(&self, job_id: &str, stage_id: usize) -> Option<StageSource> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job_id, stage_id)
+            .cloned()
     }
 
     fn manager(&self, app_id: &str) -> Result<Arc<dyn ShuffleManager>> {
@@ -141,7 +223,7 @@ impl ExecutionEngine for ShovelExecutionEngine {
         &self,
         job_id: JobId,
         stage_id: usize,
-        task_id: usize,
+        _task_id: usize,
         global_output_partition_ids: Vec<usize>,
         plan: Arc<dyn ExecutionPlan>,
         work_dir: &str,
@@ -164,8 +246,8 @@ impl ExecutionEngine for ShovelExecutionEngine {
                     ))
                         as Arc<dyn ExecutionPlan>))
                 } else if let Some(r) = p.downcast_ref::<ShuffleReaderExec>() {
-                    // A stage Ballista's own writer ran: its reader, pointed
-                    // at the work directory as Ballista's engine does.
+                    // A stage Ballista's own writer ran (see the module
+                    // docs): its reader, on the work directory.
                     Ok(Transformed::yes(
                         Arc::new(r.with_work_dir(work_dir.to_string())) as Arc<dyn ExecutionPlan>,
                     ))
@@ -184,9 +266,12 @@ impl ExecutionEngine for ShovelExecutionEngine {
                     DataFusionError::Internal(format!("stage {stage_id}'s writer has no input"))
                 })
         };
-        let (exprs, partitions) = if let Some(w) = plan.downcast_ref::<SortShuffleWriterExec>() {
+        let output = if let Some(w) = plan.downcast_ref::<SortShuffleWriterExec>() {
             match w.shuffle_output_partitioning() {
-                Partitioning::Hash(exprs, n) => (exprs.clone(), *n),
+                Partitioning::Hash(exprs, n) => StageOutput::Hash {
+                    exprs: exprs.clone(),
+                    partitions: *n,
+                },
                 other => {
                     return Err(DataFusionError::NotImplemented(format!(
                         "Shovel on Ballista: stage {stage_id} shuffles by {other}, only hash is supported"
@@ -194,17 +279,22 @@ impl ExecutionEngine for ShovelExecutionEngine {
                 }
             }
         } else if plan.downcast_ref::<ShuffleWriterExec>().is_some() {
-            // Ballista's own writer (see the module docs); it also points
-            // the readers Shovel left alone at the work directory.
-            return self.ballista.create_query_stage_exec(
-                job_id,
-                stage_id,
-                task_id,
-                global_output_partition_ids,
-                plan,
-                work_dir,
-                config,
-            );
+            // The client may fetch this stage over Flight (the job's last
+            // stage): remember where it is and what it holds.
+            self.sources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remember(
+                    job_id.as_str(),
+                    stage_id,
+                    StageSource {
+                        manager: Arc::clone(&manager),
+                        schema: child()?.schema(),
+                    },
+                );
+            StageOutput::PassThrough {
+                ids: global_output_partition_ids,
+            }
         } else if plan.downcast_ref::<RangeShuffleWriterExec>().is_some() {
             return Err(range_refused(stage_id));
         } else {
@@ -217,8 +307,7 @@ impl ExecutionEngine for ShovelExecutionEngine {
             job_id: job_id.to_string(),
             stage_id,
             input: child()?,
-            exprs,
-            partitions,
+            output,
             manager,
             metrics: ExecutionPlanMetricsSet::new(),
             counters: Arc::clone(&self.counters),

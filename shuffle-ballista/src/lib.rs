@@ -12,13 +12,17 @@
 //!  client (SessionContext::remote_with_state, shovel.app_id set)
 //!     ─▶ Ballista scheduler: plans, cuts stages, assigns tasks       (unchanged)
 //!     ─▶ Ballista executor with ShovelExecutionEngine:
-//!          stage writer  ⇒ ShovelStageExec: one map output per task  ─▶ Shovel store
+//!          stage writer   ⇒ ShovelStageExec: one map output per task  ─▶ Shovel store
 //!          shuffle reader ⇒ ShovelShuffleReaderExec                  ◀─ Shovel store
+//!          Flight service ⇒ ShovelFlightService: the client's fetch of
+//!                           the last stage                           ◀─ Shovel store
 //! ```
 //!
 //! - [`engine`]: the `ExecutionEngine` that swaps the writer and readers.
 //! - [`stage`]: one task's output as one committed map output.
 //! - [`reader`]: a stage's input partitions read from committed map outputs.
+//! - [`flight`]: the executor's Flight service, serving the job's results
+//!   from the store.
 //! - [`ids`]: how a task's output is named (the `file_id` Ballista carries).
 //! - [`options`]: `shovel.app_id`, the job's namespace, set by the client.
 //! - [`cluster`]: running Ballista's scheduler and a Shovel executor.
@@ -31,6 +35,7 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod flight;
 pub mod ids;
 pub mod options;
 pub mod reader;

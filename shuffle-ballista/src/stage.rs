@@ -1,14 +1,16 @@
 //! The writer side: one Ballista task's output as one Shovel map output.
 //!
 //! Ballista cuts a job into stages; every stage plan starts with a shuffle
-//! writer, and a task runs a slice of the stage's input partitions. For a
-//! hash stage (`SortShuffleWriterExec(Hash(keys, K))`) Shovel replaces the
-//! writer, not the plan under it:
+//! writer, and a task runs a slice of the stage's input partitions. Shovel
+//! replaces the writer (not the plan under it):
 //!
 //! ```text
-//!  child partitions, drained concurrently
-//!        ─▶ DataFusion's BatchPartitioner into K partitions
-//!        ─▶ (partition, batch) channel ─▶ one MapTaskWriter
+//!  SortShuffleWriterExec(Hash(keys, K))  ─▶ hash stage: every child partition's rows go through
+//!                                           DataFusion's BatchPartitioner into K partitions
+//!  ShuffleWriterExec (pass-through)      ─▶ child partition i is output partition ids[i]
+//!                                           (the ids the scheduler gave the task)
+//!
+//!  child partitions, drained concurrently ─▶ (partition, batch) channel ─▶ one MapTaskWriter
 //!        ─▶ commit (first attempt wins) ─▶ ShuffleWritePartition per output partition:
 //!           rows, stored bytes, file_id = MapOutputId (crate::ids)
 //! ```
@@ -40,14 +42,40 @@ use tokio::sync::mpsc;
 
 use crate::ids::{parse_task_identity, MapOutputId};
 
+/// How a stage's rows reach its output partitions.
+#[derive(Debug, Clone)]
+pub enum StageOutput {
+    /// Hash partitioning into `partitions` (Ballista's sort-shuffle writer).
+    Hash {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        partitions: usize,
+    },
+    /// Child partition `i` is output partition `ids[i]`.
+    PassThrough { ids: Vec<usize> },
+}
+
+impl StageOutput {
+    fn partitions(&self) -> usize {
+        match self {
+            StageOutput::Hash { partitions, .. } => *partitions,
+            StageOutput::PassThrough { ids } => ids.iter().max().map_or(1, |m| m + 1),
+        }
+    }
+
+    fn reported(&self) -> Vec<usize> {
+        match self {
+            StageOutput::Hash { partitions, .. } => (0..*partitions).collect(),
+            StageOutput::PassThrough { ids } => ids.clone(),
+        }
+    }
+}
+
 /// One task of a stage, writing through Shovel (see the module docs).
 pub struct ShovelStageExec {
     pub(crate) job_id: String,
     pub(crate) stage_id: usize,
     pub(crate) input: Arc<dyn ExecutionPlan>,
-    /// The hash keys and the partition count `K` of the stage's output.
-    pub(crate) exprs: Vec<Arc<dyn PhysicalExpr>>,
-    pub(crate) partitions: usize,
+    pub(crate) output: StageOutput,
     pub(crate) manager: Arc<dyn ShuffleManager>,
     pub(crate) metrics: ExecutionPlanMetricsSet,
     pub(crate) counters: Arc<crate::EngineCounters>,
@@ -58,19 +86,22 @@ impl fmt::Debug for ShovelStageExec {
         f.debug_struct("ShovelStageExec")
             .field("job_id", &self.job_id)
             .field("stage_id", &self.stage_id)
-            .field("partitions", &self.partitions)
+            .field("output", &self.output)
             .finish()
     }
 }
 
 impl fmt::Display for ShovelStageExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.output {
+            StageOutput::Hash { partitions, .. } => format!("hash into {partitions}"),
+            StageOutput::PassThrough { ids } => format!("pass-through to {ids:?}"),
+        };
         write!(
             f,
-            "ShovelStageExec: job {} stage {} (hash into {}, {} backend)\n{}",
+            "ShovelStageExec: job {} stage {} ({kind}, {} backend)\n{}",
             self.job_id,
             self.stage_id,
-            self.partitions,
             self.manager.backend_name(),
             DisplayableExecutionPlan::new(self.input.as_ref()).indent(true)
         )
@@ -92,7 +123,7 @@ impl QueryStageExecutor for ShovelStageExec {
         let task = u32::try_from(task_id)
             .map_err(|_| DataFusionError::Internal(format!("task id {task_id} too large")))?;
         let stage = u32::try_from(self.stage_id).unwrap_or(u32::MAX);
-        let partitions = self.partitions;
+        let partitions = self.output.partitions();
         let id = MapOutputId::new(stage, stage_attempt, partitions as u32, task)?;
         let shuffle_id = id.shuffle_id();
         let at = || {
@@ -151,7 +182,10 @@ impl QueryStageExecutor for ShovelStageExec {
             records: stats.records,
         });
 
-        Ok((0..partitions)
+        Ok(self
+            .output
+            .reported()
+            .into_iter()
             .map(|p| {
                 let rows = status.records.get(p).copied().unwrap_or(0);
                 let bytes = status.lengths.get(p).copied().unwrap_or(0);
@@ -185,18 +219,23 @@ impl ShovelStageExec {
         context: Arc<TaskContext>,
     ) -> Result<()> {
         let inputs = self.input.output_partitioning().partition_count();
+        if let StageOutput::PassThrough { ids } = &self.output {
+            if ids.len() != inputs {
+                return Err(DataFusionError::Internal(format!(
+                    "the scheduler gave {} output partition ids for a stage plan with {inputs} partitions",
+                    ids.len()
+                )));
+            }
+        }
         let (tx, mut rx) = mpsc::channel::<Result<(u32, RecordBatch)>>(2 * inputs.max(1));
         let mut drains = Vec::with_capacity(inputs);
         for i in 0..inputs {
             let tx = tx.clone();
             let stream = self.input.execute(i, Arc::clone(&context))?;
-            let partitioner = BatchPartitioner::new_hash_partitioner(
-                self.exprs.clone(),
-                self.partitions,
-                metrics.repartition_time.clone(),
-            )?;
+            let output = self.output.clone();
+            let timer = metrics.repartition_time.clone();
             drains.push(tokio::spawn(async move {
-                let sent = drain(stream, partitioner, &tx).await;
+                let sent = drain(stream, i, output, timer, &tx).await;
                 if let Err(e) = sent {
                     let _ = tx.send(Err(e)).await;
                 }
@@ -234,19 +273,34 @@ impl ShovelStageExec {
     }
 }
 
-/// One child partition's rows, split by the hash partitioner and tagged
-/// with their output partition.
+/// One child partition's rows, tagged with their output partition.
 async fn drain(
     mut stream: datafusion::execution::SendableRecordBatchStream,
-    mut partitioner: BatchPartitioner,
+    input: usize,
+    output: StageOutput,
+    timer: datafusion::physical_plan::metrics::Time,
     tx: &mpsc::Sender<Result<(u32, RecordBatch)>>,
 ) -> Result<()> {
-    while let Some(batch) = stream.next().await {
-        let parts: Vec<(usize, RecordBatch)> =
-            partitioner.partition_iter(batch?)?.collect::<Result<_>>()?;
-        for (p, b) in parts {
-            if b.num_rows() > 0 && tx.send(Ok((p as u32, b))).await.is_err() {
-                return Ok(());
+    match output {
+        StageOutput::PassThrough { ids } => {
+            let p = ids[input] as u32;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                if batch.num_rows() > 0 && tx.send(Ok((p, batch))).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        StageOutput::Hash { exprs, partitions } => {
+            let mut partitioner = BatchPartitioner::new_hash_partitioner(exprs, partitions, timer)?;
+            while let Some(batch) = stream.next().await {
+                let parts: Vec<(usize, RecordBatch)> =
+                    partitioner.partition_iter(batch?)?.collect::<Result<_>>()?;
+                for (p, b) in parts {
+                    if b.num_rows() > 0 && tx.send(Ok((p as u32, b))).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
         }
     }

@@ -125,10 +125,13 @@ async fn run_scheduler(a: &SchedulerArgs) -> Result<(), CliError> {
 
 /// The factory of per-app managers: the executor's backend with the app id
 /// the client chose. Building an S3 client is async and Ballista asks for
-/// an engine synchronously, once per job: the build runs on a thread of its
-/// own, driven by `runtime` (the process's main runtime), so whatever the
-/// store spawns (upload workers, the job marker's refresh) lives on that
-/// runtime for as long as the process, not on a throwaway one.
+/// an engine synchronously, once per job, on one of its runtime's workers:
+/// the build runs on a thread of its own, driven by `runtime`, the
+/// executor's store runtime (see [`run_executor`]), so whatever the store
+/// spawns (upload workers, the job marker's refresh) lives there for as
+/// long as the process. It must not be Ballista's runtime: when every
+/// worker of that one waits on a build at once (two tasks of a new job on
+/// two cores), nothing is left to drive the build's requests.
 fn manager_factory(
     config: EngineConfig,
     pairs: Vec<(String, String)>,
@@ -157,12 +160,25 @@ fn manager_factory(
 }
 
 async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
+    // The store's own runtime: its requests never wait for a worker that
+    // Ballista's tasks (or a blocked engine build) hold.
+    let store_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shovel-store")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the store runtime: {e}")))?;
+    let result = run_executor_on(a, store_runtime.handle().clone()).await;
+    store_runtime.shutdown_background();
+    result
+}
+
+async fn run_executor_on(
+    a: &ExecutorArgs,
+    store_runtime: tokio::runtime::Handle,
+) -> Result<(), CliError> {
     // Fail on a bad backend before registering with the scheduler.
-    let factory = manager_factory(
-        a.config.clone(),
-        a.pairs.clone(),
-        tokio::runtime::Handle::current(),
-    );
+    let factory = manager_factory(a.config.clone(), a.pairs.clone(), store_runtime.clone());
     let probe = factory("shovel-probe")
         .map_err(|e| CliError::usage(format!("shuffle setup: {}", one_line(&e.to_string()))))?;
     drop(probe);
@@ -178,7 +194,6 @@ async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
     let flight_port = pick_port(a.bind_host, a.flight_port)?;
     let grpc_port = pick_port(a.bind_host, a.grpc_port)?;
     let engine = Arc::new(ShovelExecutionEngine::new(factory));
-    let execution_engine = (!a.native_shuffle).then(|| Arc::clone(&engine));
     let settings = ExecutorSettings {
         scheduler: a.scheduler,
         host: a.bind_host.to_string(),
@@ -207,13 +222,20 @@ async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
         let engine = Arc::clone(&engine);
         let kill_after = a.sigkill_after_stages;
         tokio::spawn(async move {
-            let mut written = 0usize;
+            // (tasks, Flight fetches) last written.
+            let mut written = (0usize, 0u64);
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let tasks = engine.counters().tasks();
                 if let Some(path) = &stats {
-                    if tasks.len() != written {
-                        written = tasks.len();
+                    let c = engine.counters();
+                    let now = (
+                        tasks.len(),
+                        c.flight_fetches_from_store.load(Ordering::Relaxed)
+                            + c.flight_fetches_from_work_dir.load(Ordering::Relaxed),
+                    );
+                    if now != written {
+                        written = now;
                         let _ = write_stats(path, &engine);
                     }
                 }
@@ -238,7 +260,7 @@ async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
             }
         })
     };
-    let result = shuffle_ballista::cluster::run_executor(settings, execution_engine).await;
+    let result = shuffle_ballista::cluster::run_executor(settings, Arc::clone(&engine), a.native_shuffle).await;
     watcher.abort();
     if let Some(path) = &a.stats {
         let _ = write_stats(path, &engine);
@@ -311,6 +333,9 @@ fn write_stats(path: &Path, engine: &ShovelExecutionEngine) -> std::io::Result<(
             .map(|m| m.metrics().snapshot().requests.total())
             .sum(),
         peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
+        flight_fetches_from_store: c.flight_fetches_from_store.load(Ordering::Relaxed),
+        flight_fetches_from_work_dir: c.flight_fetches_from_work_dir.load(Ordering::Relaxed),
+        flight_stages: c.flight_stages(),
     };
     let json = serde_json::to_vec_pretty(&stats).map_err(std::io::Error::other)?;
     // Write then rename: a reader never sees half a file.

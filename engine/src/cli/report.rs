@@ -843,6 +843,16 @@ pub struct ExecutorStats {
     pub store_requests: u64,
     /// Peak resident memory of the process (VmHWM).
     pub peak_rss_bytes: u64,
+    /// Arrow Flight fetches this executor served from Shovel's store (the
+    /// client fetching the job's results) and from its work directory
+    /// (Ballista's own shuffle files: executors fetching from each other).
+    #[serde(default)]
+    pub flight_fetches_from_store: u64,
+    #[serde(default)]
+    pub flight_fetches_from_work_dir: u64,
+    /// The stages whose outputs were fetched over Flight.
+    #[serde(default)]
+    pub flight_stages: Vec<u32>,
 }
 
 /// One committed task.
@@ -872,9 +882,8 @@ pub struct BallistaSummary {
     /// Peak RSS of the driver (this process).
     pub driver_peak_rss_bytes: u64,
     /// Files in the executors' work directories after the query
-    /// (`<job>/<stage>/<partition>/<file>`): the outputs of the stages
-    /// Ballista's own writer ran (the last stage, broadcast sides); none of
-    /// a stage Shovel wrote.
+    /// (`<job>/<stage>/<partition>/<file>`): none when Shovel is the
+    /// shuffle; Ballista's own shuffle files with `--native-shuffle`.
     pub work_dir_files: Vec<String>,
 }
 
@@ -925,7 +934,7 @@ impl BallistaSummary {
                 *per_stage.entry(t.stage).or_default() += 1;
             }
             out.push_str(&format!(
-                "  executor {i} (pid {}): {} tasks in stages {:?}, shuffle written {} B, read {} B in {} ranged reads, {} store requests, peak RSS {} MiB\n",
+                "  executor {i} (pid {}): {} tasks in stages {:?}, shuffle written {} B, read {} B in {} ranged reads, {} store requests, Flight fetches served {} from the store (stages {:?}) and {} from the work dir, peak RSS {} MiB\n",
                 e.pid,
                 e.tasks.len(),
                 per_stage,
@@ -933,6 +942,9 @@ impl BallistaSummary {
                 e.shuffle_bytes_read,
                 e.shuffle_read_requests,
                 e.store_requests,
+                e.flight_fetches_from_store,
+                e.flight_stages,
+                e.flight_fetches_from_work_dir,
                 e.peak_rss_bytes >> 20
             ));
         }
