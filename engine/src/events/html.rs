@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::advice::{Advice, AdviceThresholds};
+use super::advice::{skewed, Advice, AdviceThresholds, TaskInput};
 use super::{Event, ExecutorSample, OperatorEnd, ProcessSample};
 
 const WIDTH: u32 = 960;
@@ -253,13 +253,16 @@ struct StageRow {
     max: f64,
     shuffle_written: u64,
     spill: u64,
+    /// Data and time skew, without the advice's absolute floors (see
+    /// `stage_rows`).
+    skew: bool,
     /// From the stage-end event (empty in logs that predate them).
     operators: Vec<OperatorEnd>,
 }
 
 fn stage_rows(events: &[Event]) -> Vec<StageRow> {
     let mut rows: Vec<StageRow> = Vec::new();
-    let mut times: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut times: HashMap<usize, Vec<TaskInput>> = HashMap::new();
     let mut attempts: HashMap<usize, usize> = HashMap::new();
     let mut spill: HashMap<usize, u64> = HashMap::new();
     for e in events {
@@ -284,18 +287,25 @@ fn stage_rows(events: &[Event]) -> Vec<StageRow> {
                 max: 0.0,
                 shuffle_written: 0,
                 spill: 0,
+                skew: false,
                 operators: Vec::new(),
             }),
             Event::TaskEnd {
                 stage_id,
                 succeeded,
                 elapsed_ms,
+                rows_in,
+                bytes_in,
                 spill_bytes,
                 ..
             } => {
                 *attempts.entry(*stage_id).or_default() += 1;
                 if *succeeded {
-                    times.entry(*stage_id).or_default().push(*elapsed_ms);
+                    times.entry(*stage_id).or_default().push(TaskInput {
+                        elapsed_ms: *elapsed_ms,
+                        rows_in: *rows_in,
+                        bytes_in: *bytes_in,
+                    });
                     *spill.entry(*stage_id).or_default() += spill_bytes;
                 }
             }
@@ -315,14 +325,23 @@ fn stage_rows(events: &[Event]) -> Vec<StageRow> {
             _ => {}
         }
     }
+    let thresholds = AdviceThresholds::default();
     for r in &mut rows {
-        let mut t = times.remove(&r.stage_id).unwrap_or_default();
+        let tasks = times.remove(&r.stage_id).unwrap_or_default();
+        let mut t: Vec<f64> = tasks.iter().map(|x| x.elapsed_ms).collect();
         t.sort_by(f64::total_cmp);
         if let (Some(first), Some(last)) = (t.first(), t.last()) {
             r.min = *first;
             r.max = *last;
             r.median = t[t.len() / 2];
         }
+        // The task that read the most is 4x the median's input and slower
+        // than the median, and the slowest took 4x the median time: the
+        // skew rule without its absolute floors (and with the time ratio
+        // the max/median column shows), so short, small stages are flagged
+        // too, and empty partitions beside a small one are not.
+        r.skew = skewed(&tasks, &thresholds, false).is_some()
+            && r.max >= thresholds.skew_factor * r.median;
         r.attempts = attempts.get(&r.stage_id).copied().unwrap_or(0);
         r.spill = spill.get(&r.stage_id).copied().unwrap_or(0);
     }
@@ -548,7 +567,6 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
 }
 
 fn stage_table(o: &mut String, stages: &[StageRow]) {
-    let t = AdviceThresholds::default();
     let _ = writeln!(
         o,
         "<table id=\"stages\">\n<tr><th>stage</th><th>output</th><th>tasks</th><th>attempts</th>\
@@ -562,9 +580,7 @@ fn stage_table(o: &mut String, stages: &[StageRow]) {
         } else {
             0.0
         };
-        // Flagged as the skew advice would be, without its time floor (the
-        // table shows the spread of short stages too).
-        let skew = r.tasks >= 4 && ratio >= t.skew_factor;
+        let skew = r.skew;
         let _ = writeln!(
             o,
             "<tr{}><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{:.3}</td>\
