@@ -40,7 +40,6 @@ pub mod error;
 pub mod events;
 pub mod exchange;
 pub mod expr;
-pub mod json;
 pub mod logical;
 pub mod memory;
 pub mod metrics;

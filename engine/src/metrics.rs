@@ -3,12 +3,13 @@
 //! Tasks count into lock-free [`TaskMetrics`]; when a task finishes the
 //! scheduler snapshots them into a [`TaskSummary`], folds those into
 //! [`StageSummary`]s and the [`JobSummary`] the CLI prints and serialises
-//! with [`JobSummary::to_json`] (a tiny hand-written JSON writer: no serde).
+//! with [`JobSummary::to_json`] (serde: the summaries derive `Serialize`,
+//! counters that are internal, such as operator addresses, are skipped).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::json::Json;
+use serde::{Serialize, Serializer};
 
 /// Counters of one running task attempt.
 #[derive(Debug, Default)]
@@ -100,9 +101,72 @@ pub enum RetryReason {
     },
 }
 
-/// One finished task attempt.
-#[derive(Debug, Clone, Default)]
+/// JSON: an object tagged by `kind` (`task_error`, `fetch_failure`,
+/// `refetch`, `executor_lost`) with the variant's fields; a task error's
+/// message is `error`, as in the other variants.
+impl Serialize for RetryReason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Json<'a> {
+            TaskError {
+                error: &'a str,
+            },
+            FetchFailure {
+                shuffle_id: u32,
+                map_id: u32,
+                error: &'a str,
+            },
+            Refetch {
+                stage_id: usize,
+                partition: usize,
+                error: &'a str,
+            },
+            ExecutorLost {
+                executor: usize,
+                stage_id: usize,
+                partition: usize,
+            },
+        }
+        let j = match self {
+            RetryReason::TaskError(error) => Json::TaskError { error },
+            RetryReason::FetchFailure {
+                shuffle_id,
+                map_id,
+                error,
+            } => Json::FetchFailure {
+                shuffle_id: *shuffle_id,
+                map_id: *map_id,
+                error,
+            },
+            RetryReason::Refetch {
+                stage_id,
+                partition,
+                error,
+            } => Json::Refetch {
+                stage_id: *stage_id,
+                partition: *partition,
+                error,
+            },
+            RetryReason::ExecutorLost {
+                executor,
+                stage_id,
+                partition,
+            } => Json::ExecutorLost {
+                executor: *executor,
+                stage_id: *stage_id,
+                partition: *partition,
+            },
+        };
+        j.serialize(s)
+    }
+}
+
+/// One finished task attempt (JSON: its stage, spill count and operators
+/// are left out; the stage's entry carries them).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TaskSummary {
+    #[serde(skip)]
     pub stage_id: usize,
     pub partition: usize,
     pub attempt: u32,
@@ -114,10 +178,13 @@ pub struct TaskSummary {
     pub shuffle_bytes_written: u64,
     pub shuffle_bytes_read: u64,
     pub spill_bytes: u64,
+    #[serde(skip)]
     pub spill_count: u64,
     pub elapsed_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Per-operator counters (inclusive of inputs), by operator address.
+    #[serde(skip)]
     pub operators: Vec<(usize, OperatorCounts)>,
 }
 
@@ -152,7 +219,7 @@ impl TaskSummary {
 }
 
 /// One stage.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StageSummary {
     pub stage_id: usize,
     /// Root operator chain, e.g. `ShuffleRead -> HashJoin -> Aggregate(partial)`.
@@ -174,15 +241,17 @@ pub struct StageSummary {
     pub spill_count: u64,
     /// Wall-clock from the stage's first task start to its last task end.
     pub elapsed_ms: f64,
-    /// Every task attempt (successful and failed).
-    pub tasks: Vec<TaskSummary>,
     /// The stage's operators in plan order (pre-order: the root first),
     /// summed over its successful tasks.
     pub operators: Vec<OperatorSummary>,
+    /// Every task attempt (successful and failed).
+    pub tasks: Vec<TaskSummary>,
 }
 
-/// One operator of a stage, over the stage's successful tasks.
-#[derive(Debug, Clone, Default)]
+/// One operator of a stage, over the stage's successful tasks (JSON: its
+/// address and children, which only mean something inside the process,
+/// are left out).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct OperatorSummary {
     /// Position in the stage's plan, pre-order (0 is the stage's root).
     pub index: usize,
@@ -191,8 +260,10 @@ pub struct OperatorSummary {
     /// Operator name (`HashJoin`, `Aggregate`, ...).
     pub name: String,
     /// The operator's address in the job's plan (unique within the job).
+    #[serde(skip)]
     pub key: usize,
     /// Indices of its inputs.
+    #[serde(skip)]
     pub children: Vec<usize>,
     /// Rows it returned.
     pub rows_out: u64,
@@ -243,20 +314,8 @@ impl StageSummary {
     }
 }
 
-/// JSON of one operator (also used by the CLI report).
-pub fn operator_json(o: &OperatorSummary) -> String {
-    let mut j = Json::new();
-    j.num("index", o.index as u64);
-    j.num("depth", o.depth as u64);
-    j.str("name", &o.name);
-    j.num("rows_out", o.rows_out);
-    j.f64("elapsed_ms", o.elapsed_ms);
-    j.num("spill_bytes", o.spill_bytes);
-    j.end()
-}
-
 /// Summary of one job (one `collect`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct JobSummary {
     pub job_id: u64,
     /// `local` or `s3` (the manager's reliability decides recompute behaviour).
@@ -337,111 +396,11 @@ impl JobSummary {
         self.spill_bytes + self.shuffle_spill_bytes
     }
 
-    /// Serialises to JSON.
+    /// Serialises to JSON (one line; times in milliseconds at full
+    /// precision, non-finite ones as `null`).
     pub fn to_json(&self) -> String {
-        let mut w = Json::new();
-        w.num("job_id", self.job_id);
-        w.str("backend", &self.backend);
-        w.f64("elapsed_ms", self.elapsed_ms);
-        w.num("rows_out", self.rows_out);
-        w.num("num_stages", self.num_stages as u64);
-        w.num("tasks_run", self.tasks_run);
-        w.num("tasks_retried", self.tasks_retried);
-        w.num("tasks_recomputed", self.tasks_recomputed);
-        w.num("tasks_killed", self.tasks_killed);
-        w.array("retry_reasons", self.retry_reasons.iter().map(reason_json));
-        w.num("shuffle_bytes_written", self.shuffle_bytes_written);
-        w.num("shuffle_bytes_read", self.shuffle_bytes_read);
-        w.num("spill_bytes", self.spill_bytes);
-        w.num("spill_count", self.spill_count);
-        w.num("shuffle_spill_bytes", self.shuffle_spill_bytes);
-        w.num("peak_memory", self.peak_memory);
-        w.num("memory_limit", self.memory_limit);
-        w.num("broadcast_builds", self.broadcast_builds);
-        w.array("stages", self.stages.iter().map(stage_json));
-        w.end()
+        serde_json::to_string(self).expect("a JobSummary always serialises (string keys only)")
     }
-}
-
-fn reason_json(r: &RetryReason) -> String {
-    let mut o = Json::new();
-    match r {
-        RetryReason::TaskError(e) => {
-            o.str("kind", "task_error");
-            o.str("error", e);
-        }
-        RetryReason::FetchFailure {
-            shuffle_id,
-            map_id,
-            error,
-        } => {
-            o.str("kind", "fetch_failure");
-            o.num("shuffle_id", *shuffle_id as u64);
-            o.num("map_id", *map_id as u64);
-            o.str("error", error);
-        }
-        RetryReason::Refetch {
-            stage_id,
-            partition,
-            error,
-        } => {
-            o.str("kind", "refetch");
-            o.num("stage_id", *stage_id as u64);
-            o.num("partition", *partition as u64);
-            o.str("error", error);
-        }
-        RetryReason::ExecutorLost {
-            executor,
-            stage_id,
-            partition,
-        } => {
-            o.str("kind", "executor_lost");
-            o.num("executor", *executor as u64);
-            o.num("stage_id", *stage_id as u64);
-            o.num("partition", *partition as u64);
-        }
-    }
-    o.end()
-}
-
-fn stage_json(s: &StageSummary) -> String {
-    let mut o = Json::new();
-    o.num("stage_id", s.stage_id as u64);
-    o.str("description", &s.description);
-    o.str("output", &s.output);
-    o.num("num_tasks", s.num_tasks as u64);
-    o.num("partitions", s.partitions as u64);
-    o.num("rows_in", s.rows_in);
-    o.num("bytes_in", s.bytes_in);
-    o.num("rows_out", s.rows_out);
-    o.num("bytes_out", s.bytes_out);
-    o.num("shuffle_bytes_written", s.shuffle_bytes_written);
-    o.num("shuffle_bytes_read", s.shuffle_bytes_read);
-    o.num("spill_bytes", s.spill_bytes);
-    o.num("spill_count", s.spill_count);
-    o.f64("elapsed_ms", s.elapsed_ms);
-    o.array("operators", s.operators.iter().map(operator_json));
-    o.array("tasks", s.tasks.iter().map(task_json));
-    o.end()
-}
-
-fn task_json(t: &TaskSummary) -> String {
-    let mut o = Json::new();
-    o.num("partition", t.partition as u64);
-    o.num("attempt", t.attempt as u64);
-    o.bool("succeeded", t.succeeded);
-    o.num("rows_in", t.rows_in);
-    o.num("bytes_in", t.bytes_in);
-    o.num("rows_out", t.rows_out);
-    o.num("bytes_out", t.bytes_out);
-    o.num("shuffle_bytes_written", t.shuffle_bytes_written);
-    o.num("shuffle_bytes_read", t.shuffle_bytes_read);
-    o.num("spill_bytes", t.spill_bytes);
-    o.f64("elapsed_ms", t.elapsed_ms);
-    if let Some(e) = &t.error {
-        o.str("error", e);
-    }
-    o.end()
 }
 
 #[cfg(test)]
@@ -465,6 +424,48 @@ mod tests {
         assert!(s.starts_with("{\"job_id\":0,\"backend\":\"local\""), "{s}");
         assert!(s.contains("boom \\\"x\\\""));
         assert!(s.ends_with("]}]}"), "{s}");
+    }
+
+    #[test]
+    fn json_keeps_full_precision_and_leaves_internals_out() {
+        let j = JobSummary {
+            elapsed_ms: 1.234_567_891,
+            stages: vec![StageSummary {
+                elapsed_ms: f64::NAN,
+                operators: vec![OperatorSummary {
+                    name: "Scan".into(),
+                    key: 0xdead,
+                    children: vec![1],
+                    elapsed_ms: 0.000_125,
+                    ..Default::default()
+                }],
+                tasks: vec![
+                    TaskSummary::default(),
+                    TaskSummary {
+                        error: Some("boom".into()),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let json = j.to_json();
+        // The operator's keys in the order they always had; no address.
+        assert!(
+            json.contains(
+                "\"operators\":[{\"index\":0,\"depth\":0,\"name\":\"Scan\",\"rows_out\":0,\
+                 \"elapsed_ms\":0.000125,\"spill_bytes\":0}]"
+            ),
+            "{json}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["elapsed_ms"], 1.234_567_891);
+        let stage = &v["stages"][0];
+        assert!(stage["elapsed_ms"].is_null(), "not finite: null");
+        assert!(stage["tasks"][0].get("error").is_none());
+        assert_eq!(stage["tasks"][1]["error"], "boom");
+        assert!(stage["tasks"][0].get("stage_id").is_none());
     }
 
     #[test]

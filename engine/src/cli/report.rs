@@ -9,9 +9,10 @@ use shuffle_core::metrics::RequestSnapshot;
 use shuffle_core::MetricsSnapshot;
 
 use crate::config::RequestPrices;
-use crate::json::Json;
-use crate::metrics::JobSummary;
-use serde::{Deserialize, Serialize};
+use crate::events::Advice;
+use crate::metrics::{JobSummary, OperatorSummary};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::run::Q80Job;
 use super::CliError;
@@ -492,205 +493,345 @@ impl RunReport {
         o
     }
 
-    /// The JSON form (`--report`).
+    /// The JSON form (`--report`): one line, serialised with serde from
+    /// the view structs below (which keep the report's schema apart from
+    /// the engine's types), then a newline.
     pub fn to_json(&self) -> String {
-        let mut w = Json::new();
-        w.str("query", "q80");
-        w.str("status", if self.error.is_some() { "failed" } else { "ok" });
-        match &self.error {
-            Some(e) => w.str("error", e),
-            None => w.raw("error", "null"),
-        }
-        match self.sf {
-            Some(sf) => w.raw("sf", &json_f64(sf)),
-            None => w.raw("sf", "null"),
-        }
-        w.str("data_dir", &self.data_dir);
-        w.str("date", &self.date);
-        w.num("rows", self.rows);
-
-        let mut c = Json::new();
-        c.str("engine", self.engine);
-        c.str("backend", self.backend_kind);
-        c.str("shuffle_location", &self.backend);
-        match &self.embedded_s3 {
-            Some(e) => c.str("embedded_s3_endpoint", e),
-            None => c.raw("embedded_s3_endpoint", "null"),
-        }
-        c.bool("spill_to_s3", self.spill_to_s3);
-        c.num("memory_budget", self.memory_budget);
-        c.num("parallelism", self.parallelism as u64);
-        c.num("partitions", self.partitions as u64);
-        c.num("broadcast_threshold", self.broadcast_threshold);
-        w.raw("config", &c.end());
-
+        let job = self.job.as_ref();
         let t = &self.timings;
-        let mut tj = Json::new();
-        tj.f64("data", t.data_ms);
-        tj.f64("setup", t.setup_ms);
-        tj.f64("plan", t.plan_ms);
-        tj.f64("execute", t.execute_ms);
-        tj.f64("output", t.output_ms);
-        tj.f64("cleanup", t.cleanup_ms);
-        tj.f64("total", t.data_ms + t.total_ms);
-        w.raw("timings_ms", &tj.end());
-
-        let mut stages = Vec::new();
-        if let Some(j) = &self.job {
-            for s in &j.stages {
-                let mut sj = Json::new();
-                sj.num("stage_id", s.stage_id as u64);
-                sj.str("output", &s.output);
-                sj.str("description", &s.description);
-                sj.f64("elapsed_ms", s.elapsed_ms);
-                sj.num("tasks", s.num_tasks as u64);
-                sj.num("partitions", s.partitions as u64);
-                sj.num("rows_in", s.rows_in);
-                sj.num("bytes_in", s.bytes_in);
-                sj.num("rows_out", s.rows_out);
-                sj.num("shuffle_bytes_written", s.shuffle_bytes_written);
-                sj.num("shuffle_bytes_read", s.shuffle_bytes_read);
-                sj.num("spill_bytes", s.spill_bytes);
-                sj.array(
-                    "operators",
-                    s.operators.iter().map(crate::metrics::operator_json),
-                );
-                stages.push(sj.end());
-            }
-        }
-        w.raw("stages", &format!("[{}]", stages.join(",")));
-
         let (rows_in, bytes_in, scan_bytes) = self.read_totals();
-        let mut r = Json::new();
-        r.num("rows", rows_in);
-        r.num("bytes", bytes_in);
-        r.num("scan_bytes", scan_bytes);
-        r.opt_num("input_table_rows", self.input_rows);
-        r.opt_num("input_file_bytes", self.input_file_bytes);
-        w.raw("read", &r.end());
-
         let s = &self.metrics.shuffle;
-        let mut sh = Json::new();
-        sh.num("bytes_written", s.bytes_written);
-        sh.num("raw_bytes_written", s.raw_bytes_written);
-        sh.num("records_written", s.records_written);
-        sh.num("maps_committed", s.maps_committed);
-        sh.num("bytes_read", s.bytes_read);
-        sh.num("raw_bytes_read", s.raw_bytes_read);
-        sh.num("frames_read", s.frames_read);
-        w.raw("shuffle", &sh.end());
-
         let (local, s3) = self.spill_split();
-        let mut sp = Json::new();
-        sp.num("bytes", self.spill_bytes());
-        sp.num("count", s.spill_count);
-        sp.num(
-            "operator_bytes",
-            self.job.as_ref().map_or(0, |j| j.spill_bytes),
-        );
-        sp.num(
-            "shuffle_buffer_bytes",
-            self.job.as_ref().map_or(0, |j| j.shuffle_spill_bytes),
-        );
-        sp.num("read_back_bytes", s.spill_read_bytes);
-        sp.str("location", &self.spill_location);
-        sp.num("local_disk_bytes", local);
-        sp.num("s3_bytes", s3);
-        w.raw("spill", &sp.end());
-
-        let mut rq = Json::new();
-        for (k, v) in self.metrics.requests.fields() {
-            rq.num(k, v);
-        }
-        rq.num("total", self.s3_requests());
-        w.raw("s3_requests", &rq.end());
-
-        let mut lc = Json::new();
-        for (k, v) in self.metrics.cache.fields() {
-            lc.num(k, v);
-        }
-        w.raw("local_cache", &lc.end());
-
         let cost = self.request_cost();
-        let mut cj = Json::new();
-        // Full precision: `Json::f64` keeps 3 decimals, less than a price has.
-        cj.raw("dollars", &json_f64(cost.dollars));
-        cj.num("requests", cost.requests());
-        cj.num("put_class", cost.put_class);
-        cj.num("get_class", cost.get_class);
-        cj.num("free", cost.free);
-        cj.raw("put_per_1000", &json_f64(cost.prices.put_per_1000));
-        cj.raw("get_per_1000", &json_f64(cost.prices.get_per_1000));
-        cj.bool("list_prices", cost.at_list_prices());
-        w.raw("s3_cost", &cj.end());
-
-        let mut m = Json::new();
-        m.num("budget", self.memory_budget);
-        m.opt_num("pool_peak", self.job.as_ref().map(|j| j.peak_memory));
-        m.opt_num("peak_rss_bytes", self.peak_rss_bytes);
-        w.raw("memory", &m.end());
-
-        let mut tk = Json::new();
-        tk.opt_num("run", self.job.as_ref().map(|j| j.tasks_run));
-        tk.opt_num("retried", self.job.as_ref().map(|j| j.tasks_retried));
-        tk.opt_num("recomputed", self.job.as_ref().map(|j| j.tasks_recomputed));
-        tk.opt_num("killed", self.job.as_ref().map(|j| j.tasks_killed));
-        w.raw("tasks", &tk.end());
-        w.num(
-            "stages_completed",
-            self.job.as_ref().map_or(0, |j| j.num_stages as u64),
-        );
-        w.num("stages_planned", self.planned_stages);
-
-        let mut cl = Json::new();
-        match &self.cleanup {
-            Some(Cleanup::Kept(k)) => {
-                cl.bool("kept", true);
-                cl.str("app_id", &k.app_id);
-                cl.str("location", &k.location);
-                cl.num("map_outputs_kept", k.map_outputs());
-                cl.array(
-                    "shuffles_kept",
-                    k.shuffles.iter().map(|(id, n, b)| {
-                        let mut j = Json::new();
-                        j.num("shuffle_id", u64::from(*id));
-                        j.num("map_outputs", *n);
-                        j.num("data_bytes", *b);
-                        j.end()
-                    }),
-                );
-                cl.num("spill_objects_removed", k.spill_objects_removed);
-                if let Some(e) = &k.spill_error {
-                    cl.str("error", e);
-                }
-            }
-            Some(Cleanup::Removed(n)) => {
-                cl.bool("kept", false);
-                cl.num("objects_removed", *n);
-            }
-            Some(Cleanup::Failed(e)) => {
-                cl.bool("kept", false);
-                cl.str("error", e);
-            }
-            None => cl.bool("kept", false),
-        }
-        w.raw("cleanup", &cl.end());
-        // serde for the new parts (issue 14 retires the hand-written writer).
-        let advice = serde_json::to_string(&self.advice).unwrap_or_else(|_| "[]".into());
-        w.raw("advice", &advice);
-        if let Some(b) = &self.ballista {
-            w.raw(
-                "ballista",
-                &serde_json::to_string(b).unwrap_or_else(|_| "null".into()),
-            );
-        }
-        match &self.job {
-            Some(j) => w.raw("job", &j.to_json()),
-            None => w.raw("job", "null"),
-        }
-        let mut out = w.end();
+        let mut requests = Counters(self.metrics.requests.fields());
+        requests.0.push(("total", self.s3_requests()));
+        let report = ReportJson {
+            query: "q80",
+            status: if self.error.is_some() { "failed" } else { "ok" },
+            error: self.error.as_deref(),
+            sf: self.sf,
+            data_dir: &self.data_dir,
+            date: &self.date,
+            rows: self.rows,
+            config: ConfigJson {
+                engine: self.engine,
+                backend: self.backend_kind,
+                shuffle_location: &self.backend,
+                embedded_s3_endpoint: self.embedded_s3.as_deref(),
+                spill_to_s3: self.spill_to_s3,
+                memory_budget: self.memory_budget,
+                parallelism: self.parallelism,
+                partitions: self.partitions,
+                broadcast_threshold: self.broadcast_threshold,
+            },
+            timings_ms: TimingsJson {
+                data: t.data_ms,
+                setup: t.setup_ms,
+                plan: t.plan_ms,
+                execute: t.execute_ms,
+                output: t.output_ms,
+                cleanup: t.cleanup_ms,
+                total: t.data_ms + t.total_ms,
+            },
+            stages: job
+                .map(|j| {
+                    j.stages
+                        .iter()
+                        .map(|s| StageJson {
+                            stage_id: s.stage_id,
+                            output: &s.output,
+                            description: &s.description,
+                            elapsed_ms: s.elapsed_ms,
+                            tasks: s.num_tasks,
+                            partitions: s.partitions,
+                            rows_in: s.rows_in,
+                            bytes_in: s.bytes_in,
+                            rows_out: s.rows_out,
+                            shuffle_bytes_written: s.shuffle_bytes_written,
+                            shuffle_bytes_read: s.shuffle_bytes_read,
+                            spill_bytes: s.spill_bytes,
+                            operators: &s.operators,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            read: ReadJson {
+                rows: rows_in,
+                bytes: bytes_in,
+                scan_bytes,
+                input_table_rows: self.input_rows,
+                input_file_bytes: self.input_file_bytes,
+            },
+            shuffle: ShuffleJson {
+                bytes_written: s.bytes_written,
+                raw_bytes_written: s.raw_bytes_written,
+                records_written: s.records_written,
+                maps_committed: s.maps_committed,
+                bytes_read: s.bytes_read,
+                raw_bytes_read: s.raw_bytes_read,
+                frames_read: s.frames_read,
+            },
+            spill: SpillJson {
+                bytes: self.spill_bytes(),
+                count: s.spill_count,
+                operator_bytes: job.map_or(0, |j| j.spill_bytes),
+                shuffle_buffer_bytes: job.map_or(0, |j| j.shuffle_spill_bytes),
+                read_back_bytes: s.spill_read_bytes,
+                location: &self.spill_location,
+                local_disk_bytes: local,
+                s3_bytes: s3,
+            },
+            s3_requests: requests,
+            local_cache: Counters(self.metrics.cache.fields()),
+            s3_cost: CostJson {
+                dollars: cost.dollars,
+                requests: cost.requests(),
+                put_class: cost.put_class,
+                get_class: cost.get_class,
+                free: cost.free,
+                put_per_1000: cost.prices.put_per_1000,
+                get_per_1000: cost.prices.get_per_1000,
+                list_prices: cost.at_list_prices(),
+            },
+            memory: MemoryJson {
+                budget: self.memory_budget,
+                pool_peak: job.map(|j| j.peak_memory),
+                peak_rss_bytes: self.peak_rss_bytes,
+            },
+            tasks: TasksJson {
+                run: job.map(|j| j.tasks_run),
+                retried: job.map(|j| j.tasks_retried),
+                recomputed: job.map(|j| j.tasks_recomputed),
+                killed: job.map(|j| j.tasks_killed),
+            },
+            stages_completed: job.map_or(0, |j| j.num_stages),
+            stages_planned: self.planned_stages,
+            cleanup: CleanupJson::of(self.cleanup.as_ref()),
+            advice: &self.advice,
+            ballista: self.ballista.as_ref(),
+            job,
+        };
+        let mut out =
+            serde_json::to_string(&report).expect("the report always serialises (string keys)");
         out.push('\n');
         out
+    }
+}
+
+// ── The `--report` JSON's shape: views over the report, in key order ──
+
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    query: &'static str,
+    status: &'static str,
+    error: Option<&'a str>,
+    sf: Option<f64>,
+    data_dir: &'a str,
+    date: &'a str,
+    rows: u64,
+    config: ConfigJson<'a>,
+    timings_ms: TimingsJson,
+    stages: Vec<StageJson<'a>>,
+    read: ReadJson,
+    shuffle: ShuffleJson,
+    spill: SpillJson<'a>,
+    s3_requests: Counters,
+    local_cache: Counters,
+    s3_cost: CostJson,
+    memory: MemoryJson,
+    tasks: TasksJson,
+    stages_completed: usize,
+    stages_planned: u64,
+    cleanup: CleanupJson<'a>,
+    advice: &'a [Advice],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ballista: Option<&'a BallistaSummary>,
+    /// The engine's own summary (`JobSummary`'s JSON), or `null`.
+    job: Option<&'a JobSummary>,
+}
+
+#[derive(Serialize)]
+struct ConfigJson<'a> {
+    engine: &'static str,
+    backend: &'static str,
+    shuffle_location: &'a str,
+    embedded_s3_endpoint: Option<&'a str>,
+    spill_to_s3: bool,
+    memory_budget: u64,
+    parallelism: usize,
+    partitions: usize,
+    broadcast_threshold: u64,
+}
+
+/// Milliseconds per phase.
+#[derive(Serialize)]
+struct TimingsJson {
+    data: f64,
+    setup: f64,
+    plan: f64,
+    execute: f64,
+    output: f64,
+    cleanup: f64,
+    total: f64,
+}
+
+/// A stage as the report shows it (the job's own entry, under `job`, has
+/// the tasks too).
+#[derive(Serialize)]
+struct StageJson<'a> {
+    stage_id: usize,
+    output: &'a str,
+    description: &'a str,
+    elapsed_ms: f64,
+    tasks: usize,
+    partitions: usize,
+    rows_in: u64,
+    bytes_in: u64,
+    rows_out: u64,
+    shuffle_bytes_written: u64,
+    shuffle_bytes_read: u64,
+    spill_bytes: u64,
+    operators: &'a [OperatorSummary],
+}
+
+#[derive(Serialize)]
+struct ReadJson {
+    rows: u64,
+    bytes: u64,
+    scan_bytes: u64,
+    input_table_rows: Option<u64>,
+    input_file_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ShuffleJson {
+    bytes_written: u64,
+    raw_bytes_written: u64,
+    records_written: u64,
+    maps_committed: u64,
+    bytes_read: u64,
+    raw_bytes_read: u64,
+    frames_read: u64,
+}
+
+#[derive(Serialize)]
+struct SpillJson<'a> {
+    bytes: u64,
+    count: u64,
+    operator_bytes: u64,
+    shuffle_buffer_bytes: u64,
+    read_back_bytes: u64,
+    location: &'a str,
+    local_disk_bytes: u64,
+    s3_bytes: u64,
+}
+
+/// Request and cache counters, as an object in their declaration order
+/// (`shuffle_core`'s snapshots list them with `fields()`).
+struct Counters(Vec<(&'static str, u64)>);
+
+impl Serialize for Counters {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// Dollars and prices at full precision (a price has more than the three
+/// decimals the report's times show).
+#[derive(Serialize)]
+struct CostJson {
+    dollars: f64,
+    requests: u64,
+    put_class: u64,
+    get_class: u64,
+    free: u64,
+    put_per_1000: f64,
+    get_per_1000: f64,
+    list_prices: bool,
+}
+
+#[derive(Serialize)]
+struct MemoryJson {
+    budget: u64,
+    pool_peak: Option<u64>,
+    peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct TasksJson {
+    run: Option<u64>,
+    retried: Option<u64>,
+    recomputed: Option<u64>,
+    killed: Option<u64>,
+}
+
+/// `kept` always; the rest as the outcome has them.
+#[derive(Serialize)]
+struct CleanupJson<'a> {
+    kept: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map_outputs_kept: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shuffles_kept: Option<Vec<ShuffleKeptJson>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spill_objects_removed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects_removed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ShuffleKeptJson {
+    shuffle_id: u32,
+    map_outputs: u64,
+    data_bytes: u64,
+}
+
+impl<'a> CleanupJson<'a> {
+    fn of(c: Option<&'a Cleanup>) -> Self {
+        let mut j = CleanupJson {
+            kept: false,
+            app_id: None,
+            location: None,
+            map_outputs_kept: None,
+            shuffles_kept: None,
+            spill_objects_removed: None,
+            objects_removed: None,
+            error: None,
+        };
+        match c {
+            Some(Cleanup::Kept(k)) => {
+                j.kept = true;
+                j.app_id = Some(&k.app_id);
+                j.location = Some(&k.location);
+                j.map_outputs_kept = Some(k.map_outputs());
+                j.shuffles_kept = Some(
+                    k.shuffles
+                        .iter()
+                        .map(|(id, n, b)| ShuffleKeptJson {
+                            shuffle_id: *id,
+                            map_outputs: *n,
+                            data_bytes: *b,
+                        })
+                        .collect(),
+                );
+                j.spill_objects_removed = Some(k.spill_objects_removed);
+                j.error = k.spill_error.as_deref();
+            }
+            Some(Cleanup::Removed(n)) => j.objects_removed = Some(*n),
+            Some(Cleanup::Failed(e)) => j.error = Some(e),
+            None => {}
+        }
+        j
     }
 }
 
@@ -731,14 +872,6 @@ pub fn human_bytes(n: u64) -> String {
 
 fn secs(ms: f64) -> String {
     format!("{:.3} s", ms / 1e3)
-}
-
-fn json_f64(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".to_string()
-    }
 }
 
 #[cfg(test)]
@@ -816,6 +949,55 @@ mod tests {
             let e = c.set("cost.get_per_1000", bad).unwrap_err().to_string();
             assert!(e.contains("cost.get_per_1000"), "{e}");
         }
+    }
+
+    #[test]
+    fn json_sections_keep_their_shape() {
+        let mut r = RunReport::new(&Q80Job::default(), Path::new("/d"));
+        r.sf = Some(0.01);
+        r.cleanup = Some(Cleanup::Kept(Kept {
+            app_id: "a".into(),
+            location: "/x".into(),
+            shuffles: vec![(3, 2, 100)],
+            spill_objects_removed: 1,
+            spill_error: None,
+        }));
+        let j = r.to_json();
+        assert!(j.contains("\"sf\":0.01,"), "{j}");
+        assert!(
+            j.contains(
+                "\"cleanup\":{\"kept\":true,\"app_id\":\"a\",\"location\":\"/x\",\
+                 \"map_outputs_kept\":2,\"shuffles_kept\":[{\"shuffle_id\":3,\"map_outputs\":2,\
+                 \"data_bytes\":100}],\"spill_objects_removed\":1}"
+            ),
+            "{j}"
+        );
+        // Request counters in shuffle_core's order, then their total.
+        assert!(j.contains("\"s3_requests\":{\"put\":0,\"get\":0,"), "{j}");
+        assert!(
+            j.contains("\"bytes_downloaded\":0,\"total\":0},\"local_cache\":{"),
+            "{j}"
+        );
+        assert!(j.contains("\"tasks\":{\"run\":null,"), "{j}");
+        r.cleanup = Some(Cleanup::Removed(4));
+        let j = r.to_json();
+        assert!(
+            j.contains("\"cleanup\":{\"kept\":false,\"objects_removed\":4}"),
+            "{j}"
+        );
+        r.cleanup = Some(Cleanup::Failed("no".into()));
+        let j = r.to_json();
+        assert!(
+            j.contains("\"cleanup\":{\"kept\":false,\"error\":\"no\"}"),
+            "{j}"
+        );
+        // Prices at full precision.
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(
+            v["s3_cost"]["get_per_1000"],
+            RequestPrices::default().get_per_1000
+        );
+        assert!(v["ballista"].is_null() && v.get("ballista").is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `memory` | the pool peaked at ≥ `memory_fraction` (90%) of its limit, or spill ≥ `spill_fraction` (10%) of shuffle bytes written (and ≥ `spill_min_bytes`) | raise `--memory`, or `--spill-to-s3` |
 //! | `executors` | max needed executors ≥ `executors_factor` (2×) allocated for ≥ half the job **and** ≥ `backlog_ms` (10 s) | more `--executors` / `--parallelism` |
-//! | `skew` | a stage with ≥ 4 tasks whose slowest task took ≥ `skew_factor` (4×) its median **and** ≥ `skew_min_ms` (1 s) longer, and read ≥ `skew_factor` × the median input rows | a better key / salting |
+//! | `skew` | in a stage with ≥ 4 tasks, the task that read the most read ≥ `skew_factor` (4×) the median input bytes **and** ≥ `skew_min_bytes` (256 MiB), **and** took ≥ `skew_min_ms` (1 s) longer than the median task | a better key / salting |
 //! | `small_files` | a stage wrote ≥ `small_objects_min` (64) shuffle objects under `small_object_bytes` (1 MiB) | fewer `--partitions`, coalescing |
 //! | `s3_throttling` | throttled retries ≥ `throttle_fraction` (1%) of S3 requests | more hash prefixes (`s3.hash_prefixes`) |
 //! | `local_disk` | the local disk's free space fell under `disk_free_fraction` (10%) | shuffle and spill to S3 |
@@ -14,6 +14,20 @@
 //! thresholds (`backlog_ms`, `skew_min_ms`) keep millisecond-scale noise
 //! of small runs out, since adding executors or re-keying only pays off
 //! when seconds are at stake (an executor takes seconds to start).
+//!
+//! Skew is decided on data first, the way Spark's adaptive execution
+//! decides a partition is skewed (`spark.sql.adaptive.skewJoin.*`: larger
+//! than `skewedPartitionFactor` (5) × the median partition size **and**
+//! than `skewedPartitionThresholdInBytes` (256 MB)): the ratio alone would
+//! call a 16 KiB partition among empty ones skewed, and task time alone
+//! measures the machine as much as the data (a task descheduled on a busy
+//! host looks "skewed"). Time is checked too, on the same task, as what
+//! the skew costs: it took `skew_min_ms` longer than the median task (skew
+//! that costs no time needs no advice). Not as a ratio: once the data ratio
+//! holds it adds nothing, and it is what noise breaks. On a busy 2-core
+//! machine the small tasks that share the cores with the hot one stretch
+//! with it (a join's hot task of 790k rows took 267 ms while the median
+//! task, of 1.7k rows, took 144 ms).
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +63,7 @@ pub struct AdviceThresholds {
     pub backlog_ms: f64,
     pub skew_factor: f64,
     pub skew_min_ms: f64,
+    pub skew_min_bytes: u64,
     pub small_object_bytes: u64,
     pub small_objects_min: usize,
     pub throttle_fraction: f64,
@@ -65,6 +80,7 @@ impl Default for AdviceThresholds {
             backlog_ms: 10_000.0,
             skew_factor: 4.0,
             skew_min_ms: 1_000.0,
+            skew_min_bytes: 256 << 20,
             small_object_bytes: 1 << 20,
             small_objects_min: 64,
             throttle_fraction: 0.01,
@@ -78,6 +94,7 @@ struct Task {
     stage_id: usize,
     elapsed_ms: f64,
     rows_in: u64,
+    bytes_in: u64,
     shuffle_bytes_written: u64,
     spill_bytes: u64,
 }
@@ -99,6 +116,7 @@ pub fn advise(events: &[Event], t: &AdviceThresholds) -> Vec<Advice> {
                 succeeded: true,
                 elapsed_ms,
                 rows_in,
+                bytes_in,
                 shuffle_bytes_written,
                 spill_bytes,
                 ..
@@ -106,6 +124,7 @@ pub fn advise(events: &[Event], t: &AdviceThresholds) -> Vec<Advice> {
                 stage_id: *stage_id,
                 elapsed_ms: *elapsed_ms,
                 rows_in: *rows_in,
+                bytes_in: *bytes_in,
                 shuffle_bytes_written: *shuffle_bytes_written,
                 spill_bytes: *spill_bytes,
             }),
@@ -280,48 +299,93 @@ fn running_stage_at(events: &[Event], at: f64) -> Option<usize> {
     best.map(|b| b.1)
 }
 
-/// Skew is a slow task that is slow because it holds more data: its time
-/// and its input rows are both far above the stage's medians (a task slow
-/// only in time is noise: a busy machine, a page-cache miss).
+/// A stage's tasks as the skew check sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct TaskInput {
+    pub elapsed_ms: f64,
+    pub rows_in: u64,
+    pub bytes_in: u64,
+}
+
+/// Why a stage is skewed: its largest task against the stage's medians.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Skew {
+    pub tasks: usize,
+    pub bytes: u64,
+    pub rows: u64,
+    pub median_bytes: u64,
+    pub ms: f64,
+    pub median_ms: f64,
+}
+
+/// Skew is a task that is slow because it holds more data (module docs):
+/// the task that read the most bytes read ≥ `skew_factor` × the stage's
+/// median **and** ≥ `skew_min_bytes`, and took ≥ `skew_min_ms` longer than
+/// the median task. `floors: false` drops the two absolute floors (the HTML
+/// stage table flags small stages too: the task is bigger and slower).
+/// Stages of fewer than 4 tasks have no meaningful median.
+pub(crate) fn skewed(tasks: &[TaskInput], t: &AdviceThresholds, floors: bool) -> Option<Skew> {
+    if tasks.len() < 4 {
+        return None;
+    }
+    let mut times: Vec<f64> = tasks.iter().map(|x| x.elapsed_ms).collect();
+    times.sort_by(f64::total_cmp);
+    let median_ms = times[times.len() / 2];
+    let mut bytes: Vec<u64> = tasks.iter().map(|x| x.bytes_in).collect();
+    bytes.sort_unstable();
+    let median_bytes = bytes[bytes.len() / 2];
+    // The largest by input; of equals, the slowest.
+    let big = tasks.iter().max_by(|a, b| {
+        a.bytes_in
+            .cmp(&b.bytes_in)
+            .then(a.elapsed_ms.total_cmp(&b.elapsed_ms))
+    })?;
+    let data = big.bytes_in as f64 >= t.skew_factor * median_bytes.max(1) as f64
+        && (!floors || big.bytes_in >= t.skew_min_bytes);
+    let floor = if floors { t.skew_min_ms } else { 0.0 };
+    let time = big.elapsed_ms - median_ms >= floor;
+    (data && time).then_some(Skew {
+        tasks: tasks.len(),
+        bytes: big.bytes_in,
+        rows: big.rows_in,
+        median_bytes,
+        ms: big.elapsed_ms,
+        median_ms,
+    })
+}
+
 fn skew(tasks: &[Task], t: &AdviceThresholds, out: &mut Vec<Advice>) {
-    let mut by: std::collections::BTreeMap<usize, Vec<&Task>> = Default::default();
+    let mut by: std::collections::BTreeMap<usize, Vec<TaskInput>> = Default::default();
     for task in tasks {
-        by.entry(task.stage_id).or_default().push(task);
+        by.entry(task.stage_id).or_default().push(TaskInput {
+            elapsed_ms: task.elapsed_ms,
+            rows_in: task.rows_in,
+            bytes_in: task.bytes_in,
+        });
     }
     for (stage, group) in by {
-        if group.len() < 4 {
+        let Some(k) = skewed(&group, t, true) else {
             continue;
-        }
-        let mut times: Vec<f64> = group.iter().map(|x| x.elapsed_ms).collect();
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
-        let mut rows: Vec<u64> = group.iter().map(|x| x.rows_in).collect();
-        rows.sort_unstable();
-        let median_rows = rows[rows.len() / 2] as f64;
-        let slowest = group
-            .iter()
-            .max_by(|a, b| a.elapsed_ms.total_cmp(&b.elapsed_ms))
-            .map_or(0, |x| x.rows_in) as f64;
-        let max = times[times.len() - 1];
-        if max >= t.skew_factor * median
-            && max - median >= t.skew_min_ms
-            && slowest >= t.skew_factor * median_rows.max(1.0)
-        {
-            out.push(Advice {
-                rule: "skew".into(),
-                stage_id: Some(stage),
-                figure: format!(
-                    "stage {stage}: slowest of {} tasks took {:.0} ms, {:.1}x the median {:.0} ms",
-                    times.len(),
-                    max,
-                    max / median.max(1e-3),
-                    median
-                ),
-                advice: "one partition holds most of the work: look for a hot key (salt it, or \
-                         broadcast the smaller join side with --broadcast-threshold)"
-                    .into(),
-            });
-        }
+        };
+        out.push(Advice {
+            rule: "skew".into(),
+            stage_id: Some(stage),
+            figure: format!(
+                "stage {stage}: its largest of {} tasks read {} ({} rows), {:.1}x the median {}, \
+                 and took {:.0} ms, {:.1}x the median {:.0} ms",
+                k.tasks,
+                human_bytes(k.bytes),
+                k.rows,
+                k.bytes as f64 / k.median_bytes.max(1) as f64,
+                human_bytes(k.median_bytes),
+                k.ms,
+                k.ms / k.median_ms.max(1e-3),
+                k.median_ms
+            ),
+            advice: "one partition holds most of the work: look for a hot key (salt it, or \
+                     broadcast the smaller join side with --broadcast-threshold)"
+                .into(),
+        });
     }
 }
 
@@ -440,5 +504,58 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(ms: f64, bytes: u64) -> TaskInput {
+        TaskInput {
+            elapsed_ms: ms,
+            rows_in: bytes / 16,
+            bytes_in: bytes,
+        }
+    }
+
+    #[test]
+    fn skew_needs_data_and_time_above_factor_and_floor() {
+        let t = AdviceThresholds {
+            skew_min_ms: 5.0,
+            skew_min_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let even = [task(2.0, 400 << 10); 7];
+        let with = |extra: TaskInput| {
+            let mut v = even.to_vec();
+            v.push(extra);
+            skewed(&v, &t, true)
+        };
+        // A hot partition that costs time: skewed, with its figures.
+        let k = with(task(40.0, 4 << 20)).expect("skewed");
+        assert_eq!((k.tasks, k.bytes, k.median_bytes), (8, 4 << 20, 400 << 10));
+        assert_eq!((k.ms, k.median_ms), (40.0, 2.0));
+        // Slow but not bigger (scheduling noise): not skew.
+        assert_eq!(with(task(400.0, 400 << 10)), None);
+        // Bigger but barely slower: not worth advice.
+        assert_eq!(with(task(6.5, 4 << 20)), None);
+        // Slower by the floor, not by a ratio: small tasks that stretched
+        // with the hot one on busy cores do not hide it.
+        let busy: Vec<TaskInput> = [task(150.0, 16 << 10); 7]
+            .into_iter()
+            .chain([task(270.0, 12 << 20)])
+            .collect();
+        assert!(skewed(&busy, &t, true).is_some());
+        // 4x the median, but under the absolute floor (16 KiB among empty
+        // partitions): not skew; without the floors (the HTML table), it is.
+        let tiny: Vec<TaskInput> = [task(1.0, 0); 5]
+            .into_iter()
+            .chain([task(9.0, 16 << 10)])
+            .collect();
+        assert_eq!(skewed(&tiny, &t, true), None);
+        assert!(skewed(&tiny, &t, false).is_some());
+        // Too few tasks for a median.
+        assert_eq!(skewed(&[task(1.0, 0), task(50.0, 8 << 20)], &t, true), None);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  events ──▶ series over time ──▶ plotters (SVG backend) ──▶ <svg> inlined
-//!         └─▶ stage table (task-time min / median / max, skew flagged), advice
+//!         ├─▶ stage table (task-time min / median / max, skew flagged), advice
+//!         └─▶ operator tables (stage-end events: rows, own time, spill per operator)
 //! ```
 //!
 //! Charts, each an `<svg>` in a `<figure id="chart-...">`:
@@ -12,7 +13,11 @@
 //! active and max needed executors, completed stages), then `timeline`
 //! (each task attempt as a bar on its executor's slot lanes, coloured by
 //! stage, stages as bars above), `s3` requests and retries over time, and
-//! `spill` by place. The charts are drawn by `plotters` (its naive text
+//! `spill` by place. Below the stage table, one small table per stage
+//! (`<table class="operators" id="operators-stage-N">`) lists its operators
+//! in plan order, inputs indented under their reader: rows out, compute
+//! time (its own, inputs' subtracted, summed over tasks) and spill bytes,
+//! from the stage-end events. The charts are drawn by `plotters` (its naive text
 //! layout: no font files needed), the page is XHTML-compatible so an XML
 //! parser can check it.
 
@@ -21,8 +26,8 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::advice::{Advice, AdviceThresholds};
-use super::{Event, ExecutorSample, ProcessSample};
+use super::advice::{skewed, Advice, AdviceThresholds, TaskInput};
+use super::{Event, ExecutorSample, OperatorEnd, ProcessSample};
 
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 300;
@@ -248,11 +253,16 @@ struct StageRow {
     max: f64,
     shuffle_written: u64,
     spill: u64,
+    /// Data and time skew, without the advice's absolute floors (see
+    /// `stage_rows`).
+    skew: bool,
+    /// From the stage-end event (empty in logs that predate them).
+    operators: Vec<OperatorEnd>,
 }
 
 fn stage_rows(events: &[Event]) -> Vec<StageRow> {
     let mut rows: Vec<StageRow> = Vec::new();
-    let mut times: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut times: HashMap<usize, Vec<TaskInput>> = HashMap::new();
     let mut attempts: HashMap<usize, usize> = HashMap::new();
     let mut spill: HashMap<usize, u64> = HashMap::new();
     for e in events {
@@ -277,17 +287,25 @@ fn stage_rows(events: &[Event]) -> Vec<StageRow> {
                 max: 0.0,
                 shuffle_written: 0,
                 spill: 0,
+                skew: false,
+                operators: Vec::new(),
             }),
             Event::TaskEnd {
                 stage_id,
                 succeeded,
                 elapsed_ms,
+                rows_in,
+                bytes_in,
                 spill_bytes,
                 ..
             } => {
                 *attempts.entry(*stage_id).or_default() += 1;
                 if *succeeded {
-                    times.entry(*stage_id).or_default().push(*elapsed_ms);
+                    times.entry(*stage_id).or_default().push(TaskInput {
+                        elapsed_ms: *elapsed_ms,
+                        rows_in: *rows_in,
+                        bytes_in: *bytes_in,
+                    });
                     *spill.entry(*stage_id).or_default() += spill_bytes;
                 }
             }
@@ -295,24 +313,35 @@ fn stage_rows(events: &[Event]) -> Vec<StageRow> {
                 t_ms,
                 stage_id,
                 shuffle_bytes_written,
+                operators,
                 ..
             } => {
                 if let Some(r) = rows.iter_mut().find(|r| r.stage_id == *stage_id) {
                     r.end_s = t_ms / 1e3;
                     r.shuffle_written = *shuffle_bytes_written;
+                    r.operators = operators.clone();
                 }
             }
             _ => {}
         }
     }
+    let thresholds = AdviceThresholds::default();
     for r in &mut rows {
-        let mut t = times.remove(&r.stage_id).unwrap_or_default();
+        let tasks = times.remove(&r.stage_id).unwrap_or_default();
+        let mut t: Vec<f64> = tasks.iter().map(|x| x.elapsed_ms).collect();
         t.sort_by(f64::total_cmp);
         if let (Some(first), Some(last)) = (t.first(), t.last()) {
             r.min = *first;
             r.max = *last;
             r.median = t[t.len() / 2];
         }
+        // The task that read the most is 4x the median's input and slower
+        // than the median, and the slowest took 4x the median time: the
+        // skew rule without its absolute floors (and with the time ratio
+        // the max/median column shows), so short, small stages are flagged
+        // too, and empty partitions beside a small one are not.
+        r.skew = skewed(&tasks, &thresholds, false).is_some()
+            && r.max >= thresholds.skew_factor * r.median;
         r.attempts = attempts.get(&r.stage_id).copied().unwrap_or(0);
         r.spill = spill.get(&r.stage_id).copied().unwrap_or(0);
     }
@@ -488,8 +517,10 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
          figcaption {{ color: #555; font-size: 0.9em; max-width: 960px; }}\n\
          table {{ border-collapse: collapse; font-size: 0.85em; }}\n\
          td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}\n\
-         td.l {{ text-align: left; }}\n\
+         td.l, th.l {{ text-align: left; }}\n\
          tr.skew td {{ background: #fde0dc; }}\n\
+         div.ops {{ display: flex; flex-wrap: wrap; gap: 0.8em; align-items: flex-start; }}\n\
+         caption {{ text-align: left; font-size: 0.9em; color: #555; }}\n\
          </style>\n</head>\n<body>\n<h1>{t}</h1>\n",
         t = escape(title)
     );
@@ -527,6 +558,7 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
         );
         if *id == "timeline" {
             stage_table(&mut o, &stages);
+            operator_tables(&mut o, &stages);
             let _ = writeln!(o, "<h2>S3 and spill</h2>");
         }
     }
@@ -535,7 +567,6 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
 }
 
 fn stage_table(o: &mut String, stages: &[StageRow]) {
-    let t = AdviceThresholds::default();
     let _ = writeln!(
         o,
         "<table id=\"stages\">\n<tr><th>stage</th><th>output</th><th>tasks</th><th>attempts</th>\
@@ -549,9 +580,7 @@ fn stage_table(o: &mut String, stages: &[StageRow]) {
         } else {
             0.0
         };
-        // Flagged as the skew advice would be, without its time floor (the
-        // table shows the spread of short stages too).
-        let skew = r.tasks >= 4 && ratio >= t.skew_factor;
+        let skew = r.skew;
         let _ = writeln!(
             o,
             "<tr{}><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{:.3}</td>\
@@ -575,4 +604,43 @@ fn stage_table(o: &mut String, stages: &[StageRow]) {
         );
     }
     let _ = writeln!(o, "</table>");
+}
+
+/// One compact table per stage: its operators in plan order (inputs
+/// indented under the operator that reads them) with rows out, own compute
+/// time and spill. Stages without operator figures are left out.
+fn operator_tables(o: &mut String, stages: &[StageRow]) {
+    if stages.iter().all(|r| r.operators.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<h3>Operators</h3>\n<p>Each stage's operators over its successful tasks: rows \
+         returned, compute time in the operator itself (its inputs' time subtracted, summed \
+         over tasks) and bytes it spilled.</p>\n<div class=\"ops\">"
+    );
+    for r in stages.iter().filter(|r| !r.operators.is_empty()) {
+        let _ = writeln!(
+            o,
+            "<table class=\"operators\" id=\"operators-stage-{id}\">\n\
+             <caption>stage {id}: {}</caption>\n<tr><th class=\"l\">operator</th>\
+             <th>rows out</th><th>compute ms</th><th>spill MiB</th></tr>",
+            escape(&r.output),
+            id = r.stage_id
+        );
+        for op in &r.operators {
+            let _ = writeln!(
+                o,
+                "<tr><td class=\"l\" style=\"padding-left: {:.1}em\">{}</td><td>{}</td>\
+                 <td>{:.1}</td><td>{}</td></tr>",
+                0.4 + 1.2 * op.depth as f64,
+                escape(&op.name),
+                op.rows_out,
+                op.elapsed_ms,
+                mib(op.spill_bytes)
+            );
+        }
+        let _ = writeln!(o, "</table>");
+    }
+    let _ = writeln!(o, "</div>");
 }
