@@ -89,10 +89,22 @@ fn check_cluster(out: &Q80Outcome, executors: usize) {
     assert_eq!(s.work_dir_files, Vec::<String>::new(), "{}", s.text());
     // No executor fetched from another over Flight: the only fetches are
     // the client's, of the job's last stage, served from the store.
-    let from_work_dir: u64 = s.executors.iter().map(|e| e.flight_fetches_from_work_dir).sum();
-    let from_store: u64 = s.executors.iter().map(|e| e.flight_fetches_from_store).sum();
+    let from_work_dir: u64 = s
+        .executors
+        .iter()
+        .map(|e| e.flight_fetches_from_work_dir)
+        .sum();
+    let from_store: u64 = s
+        .executors
+        .iter()
+        .map(|e| e.flight_fetches_from_store)
+        .sum();
     assert_eq!(from_work_dir, 0, "{}", s.text());
-    assert!(from_store > 0, "the client fetched the results: {}", s.text());
+    assert!(
+        from_store > 0,
+        "the client fetched the results: {}",
+        s.text()
+    );
     let last_stage = s
         .executors
         .iter()
@@ -198,6 +210,9 @@ fn executor_killed_mid_query_still_gives_the_golden_answer() {
         .filter(|t| t.stage_attempt > 0)
         .count() as u64;
     assert_eq!(s.recomputed_tasks, rerun, "{}", s.text());
+    // Ballista's scheduler says the same: what it reset as committed is
+    // what the executors committed again under a new stage attempt.
+    assert_eq!(s.scheduler_reset_committed, rerun, "{}", s.text());
     // The survivor finished the job: it committed every stage the victim
     // did not finish, and the outputs the victim committed before dying
     // were read from S3 (the answer above is right).
@@ -210,6 +225,46 @@ fn executor_killed_mid_query_still_gives_the_golden_answer() {
         .report
         .render_text()
         .contains("re-run after executor loss"));
+}
+
+/// The baseline: Ballista's own shuffle (work directories and Flight) with
+/// the same kill. The answer is right too, but the shuffle crossed between
+/// executors over Flight, and the stages that read the dead executor's
+/// files failed their fetches and ran again.
+#[test]
+fn ballistas_own_shuffle_recovers_by_recompute() {
+    let mut j = job(ShuffleBackend::Local, false);
+    j.ballista_native_shuffle = true;
+    j.lose_executor = Some(ExecutorLossPlan {
+        executor: 1,
+        after_stages: Some(1),
+    });
+    let out = run_q80_at(0.01, &j);
+    assert!(
+        out.csv == golden("q80_sf0.01.csv"),
+        "differs from golden:\n{}",
+        out.csv
+    );
+    let s = summary(&out);
+    assert_eq!(s.lost_executors, vec![1]);
+    assert!(!s.executors[1].tasks.is_empty(), "{}", s.text());
+    assert!(!s.work_dir_files.is_empty(), "{}", s.text());
+    let from_work_dir: u64 = s
+        .executors
+        .iter()
+        .map(|e| e.flight_fetches_from_work_dir)
+        .sum();
+    assert!(from_work_dir > 0, "{}", s.text());
+    let rerun = s
+        .executors
+        .iter()
+        .flat_map(|e| &e.tasks)
+        .filter(|t| t.stage_attempt > 0)
+        .count() as u64;
+    assert_eq!(s.recomputed_tasks, rerun, "{}", s.text());
+    for e in &s.executors {
+        assert!(e.pid > 0 && !alive(e.pid), "executor pid {} left", e.pid);
+    }
 }
 
 /// `shovel s3-server` as its own process and `shovel q80 --engine ballista`
@@ -305,6 +360,18 @@ fn ballista_flags_are_checked_before_work_starts() {
         (
             vec!["ballista", "scheduler", "--bind", "10.1.2.3:5"],
             "not a loopback",
+        ),
+        (vec!["q80", "--ballista-shuffle"], "--engine ballista only"),
+        (
+            vec![
+                "q80",
+                "--engine",
+                "ballista",
+                "--cluster",
+                "127.0.0.1:1",
+                "--ballista-shuffle",
+            ],
+            "drop --cluster or --ballista-shuffle",
         ),
     ] {
         let out = Command::new(shovel()).args(&args).output().expect("run");

@@ -80,8 +80,7 @@ pub async fn run_scheduler(bind: SocketAddr, liveness: Liveness) -> Result<()> {
         Arc::new(default_session_builder),
         Arc::clone(&producer),
     );
-    let mut config =
-        SchedulerConfig::default().with_scheduler_policy(SCHEDULING);
+    let mut config = SchedulerConfig::default().with_scheduler_policy(SCHEDULING);
     config.bind_host = bind.ip().to_string();
     config.external_host = bind.ip().to_string();
     config.bind_port = bind.port();
@@ -114,13 +113,12 @@ pub struct ExecutorSettings {
     pub liveness: Liveness,
 }
 
-/// Runs a Ballista executor until it is told to stop: Shovel-backed with
-/// `engine`, or with Ballista's own shuffle when `native_shuffle` (the
-/// benchmark's baseline; `engine` then only counts Flight fetches).
+/// Runs a Ballista executor with `engine` (Shovel-backed, or recording
+/// Ballista's own shuffle: [`ShovelExecutionEngine::with_ballista_shuffle`])
+/// until it is told to stop.
 pub async fn run_executor(
     settings: ExecutorSettings,
     engine: Arc<ShovelExecutionEngine>,
-    native_shuffle: bool,
 ) -> Result<()> {
     let s = settings;
     let config = ExecutorProcessConfig {
@@ -139,8 +137,9 @@ pub async fn run_executor(
         override_arrow_flight_service: Some(crate::flight::flight_server_provider(Arc::clone(
             &engine,
         ))),
-        override_execution_engine: (!native_shuffle)
-            .then(|| engine as Arc<dyn ballista_executor::execution_engine::ExecutionEngine>),
+        override_execution_engine: Some(
+            engine as Arc<dyn ballista_executor::execution_engine::ExecutionEngine>,
+        ),
         override_config_producer: Some(config_producer()),
         ..Default::default()
     };

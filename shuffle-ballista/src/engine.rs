@@ -36,12 +36,17 @@ use ballista_core::execution_plans::{
     RangeShuffleReaderExec, RangeShuffleWriterExec, ShuffleReaderExec, ShuffleWriterExec,
     SortShuffleWriterExec,
 };
+use ballista_core::serde::protobuf::ShuffleWritePartition;
 use ballista_core::JobId;
-use ballista_executor::execution_engine::{ExecutionEngine, QueryStageExecutor};
+use ballista_executor::execution_engine::{
+    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::SessionConfig;
 use shuffle_core::ShuffleManager;
@@ -143,7 +148,6 @@ pub(crate) struct StageSources {
 pub(crate) const STAGE_SOURCES: usize = 1024;
 
 impl StageSources {
-
     fn remember(&mut self, job_id: &str, stage_id: usize, source: StageSource) {
         if self.get(job_id, stage_id).is_some() {
             return;
@@ -170,6 +174,9 @@ pub struct ShovelExecutionEngine {
     managers: Mutex<HashMap<String, Arc<dyn ShuffleManager>>>,
     sources: Mutex<StageSources>,
     counters: Arc<EngineCounters>,
+    /// Ballista's own engine, when this executor runs Ballista's shuffle
+    /// (the baseline benchmarks and loss comparisons run against).
+    ballista: Option<DefaultExecutionEngine>,
 }
 
 impl ShovelExecutionEngine {
@@ -179,7 +186,16 @@ impl ShovelExecutionEngine {
             managers: Mutex::new(HashMap::new()),
             sources: Mutex::new(StageSources::default()),
             counters: Arc::new(EngineCounters::default()),
+            ballista: None,
         }
+    }
+
+    /// Runs every stage with Ballista's own shuffle (work directory and
+    /// Flight), recording its tasks in [`Self::counters`] as Shovel's are:
+    /// the baseline to compare Shovel against, with the same accounting.
+    pub fn with_ballista_shuffle(mut self) -> Self {
+        self.ballista = Some(DefaultExecutionEngine::new());
+        self
     }
 
     pub fn counters(&self) -> &Arc<EngineCounters> {
@@ -223,12 +239,29 @@ impl ExecutionEngine for ShovelExecutionEngine {
         &self,
         job_id: JobId,
         stage_id: usize,
-        _task_id: usize,
+        task_id: usize,
         global_output_partition_ids: Vec<usize>,
         plan: Arc<dyn ExecutionPlan>,
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
+        if let Some(ballista) = &self.ballista {
+            let inner = ballista.create_query_stage_exec(
+                job_id.clone(),
+                stage_id,
+                task_id,
+                global_output_partition_ids,
+                plan,
+                work_dir,
+                config,
+            )?;
+            return Ok(Arc::new(RecordedStage {
+                inner,
+                stage_id,
+                job_id: job_id.to_string(),
+                counters: Arc::clone(&self.counters),
+            }));
+        }
         let app_id = ShovelOptions::app_id_for(config, job_id.as_str());
         let manager = self.manager(&app_id)?;
         let counters = Arc::clone(&self.counters);
@@ -331,4 +364,66 @@ fn range_refused(stage_id: usize) -> DataFusionError {
          which Shovel does not store yet; run the query with the client setting \
          ballista.planner.adaptive.enabled=false or without a global ORDER BY"
     ))
+}
+
+/// A stage Ballista's own writer runs, its committed task recorded like a
+/// Shovel task (see [`ShovelExecutionEngine::with_ballista_shuffle`]).
+#[derive(Debug)]
+struct RecordedStage {
+    inner: Arc<dyn QueryStageExecutor>,
+    job_id: String,
+    stage_id: usize,
+    counters: Arc<EngineCounters>,
+}
+
+impl std::fmt::Display for RecordedStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryStageExecutor for RecordedStage {
+    async fn execute_query_stage(
+        &self,
+        task_id: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<Vec<ShuffleWritePartition>> {
+        let (stage_attempt, task_attempt) = context
+            .task_id()
+            .as_deref()
+            .and_then(crate::ids::parse_task_identity)
+            .unwrap_or((0, 0));
+        let written = self.inner.execute_query_stage(task_id, context).await?;
+        self.counters.record_task(TaskRecord {
+            job_id: self.job_id.clone(),
+            stage_id: u32::try_from(self.stage_id).unwrap_or(u32::MAX),
+            stage_attempt,
+            task_id: u32::try_from(task_id).unwrap_or(u32::MAX),
+            task_attempt,
+            stored_bytes: written.iter().map(|p| p.num_bytes).sum(),
+            records: written.iter().map(|p| p.num_rows).sum(),
+        });
+        Ok(written)
+    }
+
+    fn collect_plan_metrics(&self) -> Vec<MetricsSet> {
+        self.inner.collect_plan_metrics()
+    }
+
+    fn collect_runtime_stats_reports(
+        &self,
+    ) -> Vec<ballista_core::serde::protobuf::RuntimeStatsReport> {
+        self.inner.collect_runtime_stats_reports()
+    }
+
+    fn collect_window_state_reports(
+        &self,
+    ) -> Result<Vec<ballista_core::serde::protobuf::WindowStateReport>> {
+        self.inner.collect_window_state_reports()
+    }
+
+    fn collect_column_stats(&self) -> Vec<ballista_core::serde::protobuf::TaskColumnStats> {
+        self.inner.collect_column_stats()
+    }
 }

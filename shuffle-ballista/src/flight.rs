@@ -52,7 +52,9 @@ type BoxedFlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send 
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The provider Ballista's executor calls to start its Flight server.
-pub fn flight_server_provider(engine: Arc<ShovelExecutionEngine>) -> Arc<ArrowFlightServerProvider> {
+pub fn flight_server_provider(
+    engine: Arc<ShovelExecutionEngine>,
+) -> Arc<ArrowFlightServerProvider> {
     Arc::new(
         move |work_dir: String,
               address: SocketAddr,
@@ -93,7 +95,11 @@ impl ShovelFlightService {
         partition: usize,
         file_id: Option<u64>,
     ) -> Result<BoxedFlightStream<FlightData>, Status> {
-        let at = || format!("Shovel on Ballista: serving job {job_id} stage {stage_id} partition {partition}");
+        let at = || {
+            format!(
+                "Shovel on Ballista: serving job {job_id} stage {stage_id} partition {partition}"
+            )
+        };
         let source = self.engine.stage_source(job_id, stage_id).ok_or_else(|| {
             Status::not_found(format!(
                 "{}: this executor did not run the stage (or ran it more than {} stages ago); \
@@ -143,8 +149,16 @@ impl ShovelFlightService {
     }
 }
 
+/// A fetch of a Shovel map output's partition (a location with Shovel's mark).
+struct ShovelFetch {
+    job_id: String,
+    stage_id: usize,
+    partition: usize,
+    file_id: Option<u64>,
+}
+
 /// The Shovel-marked fetch a ticket or action body asks for, if any.
-fn shovel_fetch(bytes: &[u8]) -> Result<Option<(String, usize, usize, Option<u64>)>, Status> {
+fn shovel_fetch(bytes: &[u8]) -> Result<Option<ShovelFetch>, Status> {
     let action = decode_protobuf(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let BallistaAction::FetchPartition {
         job_id,
@@ -153,7 +167,12 @@ fn shovel_fetch(bytes: &[u8]) -> Result<Option<(String, usize, usize, Option<u64
         file_id,
         ..
     } = action;
-    Ok(is_shovel_file_id(file_id).then(|| (job_id.to_string(), stage_id, partition_id, file_id)))
+    Ok(is_shovel_file_id(file_id).then(|| ShovelFetch {
+        job_id: job_id.to_string(),
+        stage_id,
+        partition: partition_id,
+        file_id,
+    }))
 }
 
 /// The stage a fetch names (for counting), whatever its origin.
@@ -173,12 +192,17 @@ impl FlightService for ShovelFlightService {
     type ListActionsStream = BoxedFlightStream<ActionType>;
     type ListFlightsStream = BoxedFlightStream<FlightInfo>;
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = &request.get_ref().ticket;
         let counters = self.engine.counters();
-        if let Some((job, stage, partition, file_id)) = shovel_fetch(ticket)? {
-            counters.record_flight_fetch(stage, true);
-            let stream = self.serve_from_store(&job, stage, partition, file_id).await?;
+        if let Some(f) = shovel_fetch(ticket)? {
+            counters.record_flight_fetch(f.stage_id, true);
+            let stream = self
+                .serve_from_store(&f.job_id, f.stage_id, f.partition, f.file_id)
+                .await?;
             return Ok(Response::new(stream));
         }
         if let Some(stage) = fetched_stage(ticket) {
@@ -192,10 +216,11 @@ impl FlightService for ShovelFlightService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let body = &request.get_ref().body;
-        if let Some((job, stage, partition, _)) = shovel_fetch(body).ok().flatten() {
+        if let Some(f) = shovel_fetch(body).ok().flatten() {
             return Err(Status::failed_precondition(format!(
-                "job {job} stage {stage} partition {partition} is in Shovel's store: \
-                 read it with Shovel's shuffle reader, not as a Flight block transfer"
+                "job {} stage {} partition {} is in Shovel's store: \
+                 read it with Shovel's shuffle reader, not as a Flight block transfer",
+                f.job_id, f.stage_id, f.partition
             )));
         }
         if let Some(stage) = fetched_stage(body) {

@@ -166,6 +166,10 @@ struct Q80Flags {
     #[arg(long, value_name = "HOST:PORT", value_parser = with("--cluster", parse_bind),
           help_heading = "Engine")]
     cluster: Option<std::net::SocketAddr>,
+    /// With --engine ballista: Ballista's own shuffle (each executor's work directory, served
+    /// over Arrow Flight) instead of Shovel, to compare against
+    #[arg(long, help_heading = "Engine")]
+    ballista_shuffle: bool,
 
     /// Executors tasks are placed on (partition % N)
     #[arg(long, value_name = "N", default_value = "1", allow_negative_numbers = true,
@@ -776,6 +780,7 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
     job.date = f.date;
     job.engine = f.engine;
     job.cluster = f.cluster;
+    job.ballista_native_shuffle = f.ballista_shuffle;
 
     // --conf, refusing one that contradicts a flag on the same line.
     let mut memory_by = given(m, "memory").then(|| spelled(m, "memory", "--memory"));
@@ -964,6 +969,10 @@ fn build_q80(f: Q80Flags, m: &ArgMatches) -> Result<Q80Args, CliError> {
         return Err(CliError::usage(
             "--cluster applies to --engine ballista only; add --engine ballista or drop --cluster",
         ));
+    } else if job.ballista_native_shuffle {
+        return Err(CliError::usage(
+            "--ballista-shuffle applies to --engine ballista only; add --engine ballista or drop it",
+        ));
     }
     if let Some(b) = &config.s3_bucket {
         // `--conf spark.shuffle.glue.s3ShuffleBucket=...` is only prefix-checked by the engine.
@@ -1140,6 +1149,13 @@ fn check_ballista_flags(job: &Q80Job, config: &EngineConfig) -> Result<(), CliEr
         return Err(CliError::usage(
             "--keep-shuffle applies to --engine shovel only: a Ballista run's objects are purged \
              once its executors stop; drop --keep-shuffle",
+        ));
+    }
+    if job.cluster.is_some() && job.ballista_native_shuffle {
+        return Err(CliError::usage(
+            "--ballista-shuffle picks the shuffle of the executors this run starts; a running \
+             cluster's executors chose theirs (shovel ballista executor --native-shuffle): drop \
+             --cluster or --ballista-shuffle",
         ));
     }
     if job.cluster.is_some() && job.lose_executor.is_some() {

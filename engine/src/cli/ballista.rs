@@ -23,10 +23,14 @@
 //!
 //! **Executor loss.** `--lose-executor E@S` makes executor E SIGKILL itself
 //! once it has committed map outputs in S stages: a real `kill -9` of a real
-//! process, at a repeatable point. Ballista's scheduler then re-runs the
-//! stages whose outputs it believes were on that executor (it does not know
-//! they are in Shovel's store); the summary counts those re-run tasks from
-//! the executors' own records (tasks of a stage attempt above 0).
+//! process, at a repeatable point. Once its heartbeat is overdue (6 s),
+//! Ballista's scheduler re-runs the tasks that were in flight there, and the
+//! tasks of finished stages whose outputs a stage still waiting to read them
+//! had located on that executor (it does not know they are in Shovel's
+//! store; outputs already read are not touched, and every later reader gets
+//! them from the store). The summary gives both counts, from the
+//! scheduler's log ([`SchedulerResets`]), and the recomputed ones from the
+//! executors' own records too (commits of a stage attempt above 0).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -193,7 +197,12 @@ async fn run_executor_on(
     };
     let flight_port = pick_port(a.bind_host, a.flight_port)?;
     let grpc_port = pick_port(a.bind_host, a.grpc_port)?;
-    let engine = Arc::new(ShovelExecutionEngine::new(factory));
+    let engine = ShovelExecutionEngine::new(factory);
+    let engine = Arc::new(if a.native_shuffle {
+        engine.with_ballista_shuffle()
+    } else {
+        engine
+    });
     let settings = ExecutorSettings {
         scheduler: a.scheduler,
         host: a.bind_host.to_string(),
@@ -260,7 +269,7 @@ async fn run_executor_on(
             }
         })
     };
-    let result = shuffle_ballista::cluster::run_executor(settings, Arc::clone(&engine), a.native_shuffle).await;
+    let result = shuffle_ballista::cluster::run_executor(settings, Arc::clone(&engine)).await;
     watcher.abort();
     if let Some(path) = &a.stats {
         let _ = write_stats(path, &engine);
@@ -393,13 +402,11 @@ impl LocalCluster {
                 .map_err(|e| CliError::runtime(format!("cannot create {name}'s log: {e}")))?;
             Ok(Stdio::from(f))
         };
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
         let child = Command::new(&spec.shovel_exe)
             .args(["ballista", "scheduler", "--bind", &scheduler.to_string()])
             .args(["--executor-timeout", "6"])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", format!("{rust_log},{SCHEDULER_RESET_LOG}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log("scheduler")?)
@@ -495,9 +502,10 @@ impl LocalCluster {
 
     /// Stops every process (SIGTERM, then SIGKILL after 5 s) and reads the
     /// executors' stats; `lost` executors may have none.
-    pub fn stop(mut self) -> Vec<ExecutorStats> {
+    pub fn stop(mut self) -> (Vec<ExecutorStats>, SchedulerResets) {
         self.terminate();
-        self.executors
+        let stats = self
+            .executors
             .iter()
             .map(|e| {
                 std::fs::read(&e.stats)
@@ -505,7 +513,10 @@ impl LocalCluster {
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .unwrap_or_default()
             })
-            .collect()
+            .collect();
+        let log =
+            std::fs::read_to_string(cluster_log(self._dir.path(), "scheduler")).unwrap_or_default();
+        (stats, SchedulerResets::from_log(&log))
     }
 
     fn terminate(&mut self) {
@@ -545,6 +556,45 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+/// What Ballista's scheduler reset on losing executors, read from its
+/// log: its only public account of it (Ballista 55 exposes no counter).
+/// The scheduler started by [`LocalCluster`] always logs these lines
+/// ([`SCHEDULER_RESET_LOG`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerResets {
+    /// `Reset N tasks for running job/stage ..`: in flight on the lost executor.
+    pub in_flight: u64,
+    /// `Reset N tasks for successful job/stage ..`: committed, to recompute.
+    pub committed: u64,
+}
+
+/// The `RUST_LOG` directive that keeps the scheduler's reset lines.
+pub const SCHEDULER_RESET_LOG: &str = "ballista_scheduler::state::execution_graph=warn";
+
+impl SchedulerResets {
+    pub fn from_log(log: &str) -> Self {
+        let mut r = Self::default();
+        for line in log.lines() {
+            let Some(rest) = line.split("Reset ").nth(1) else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let (Some(n), Some("tasks"), Some("for"), Some(kind)) =
+                (words.next(), words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "running" => r.in_flight += n,
+                "successful" => r.committed += n,
+                _ => {}
+            }
+        }
+        r
     }
 }
 
@@ -691,17 +741,19 @@ pub async fn execute(
         .as_ref()
         .map(|c| c.work_dir_files())
         .unwrap_or_default();
-    let executors = match local {
+    let (executors, resets) = match local {
         Some(c) => tokio::task::spawn_blocking(move || c.stop())
             .await
             .unwrap_or_default(),
-        None => Vec::new(),
+        None => Default::default(),
     };
     // Every process that wrote under the app is gone: list and delete it.
     let purge = manager.purge_app().await;
     let lost = spec.lose.map(|(e, _)| vec![e]).unwrap_or_default();
     let mut summary = BallistaSummary::from_executors(scheduler.to_string(), executors, lost);
     summary.work_dir_files = work_files;
+    summary.scheduler_reset_in_flight = resets.in_flight;
+    summary.scheduler_reset_committed = resets.committed;
     let rows = rows?;
     purge.map_err(|e| {
         CliError::runtime(format!(
@@ -710,4 +762,29 @@ pub async fn execute(
         ))
     })?;
     Ok((rows, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SchedulerResets;
+
+    #[test]
+    fn scheduler_resets_are_read_from_ballistas_log_lines() {
+        // Lines as Ballista 55's scheduler writes them (through tracing).
+        let log = "\
+2026-11-30T23:19:18.586391Z  WARN ballista_scheduler::state::execution_graph: Reset 5 tasks for running job/stage 038HER5Q9R000/20 on lost Executor 65724ade
+2026-11-30T23:19:18.586402Z  WARN ballista_scheduler::state::execution_graph: Roll back running job/stage 038HER5Q9R000/20 and change ShuffleReaderExec back to UnresolvedShuffleExec
+2026-11-30T23:19:18.586435Z  WARN ballista_scheduler::state::execution_graph: Reset 1 tasks for successful job/stage 038HER5Q9R000/9 on lost Executor 65724ade
+2026-11-30T23:19:18.586440Z  WARN ballista_scheduler::state::execution_graph: Reset 2 tasks for successful job/stage 038HER5Q9R000/19 on lost Executor 65724ade
+Reset x tasks for running job/stage broken
+";
+        assert_eq!(
+            SchedulerResets::from_log(log),
+            SchedulerResets {
+                in_flight: 5,
+                committed: 3
+            }
+        );
+        assert_eq!(SchedulerResets::from_log(""), SchedulerResets::default());
+    }
 }

@@ -1056,9 +1056,17 @@ pub struct BallistaSummary {
     pub executors: Vec<ExecutorStats>,
     /// Stages that committed map outputs.
     pub stages: u64,
-    /// Tasks Ballista ran again after losing an executor (stage attempts
-    /// above 0).
+    /// Committed tasks Ballista ran again after losing an executor, from
+    /// the executors' own records (commits of stage attempts above 0).
     pub recomputed_tasks: u64,
+    /// What Ballista's scheduler says it reset on losing executors (its
+    /// log, `Reset N tasks for running|successful job/stage`): tasks that
+    /// were in flight on the lost executor, and tasks of finished stages
+    /// whose outputs it dropped (re-run as a new stage attempt).
+    #[serde(default)]
+    pub scheduler_reset_in_flight: u64,
+    #[serde(default)]
+    pub scheduler_reset_committed: u64,
     /// Executors killed on purpose (`--lose-executor`).
     pub lost_executors: Vec<usize>,
     /// Peak RSS of the driver (this process).
@@ -1089,6 +1097,8 @@ impl BallistaSummary {
             executors,
             stages: stages.len() as u64,
             recomputed_tasks: recomputed,
+            scheduler_reset_in_flight: 0,
+            scheduler_reset_committed: 0,
             lost_executors: lost,
             work_dir_files: Vec::new(),
             driver_peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
@@ -1098,11 +1108,15 @@ impl BallistaSummary {
     /// The summary's text lines.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "ballista: scheduler {}, {} executor(s), {} stages, {} task(s) re-run after executor loss{}\n",
+            "ballista: scheduler {}, {} executor(s), {} stages, {} task(s) re-run after executor loss \
+             ({} in flight on it, {} under a new stage attempt; the scheduler dropped {} committed outputs){}\n",
             self.scheduler,
             self.executors.len(),
             self.stages,
+            self.scheduler_reset_in_flight + self.recomputed_tasks,
+            self.scheduler_reset_in_flight,
             self.recomputed_tasks,
+            self.scheduler_reset_committed,
             if self.lost_executors.is_empty() {
                 String::new()
             } else {
