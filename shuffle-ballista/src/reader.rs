@@ -69,8 +69,9 @@ impl ShovelShuffleReaderExec {
         }
     }
 
-    /// The locations partition `partition` reads, empty ones left out.
-    fn locations(&self, partition: usize) -> Result<Vec<PartitionLocation>> {
+    /// The map outputs partition `partition` reads: the current stage
+    /// attempts' ([`current_attempts`]), empty ones left out.
+    fn locations(&self, partition: usize) -> Result<Vec<(MapOutputId, PartitionLocation)>> {
         let index = if self.inner.broadcast { 0 } else { partition };
         let locations = self.inner.partition.get(index).ok_or_else(|| {
             DataFusionError::Internal(format!(
@@ -78,12 +79,72 @@ impl ShovelShuffleReaderExec {
                 self.inner.stage_id
             ))
         })?;
-        Ok(locations
+        let located = locations
             .iter()
-            .filter(|l| l.partition_stats.num_bytes() != Some(0))
-            .cloned()
+            .map(|l| {
+                Ok((
+                    MapOutputId::from_file_id(l.partition_id.stage_id, l.file_id)?,
+                    l.clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(current_attempts(located)
+            .into_iter()
+            .filter(|(_, l)| l.partition_stats.num_bytes() != Some(0))
             .collect())
     }
+}
+
+/// The locations of one upstream stage that its current attempts wrote.
+///
+/// Ballista re-runs a stage in two ways. When a stage that finished loses
+/// an executor's outputs, it re-runs only the lost tasks, as a new stage
+/// attempt whose tasks take new slots (task ids after the stage's others):
+/// the older attempt's other outputs stay current, and both are read. When
+/// a running stage loses an input, it rolls the whole stage back and runs
+/// every task again as a new attempt numbered from slot 0; but the tasks of
+/// the old attempt that had finished already handed their locations to the
+/// next stage, and Ballista does not take them back (with its own shuffle
+/// they are files that a re-run overwrites in place; with Shovel each
+/// attempt is its own map output, so reading both would count those rows
+/// twice). So an attempt that has a task 0, or a task id an older attempt
+/// also has, is a full re-run, and every older attempt's location goes.
+pub(crate) fn current_attempts<L>(located: Vec<(MapOutputId, L)>) -> Vec<(MapOutputId, L)> {
+    let attempts: std::collections::BTreeSet<u32> =
+        located.iter().map(|(id, _)| id.stage_attempt).collect();
+    let tasks_of = |a: u32| -> std::collections::BTreeSet<u32> {
+        located
+            .iter()
+            .filter(|(id, _)| id.stage_attempt == a)
+            .map(|(id, _)| id.task_id)
+            .collect()
+    };
+    let mut floor = 0;
+    for &b in attempts.iter().rev() {
+        let tasks = tasks_of(b);
+        let older: std::collections::BTreeSet<u32> = located
+            .iter()
+            .filter(|(id, _)| id.stage_attempt < b)
+            .map(|(id, _)| id.task_id)
+            .collect();
+        if !older.is_empty() && (tasks.contains(&0) || !tasks.is_disjoint(&older)) {
+            floor = b;
+            break;
+        }
+    }
+    let before = located.len();
+    let current: Vec<_> = located
+        .into_iter()
+        .filter(|(id, _)| id.stage_attempt >= floor)
+        .collect();
+    if current.len() < before {
+        tracing::info!(
+            superseded = before - current.len(),
+            attempt = floor,
+            "Shovel on Ballista: reading a fully re-run stage's attempt {floor} only"
+        );
+    }
+    current
 }
 
 impl DisplayAs for ShovelShuffleReaderExec {
@@ -142,8 +203,7 @@ impl ExecutionPlan for ShovelShuffleReaderExec {
         // Group the locations by (shuffle, partition): one reader per group
         // fetches all its maps' ranges concurrently.
         let mut groups: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
-        for l in self.locations(partition)? {
-            let id = MapOutputId::from_file_id(l.partition_id.stage_id, l.file_id)?;
+        for (id, l) in self.locations(partition)? {
             groups
                 .entry((id.shuffle_id(), l.partition_id.partition_id as u32))
                 .or_default()
@@ -190,5 +250,62 @@ impl ExecutionPlan for ShovelShuffleReaderExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::current_attempts;
+    use crate::ids::MapOutputId;
+
+    fn ids(list: &[(u32, u32)]) -> Vec<(MapOutputId, ())> {
+        list.iter()
+            .map(|&(attempt, task)| (MapOutputId::new(5, attempt, 8, task).expect("id"), ()))
+            .collect()
+    }
+
+    fn kept(list: &[(u32, u32)]) -> Vec<(u32, u32)> {
+        current_attempts(ids(list))
+            .into_iter()
+            .map(|(id, ())| (id.stage_attempt, id.task_id))
+            .collect()
+    }
+
+    #[test]
+    fn a_re_run_of_lost_tasks_adds_to_the_older_attempt() {
+        // Tasks 0..3 ran; task 2's output was lost and re-ran in slot 4.
+        let l = [(0, 0), (0, 1), (0, 3), (1, 4)];
+        assert_eq!(kept(&l), l.to_vec());
+        // The same again for a later loss.
+        let l = [(0, 0), (0, 1), (1, 4), (2, 5)];
+        assert_eq!(kept(&l), l.to_vec());
+    }
+
+    #[test]
+    fn a_full_re_run_replaces_what_the_older_attempt_handed_over() {
+        // Two tasks of attempt 0 had finished when the stage was rolled
+        // back; attempt 1 ran every slot again.
+        assert_eq!(
+            kept(&[
+                (0, 3),
+                (0, 5),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (1, 3),
+                (1, 4),
+                (1, 5)
+            ]),
+            vec![(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]
+        );
+        // Seen by a reader of one pass-through partition: same slot twice.
+        assert_eq!(kept(&[(0, 2), (1, 2)]), vec![(1, 2)]);
+        // A full re-run, then a re-run of lost tasks on top of it.
+        assert_eq!(
+            kept(&[(0, 1), (1, 0), (1, 1), (2, 7)]),
+            vec![(1, 0), (1, 1), (2, 7)]
+        );
+        // One attempt only: nothing to choose.
+        assert_eq!(kept(&[(2, 0), (2, 1)]), vec![(2, 0), (2, 1)]);
     }
 }
