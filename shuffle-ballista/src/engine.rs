@@ -389,11 +389,7 @@ impl QueryStageExecutor for RecordedStage {
         task_id: usize,
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
-        let (stage_attempt, task_attempt) = context
-            .task_id()
-            .as_deref()
-            .and_then(crate::ids::parse_task_identity)
-            .unwrap_or((0, 0));
+        let (stage_attempt, task_attempt) = crate::ids::task_attempts(&context);
         let written = self.inner.execute_query_stage(task_id, context).await?;
         self.counters.record_task(TaskRecord {
             job_id: self.job_id.clone(),

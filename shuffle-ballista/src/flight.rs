@@ -149,36 +149,36 @@ impl ShovelFlightService {
     }
 }
 
-/// A fetch of a Shovel map output's partition (a location with Shovel's mark).
-struct ShovelFetch {
+/// The partition a Flight ticket or action body asks for.
+struct Fetch {
     job_id: String,
     stage_id: usize,
     partition: usize,
     file_id: Option<u64>,
 }
 
-/// The Shovel-marked fetch a ticket or action body asks for, if any.
-fn shovel_fetch(bytes: &[u8]) -> Result<Option<ShovelFetch>, Status> {
-    let action = decode_protobuf(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let BallistaAction::FetchPartition {
-        job_id,
-        stage_id,
-        partition_id,
-        file_id,
-        ..
-    } = action;
-    Ok(is_shovel_file_id(file_id).then(|| ShovelFetch {
-        job_id: job_id.to_string(),
-        stage_id,
-        partition: partition_id,
-        file_id,
-    }))
-}
+impl Fetch {
+    /// Decodes Ballista's `FetchPartition` action (its only one).
+    fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        let action = decode_protobuf(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let BallistaAction::FetchPartition {
+            job_id,
+            stage_id,
+            partition_id,
+            file_id,
+            ..
+        } = action;
+        Ok(Self {
+            job_id: job_id.to_string(),
+            stage_id,
+            partition: partition_id,
+            file_id,
+        })
+    }
 
-/// The stage a fetch names (for counting), whatever its origin.
-fn fetched_stage(bytes: &[u8]) -> Option<usize> {
-    match decode_protobuf(bytes).ok()? {
-        BallistaAction::FetchPartition { stage_id, .. } => Some(stage_id),
+    /// A Shovel map output's partition (a location with Shovel's mark).
+    fn is_in_store(&self) -> bool {
+        is_shovel_file_id(self.file_id)
     }
 }
 
@@ -196,17 +196,15 @@ impl FlightService for ShovelFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = &request.get_ref().ticket;
-        let counters = self.engine.counters();
-        if let Some(f) = shovel_fetch(ticket)? {
-            counters.record_flight_fetch(f.stage_id, true);
+        let f = Fetch::decode(&request.get_ref().ticket)?;
+        self.engine
+            .counters()
+            .record_flight_fetch(f.stage_id, f.is_in_store());
+        if f.is_in_store() {
             let stream = self
                 .serve_from_store(&f.job_id, f.stage_id, f.partition, f.file_id)
                 .await?;
             return Ok(Response::new(stream));
-        }
-        if let Some(stage) = fetched_stage(ticket) {
-            counters.record_flight_fetch(stage, false);
         }
         self.ballista.do_get(request).await
     }
@@ -215,16 +213,17 @@ impl FlightService for ShovelFlightService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let body = &request.get_ref().body;
-        if let Some(f) = shovel_fetch(body).ok().flatten() {
-            return Err(Status::failed_precondition(format!(
-                "job {} stage {} partition {} is in Shovel's store: \
-                 read it with Shovel's shuffle reader, not as a Flight block transfer",
-                f.job_id, f.stage_id, f.partition
-            )));
-        }
-        if let Some(stage) = fetched_stage(body) {
-            self.engine.counters().record_flight_fetch(stage, false);
+        if let Ok(f) = Fetch::decode(&request.get_ref().body) {
+            if f.is_in_store() {
+                return Err(Status::failed_precondition(format!(
+                    "job {} stage {} partition {} is in Shovel's store: \
+                     read it with Shovel's shuffle reader, not as a Flight block transfer",
+                    f.job_id, f.stage_id, f.partition
+                )));
+            }
+            self.engine
+                .counters()
+                .record_flight_fetch(f.stage_id, false);
         }
         self.ballista.do_action(request).await
     }

@@ -116,6 +116,16 @@ impl MapOutputId {
     }
 }
 
+/// The (stage attempt, task attempt) of the task `context` runs, (0, 0)
+/// when its identity does not say ([`parse_task_identity`]).
+pub fn task_attempts(context: &datafusion::execution::TaskContext) -> (u32, u32) {
+    context
+        .task_id()
+        .as_deref()
+        .and_then(parse_task_identity)
+        .unwrap_or((0, 0))
+}
+
 /// The stage attempt and task attempt in the task identity Ballista's
 /// executor gives each task's context: `TID {job}/{stage}.{stage
 /// attempt}/{task}.{task attempt}`.

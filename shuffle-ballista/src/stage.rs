@@ -40,7 +40,7 @@ use shuffle_datafusion::error::{core_error, shuffle_error};
 use shuffle_datafusion::exchange::WriteMetrics;
 use tokio::sync::mpsc;
 
-use crate::ids::{parse_task_identity, MapOutputId};
+use crate::ids::{task_attempts, MapOutputId};
 
 /// How a stage's rows reach its output partitions.
 #[derive(Debug, Clone)]
@@ -115,11 +115,7 @@ impl QueryStageExecutor for ShovelStageExec {
         task_id: usize,
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
-        let (stage_attempt, task_attempt) = context
-            .task_id()
-            .as_deref()
-            .and_then(parse_task_identity)
-            .unwrap_or((0, 0));
+        let (stage_attempt, task_attempt) = task_attempts(&context);
         let task = u32::try_from(task_id)
             .map_err(|_| DataFusionError::Internal(format!("task id {task_id} too large")))?;
         let stage = u32::try_from(self.stage_id).unwrap_or(u32::MAX);
