@@ -250,6 +250,9 @@ fn executor_killed_mid_query_still_gives_the_golden_answer() {
 /// executors over Flight, and the stages that read the dead executor's
 /// files failed their fetches and ran again.
 #[test]
+#[ignore = "Ballista 55's own shuffle lost rows after this kill in 2 of ~12 runs of this file \
+            under load (store channel sums too low; README, executor loss): an upstream bug, \
+            run with --ignored"]
 fn ballistas_own_shuffle_recovers_by_recompute() {
     let mut j = job(ShuffleBackend::Local, false);
     j.ballista_native_shuffle = true;
