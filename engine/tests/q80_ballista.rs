@@ -14,6 +14,8 @@
 //! - `kill -9` of an executor mid-query (`--lose-executor`, the executor
 //!   SIGKILLs itself at a repeatable point): the answer is right, and the
 //!   tasks Ballista re-ran are counted.
+//! - `kill -9` of the driver mid-query: every process it started (the
+//!   scheduler, the executors, the S3 server) stops by itself.
 
 #![cfg(feature = "ballista")]
 
@@ -125,6 +127,22 @@ fn check_cluster(out: &Q80Outcome, executors: usize) {
             e.pid
         );
     }
+    // S3 without an endpoint: the run started `shovel s3-server` as a
+    // process of its own (the executors reached it over HTTP) and stopped it.
+    if out.report.backend_kind == "s3" {
+        let server = s
+            .s3_server
+            .as_ref()
+            .unwrap_or_else(|| panic!("S3 run without an S3 server process: {}", s.text()));
+        assert!(server.pid > 0 && !alive(server.pid), "{}", s.text());
+        assert!(server.peak_rss_bytes > 0, "{}", s.text());
+        assert!(
+            out.report.backend.starts_with("S3 server process"),
+            "{}",
+            out.report.backend
+        );
+    }
+    assert!(s.scheduler_peak_rss_bytes > 0, "{}", s.text());
     assert!(out.report.render_text().contains("ballista: scheduler"));
     assert!(out.report.to_json().contains(r#""ballista":{"#));
 }
@@ -373,10 +391,130 @@ fn ballista_flags_are_checked_before_work_starts() {
             ],
             "drop --cluster or --ballista-shuffle",
         ),
+        (
+            // The driver's own S3 server would not be the executors' store.
+            vec![
+                "q80",
+                "--engine",
+                "ballista",
+                "--cluster",
+                "127.0.0.1:1",
+                "--shuffle",
+                "s3",
+                "--sf",
+                "0.01",
+            ],
+            "needs the store its executors use",
+        ),
     ] {
         let out = Command::new(shovel()).args(&args).output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(shovel())
+        .args(["s3-server", "--dir"])
+        .arg(dir.path())
+        .env("SHOVEL_PARENT_PID", "driver")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SHOVEL_PARENT_PID"), "{stderr}");
+}
+
+/// The pids whose parent is `pid` (from `/proc/*/stat`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, ...
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        if rest.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// `kill -9` of `shovel q80 --engine ballista --shuffle s3` once its
+/// processes are up: the scheduler, both executors and the S3 server (a
+/// process of its own, slowed to keep the query running) notice that their
+/// parent is gone and stop.
+#[test]
+fn driver_killed_mid_query_leaves_no_process() {
+    let data = engine::tpcds::ensure_data(0.01, &cache_dir()).expect("SF 0.01");
+    let mut driver = Command::new(shovel())
+        .args(["q80", "--engine", "ballista", "--executors", "2"])
+        .args(["--shuffle", "s3", "--s3-latency", "100ms", "--data"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start shovel q80");
+    let pid = driver.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let kids = loop {
+        let kids = children_of(pid);
+        let lines: Vec<String> = kids.iter().map(|k| cmdline(*k)).collect();
+        let executors = lines
+            .iter()
+            .filter(|l| l.contains("ballista executor"))
+            .count();
+        let servers = lines.iter().filter(|l| l.contains(" s3-server ")).count();
+        let schedulers = lines
+            .iter()
+            .filter(|l| l.contains("ballista scheduler"))
+            .count();
+        if (executors, servers, schedulers) == (2, 1, 1) {
+            break kids;
+        }
+        if let Ok(Some(st)) = driver.try_wait() {
+            panic!("the driver ended ({st}) before its processes were seen: {lines:?}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes never all up: {lines:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Let the query get going, then kill the driver outright.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        driver.try_wait().expect("wait").is_none(),
+        "the query ended before the kill; slow it down more"
+    );
+    driver.kill().expect("kill -9 the driver");
+    let _ = driver.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left: Vec<(u32, String)> = kids
+            .iter()
+            .filter(|k| alive(**k))
+            .map(|k| (*k, cmdline(*k)))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left after the driver died: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -407,6 +407,10 @@ impl LocalCluster {
             .args(["ballista", "scheduler", "--bind", &scheduler.to_string()])
             .args(["--executor-timeout", "6"])
             .env("RUST_LOG", format!("{rust_log},{SCHEDULER_RESET_LOG}"))
+            .env(
+                super::orphan::PARENT_PID_ENV,
+                std::process::id().to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log("scheduler")?)
@@ -463,6 +467,10 @@ impl LocalCluster {
                     "RUST_LOG",
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
                 )
+                .env(
+                    super::orphan::PARENT_PID_ENV,
+                    std::process::id().to_string(),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log(&format!("executor-{i}"))?)
@@ -501,8 +509,15 @@ impl LocalCluster {
     }
 
     /// Stops every process (SIGTERM, then SIGKILL after 5 s) and reads the
-    /// executors' stats; `lost` executors may have none.
-    pub fn stop(mut self) -> (Vec<ExecutorStats>, SchedulerResets) {
+    /// executors' stats (`lost` executors may have none), what the
+    /// scheduler reset, and the scheduler's peak RSS.
+    pub fn stop(mut self) -> (Vec<ExecutorStats>, SchedulerResets, u64) {
+        let scheduler_peak = self
+            .children
+            .iter()
+            .find(|(n, _)| n == "scheduler")
+            .and_then(|(_, c)| crate::events::proc::peak_rss_bytes_of(c.id()))
+            .unwrap_or(0);
         self.terminate();
         let stats = self
             .executors
@@ -516,7 +531,7 @@ impl LocalCluster {
             .collect();
         let log =
             std::fs::read_to_string(cluster_log(self._dir.path(), "scheduler")).unwrap_or_default();
-        (stats, SchedulerResets::from_log(&log))
+        (stats, SchedulerResets::from_log(&log), scheduler_peak)
     }
 
     fn terminate(&mut self) {
@@ -741,7 +756,7 @@ pub async fn execute(
         .as_ref()
         .map(|c| c.work_dir_files())
         .unwrap_or_default();
-    let (executors, resets) = match local {
+    let (executors, resets, scheduler_peak) = match local {
         Some(c) => tokio::task::spawn_blocking(move || c.stop())
             .await
             .unwrap_or_default(),
@@ -754,6 +769,7 @@ pub async fn execute(
     summary.work_dir_files = work_files;
     summary.scheduler_reset_in_flight = resets.in_flight;
     summary.scheduler_reset_committed = resets.committed;
+    summary.scheduler_peak_rss_bytes = scheduler_peak;
     let rows = rows?;
     purge.map_err(|e| {
         CliError::runtime(format!(

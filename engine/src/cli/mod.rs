@@ -29,6 +29,7 @@ pub mod df;
 pub mod gc;
 pub mod metrics_server;
 pub mod observe;
+pub mod orphan;
 pub mod progress;
 pub mod report;
 pub mod run;
@@ -107,10 +108,16 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
         Command::Gen(g) => data::run_gen(&g),
         Command::Q80(q) => run_q80_command(&q),
         Command::Gc(g) => gc::run(&g),
-        Command::S3Server(a) => s3_server::run(&a),
+        Command::S3Server(a) => {
+            orphan::watch_parent_from_env()?;
+            s3_server::run(&a)
+        }
         Command::Report(r) => observe::run_report(&r),
         #[cfg(feature = "ballista")]
-        Command::Ballista(b) => ballista::run(&b),
+        Command::Ballista(b) => {
+            orphan::watch_parent_from_env()?;
+            ballista::run(&b)
+        }
     }
 }
 

@@ -1071,10 +1071,26 @@ pub struct BallistaSummary {
     pub lost_executors: Vec<usize>,
     /// Peak RSS of the driver (this process).
     pub driver_peak_rss_bytes: u64,
+    /// Peak RSS of the scheduler this run started (0: not started here).
+    #[serde(default)]
+    pub scheduler_peak_rss_bytes: u64,
+    /// The `shovel s3-server` process this run started (`--shuffle s3`
+    /// without an endpoint).
+    #[serde(default)]
+    pub s3_server: Option<ServerProcessStats>,
     /// Files in the executors' work directories after the query
     /// (`<job>/<stage>/<partition>/<file>`): none when Shovel is the
     /// shuffle; Ballista's own shuffle files with `--native-shuffle`.
     pub work_dir_files: Vec<String>,
+}
+
+/// A helper process of a Ballista run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerProcessStats {
+    pub pid: u32,
+    pub endpoint: String,
+    /// Peak resident memory (VmHWM) just before it was stopped.
+    pub peak_rss_bytes: u64,
 }
 
 impl BallistaSummary {
@@ -1102,6 +1118,8 @@ impl BallistaSummary {
             lost_executors: lost,
             work_dir_files: Vec::new(),
             driver_peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
+            scheduler_peak_rss_bytes: 0,
+            s3_server: None,
         }
     }
 
@@ -1144,6 +1162,20 @@ impl BallistaSummary {
                 e.peak_rss_bytes >> 20
             ));
         }
+        out.push_str(&format!(
+            "  peak RSS: driver {} MiB, scheduler {} MiB{}\n",
+            self.driver_peak_rss_bytes >> 20,
+            self.scheduler_peak_rss_bytes >> 20,
+            match &self.s3_server {
+                Some(s) => format!(
+                    ", S3 server (pid {}, {}) {} MiB",
+                    s.pid,
+                    s.endpoint,
+                    s.peak_rss_bytes >> 20
+                ),
+                None => String::new(),
+            }
+        ));
         out
     }
 }

@@ -233,6 +233,9 @@ pub struct Q80Failure {
 struct Backend {
     managed: ManagedShuffle,
     embedded: Option<shuffle_s3::EmbeddedS3>,
+    /// `shovel s3-server` as a child process (`--engine ballista`: the
+    /// executors are processes too and reach it over HTTP).
+    s3_process: Option<super::s3_server::S3ServerProcess>,
     /// The default local dir (no `--local-dir`, no `local.dirs`).
     local_temp: Option<tempfile::TempDir>,
     /// The embedded S3 server's directory.
@@ -363,6 +366,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
     let local_root = PathBuf::from(local_at.split(',').next().unwrap_or_default().trim());
     let mut outputs_at = local_at;
     let mut embedded = None;
+    let mut s3_process = None;
     let description = match config.backend {
         ShuffleBackend::Local => format!("local disk ({local_desc})"),
         ShuffleBackend::S3 => {
@@ -397,6 +401,60 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                         .or_else(|| shuffle_key_value(&pairs, "s3.bucket"))
                         .unwrap_or_else(|| where_.clone());
                     format!("S3 {where_} via {via}")
+                }
+                (false, false) if job.engine == QueryEngine::Ballista => {
+                    if let Some(c) = job.cluster {
+                        return Err(CliError::usage(format!(
+                            "--cluster {c} with --shuffle s3 needs the store its executors use: \
+                             add --s3-bucket (and --s3-endpoint), the same as theirs"
+                        )));
+                    }
+                    let tmp = tempfile::Builder::new()
+                        .prefix("shovel-s3-")
+                        .tempdir()
+                        .map_err(|e| {
+                            CliError::runtime(format!("cannot create a temp dir for S3: {e}"))
+                        })?;
+                    let exe = shovel_exe(job)?;
+                    let dir = tmp.path().to_path_buf();
+                    let latency = job.s3_latency.unwrap_or_default();
+                    let faults = job.s3_fault_rate;
+                    let server = tokio::task::spawn_blocking(move || {
+                        super::s3_server::S3ServerProcess::start(&exe, &dir, latency, faults)
+                    })
+                    .await
+                    .map_err(|e| CliError::runtime(format!("starting shovel s3-server: {e}")))??;
+                    let a = &server.address;
+                    if job.announce {
+                        eprintln!(
+                            "note: --shuffle s3 without --s3-bucket/--s3-endpoint: started \
+                             `shovel s3-server` (pid {}) at {} over {}{}{}",
+                            server.pid(),
+                            a.endpoint,
+                            tmp.path().display(),
+                            match latency.is_zero() {
+                                true => String::new(),
+                                false => format!(", answering after {latency:?}"),
+                            },
+                            if keep {
+                                " (kept)"
+                            } else {
+                                " (removed at exit)"
+                            }
+                        );
+                    }
+                    config.s3_bucket = None;
+                    pairs.extend(a.config_pairs());
+                    let d = format!(
+                        "S3 server process (pid {}) {} over {}",
+                        server.pid(),
+                        a.endpoint,
+                        tmp.path().display()
+                    );
+                    outputs_at = format!("{} (the S3 server's directory)", tmp.path().display());
+                    s3_temp = Some(tmp);
+                    s3_process = Some(server);
+                    d
                 }
                 (false, false) => {
                     let tmp = tempfile::Builder::new()
@@ -468,6 +526,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
         Backend {
             managed,
             embedded,
+            s3_process,
             local_temp,
             s3_temp,
             description,
@@ -619,7 +678,14 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
         setup_ms = timings.setup_ms,
         "shuffle backend ready"
     );
-    report.embedded_s3 = backend.embedded.as_ref().map(|e| e.endpoint.clone());
+    report.embedded_s3 = backend
+        .embedded
+        .as_ref()
+        .map(|e| e.endpoint.clone())
+        .or_else(|| {
+            let p = backend.s3_process.as_ref()?;
+            Some(p.address.endpoint.clone())
+        });
     let manager: Arc<dyn ShuffleManager> = Arc::clone(&backend.managed.manager);
     report.spill_location = manager.spill_store().location().to_string();
     let before = manager.metrics().snapshot();
@@ -691,6 +757,14 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
             .await
         }
     };
+    // The S3 server process is stopped at cleanup: measure it now.
+    if let (Some(b), Some(p)) = (report.ballista.as_mut(), backend.s3_process.as_ref()) {
+        b.s3_server = Some(super::report::ServerProcessStats {
+            pid: p.pid(),
+            endpoint: p.address.endpoint.clone(),
+            peak_rss_bytes: p.peak_rss_bytes().unwrap_or(0),
+        });
+    }
     if let Some(c) = canceller {
         c.abort();
     }
@@ -753,6 +827,7 @@ impl Q80Answer {
         let Backend {
             managed,
             embedded,
+            s3_process,
             mut local_temp,
             mut s3_temp,
             outputs_at,
@@ -836,6 +911,7 @@ impl Q80Answer {
         drop(manager);
         drop(managed);
         drop(embedded);
+        drop(s3_process);
         // Not kept: the temp dirs go now (the embedded server has stopped).
         drop(local_temp);
         drop(s3_temp);
@@ -1051,6 +1127,19 @@ async fn unless_stopped<T>(
     }
 }
 
+/// The `shovel` binary that starts the run's processes (Ballista's
+/// scheduler and executors, the S3 server).
+fn shovel_exe(job: &Q80Job) -> Result<PathBuf, CliError> {
+    match &job.shovel_exe {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe().map_err(|e| {
+            CliError::runtime(format!(
+                "cannot find the shovel binary to start the run's processes with: {e}"
+            ))
+        }),
+    }
+}
+
 /// `--engine ballista`: q80 on a Ballista cluster (see `cli::ballista`).
 #[cfg(feature = "ballista")]
 async fn execute_ballista(
@@ -1062,14 +1151,7 @@ async fn execute_ballista(
     timings: &mut Timings,
     report: &mut RunReport,
 ) -> Result<(String, Vec<Q80Row>), CliError> {
-    let shovel_exe = match &job.shovel_exe {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(|e| {
-            CliError::runtime(format!(
-                "cannot find the shovel binary to start Ballista with: {e}"
-            ))
-        })?,
-    };
+    let shovel_exe = shovel_exe(job)?;
     let spec = super::ballista::ClusterSpec {
         shovel_exe,
         executors: config.executors.max(1),

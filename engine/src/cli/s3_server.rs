@@ -17,10 +17,20 @@
 //! bind address must be loopback unless `--allow-remote` is given: the
 //! server speaks plain HTTP and whoever holds the printed keys may read and
 //! write the directory.
+//!
+//! [`S3ServerProcess`] is the other side: `shovel q80 --engine ballista
+//! --shuffle s3` without an endpoint starts this command as a child process
+//! (the driver and every executor then talk to it over HTTP, as they would
+//! to a remote store), reads the endpoint and keys back from the banner
+//! ([`ServerAddress::from_banner`]) and stops it when the run ends; the
+//! server also stops by itself if the run's process dies
+//! ([`super::orphan`]).
 
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::CliError;
 
@@ -140,5 +150,253 @@ pub(super) fn stop_signal() -> Result<impl std::future::Future<Output = &'static
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"
         })
+    }
+}
+
+/// Where a `shovel s3-server` listens and how to sign in, as its banner
+/// prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    pub endpoint: String,
+    /// `s3://bucket/prefix` of the printed command.
+    pub bucket_uri: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl ServerAddress {
+    /// Reads the banner's pasteable part (`use it with: KEY=VALUE ...
+    /// shovel q80 ... --s3-endpoint E --s3-bucket B`); `None` if a piece is
+    /// missing.
+    pub fn from_banner(line: &str) -> Option<Self> {
+        let usage = line.split("use it with: ").nth(1)?;
+        let words: Vec<&str> = usage.split_whitespace().collect();
+        let env = |key: &str| {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let flag = |name: &str| {
+            let i = words.iter().position(|w| *w == name)?;
+            words.get(i + 1).map(|v| v.to_string())
+        };
+        Some(Self {
+            endpoint: flag("--s3-endpoint")?,
+            bucket_uri: flag("--s3-bucket")?,
+            access_key: env("SHOVEL_S3_ACCESS_KEY_ID")?,
+            secret_key: env("SHOVEL_S3_SECRET_ACCESS_KEY")?,
+            region: env("SHOVEL_S3_REGION")?,
+        })
+    }
+
+    /// The shuffle keys that point a manager at this server.
+    pub fn config_pairs(&self) -> Vec<(String, String)> {
+        vec![
+            ("s3.bucket".into(), self.bucket_uri.clone()),
+            ("s3.endpoint".into(), self.endpoint.clone()),
+            ("s3.region".into(), self.region.clone()),
+            ("s3.path_style".into(), "true".into()),
+            ("s3.access_key_id".into(), self.access_key.clone()),
+            ("s3.secret_access_key".into(), self.secret_key.clone()),
+        ]
+    }
+}
+
+/// How long a starting server may take to print its banner.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `shovel s3-server` child process serving `dir` on 127.0.0.1 (a free
+/// port). Dropping it stops the server: SIGTERM, then SIGKILL after 5 s.
+pub struct S3ServerProcess {
+    child: Child,
+    pub address: ServerAddress,
+    /// Kept open: the server must not get EPIPE writing to stdout.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl std::fmt::Debug for S3ServerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3ServerProcess")
+            .field("pid", &self.child.id())
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl S3ServerProcess {
+    /// Starts `exe s3-server` over `dir` and waits for its banner. Blocks:
+    /// call it from a blocking context.
+    pub fn start(
+        exe: &Path,
+        dir: &Path,
+        latency: Duration,
+        fault_rate: Option<f64>,
+    ) -> Result<Self, CliError> {
+        let what = format!("starting `{} s3-server`", exe.display());
+        let mut log = tempfile::tempfile()
+            .map_err(|e| CliError::runtime(format!("{what}: cannot create its log: {e}")))?;
+        let stderr = log
+            .try_clone()
+            .map_err(|e| CliError::runtime(format!("{what}: cannot open its log: {e}")))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["s3-server", "--bind", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(["--latency", &format!("{}ms", latency.as_millis())]);
+        if let Some(r) = fault_rate {
+            cmd.args(["--fault-rate", &r.to_string()]);
+        }
+        let mut child = cmd
+            .env(
+                super::orphan::PARENT_PID_ENV,
+                std::process::id().to_string(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| CliError::runtime(format!("{what}: {e}")))?;
+        let mut stdout = match child.stdout.take() {
+            Some(s) => BufReader::new(s),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CliError::runtime(format!("{what}: no stdout")));
+            }
+        };
+        // The banner comes once the server listens; EOF means it exited.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = stdout.read_line(&mut line);
+            let _ = tx.send(r.map(|_| line));
+            stdout
+        });
+        let banner = rx.recv_timeout(START_TIMEOUT);
+        let fail = |child: &mut Child, log: &mut std::fs::File, why: String| {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut text = String::new();
+            let _ = log.rewind();
+            let _ = log.read_to_string(&mut text);
+            CliError::runtime(format!(
+                "{what}: {why}{}",
+                match text.trim() {
+                    "" => String::new(),
+                    t => format!("; it said: {}", super::args::one_line(t)),
+                }
+            ))
+        };
+        let line = match banner {
+            Ok(Ok(line)) if !line.is_empty() => line,
+            Ok(Ok(_)) => {
+                return Err(fail(
+                    &mut child,
+                    &mut log,
+                    "it exited before listening".into(),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(fail(
+                    &mut child,
+                    &mut log,
+                    format!("reading its banner: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(fail(
+                    &mut child,
+                    &mut log,
+                    format!("no banner within {START_TIMEOUT:?}"),
+                ))
+            }
+        };
+        let stdout = match reader.join() {
+            Ok(s) => s,
+            Err(_) => {
+                return Err(fail(
+                    &mut child,
+                    &mut log,
+                    "its banner reader panicked".into(),
+                ))
+            }
+        };
+        let Some(address) = ServerAddress::from_banner(&line) else {
+            return Err(fail(
+                &mut child,
+                &mut log,
+                format!("unexpected banner `{}`", line.trim()),
+            ));
+        };
+        Ok(Self {
+            child,
+            address,
+            _stdout: stdout,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the server so far (its VmHWM).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        crate::events::proc::peak_rss_bytes_of(self.pid())
+    }
+}
+
+impl Drop for S3ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_is_read_back_into_the_address_it_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let args = S3ServerArgs {
+            dir: dir.path().to_path_buf(),
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            latency: Duration::from_millis(5),
+            fault_rate: Some(0.1),
+            allow_remote: false,
+        };
+        let server = rt
+            .block_on(shuffle_s3::embedded::serve(
+                &args.dir,
+                args.bind,
+                args.latency,
+            ))
+            .expect("serve");
+        let a = ServerAddress::from_banner(&banner(&server, &args)).expect("parsed");
+        let mut want = server.config_pairs("shovel");
+        let mut got = a.config_pairs();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(ServerAddress::from_banner("shovel s3-server: serving").is_none());
     }
 }

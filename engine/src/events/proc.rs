@@ -12,7 +12,16 @@ pub(crate) fn rss_bytes() -> Option<u64> {
 
 /// Peak resident memory of this process (VmHWM), in bytes.
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_in("/proc/self/status")
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in bytes.
+pub(crate) fn peak_rss_bytes_of(pid: u32) -> Option<u64> {
+    peak_rss_in(&format!("/proc/{pid}/status"))
+}
+
+fn peak_rss_in(status: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(status).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
