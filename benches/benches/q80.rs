@@ -17,6 +17,22 @@
 //! in-memory repartitions (`engine::cli::df::plain_q80_context`). Issue 12's
 //! comparison is `--engines shovel,datafusion --rtt 20`.
 //!
+//! `ballista` (cargo feature `ballista`) is `shovel q80 --engine ballista`:
+//! a local cluster of 2 executor processes (2 task slots each) with every
+//! stage through Shovel, on local disk and on S3 (a `shovel s3-server`
+//! process with the same `--rtt`), and, as its baseline, Ballista's own
+//! shuffle (work directories and Flight, `--ballista-shuffle`). Their time
+//! is the query's on the running cluster (`BallistaSummary::query_ms`;
+//! starting and stopping the processes is under setup+clean); peak RSS and
+//! shuffle figures add up every process. The processes are the `shovel`
+//! binary of the same build (`target/release/shovel`, or
+//! `SHOVEL_BENCH_EXE`). Issue 13's comparison:
+//!
+//! ```text
+//! cargo build --release -p engine -p shovel-benches --features engine/ballista --bins --benches
+//! cargo bench -p shovel-benches --features ballista --bench q80 -- --engines shovel,ballista --sf 1
+//! ```
+//!
 //! `--rtt` (milliseconds, default `0`) is the latency the embedded S3
 //! server adds before answering each request (`shovel q80 --s3-latency`),
 //! modelling the round trip to a remote store; every S3 configuration runs
@@ -63,6 +79,10 @@ enum Engine {
     DataFusion,
     /// DataFusion alone: in-memory repartitions, its own spill and pool.
     PlainDataFusion,
+    /// Ballista with Shovel as every stage's shuffle (`--engine ballista`).
+    Ballista,
+    /// Ballista's own shuffle (`--engine ballista --ballista-shuffle`).
+    BallistaOwn,
 }
 
 impl Engine {
@@ -71,7 +91,14 @@ impl Engine {
             Engine::Shovel => "shovel",
             Engine::DataFusion => "df+shovel",
             Engine::PlainDataFusion => "df plain",
+            Engine::Ballista => "ballista+shovel",
+            Engine::BallistaOwn => "ballista own",
         }
+    }
+
+    /// Runs on local disk only (no S3 variant).
+    fn local_only(self) -> bool {
+        matches!(self, Engine::PlainDataFusion | Engine::BallistaOwn)
     }
 }
 
@@ -144,13 +171,22 @@ fn parse() -> Result<Opts, String> {
     let named = parse_list("--engines", &engines, |v| match v {
         "shovel" => Ok(Engine::Shovel),
         "datafusion" => Ok(Engine::DataFusion),
+        "ballista" if cfg!(feature = "ballista") => Ok(Engine::Ballista),
+        "ballista" => Err(
+            "--engines ballista needs the bench built with Ballista: cargo bench -p \
+             shovel-benches --features ballista --bench q80 -- --engines ballista"
+                .to_string(),
+        ),
         _ => Err(format!(
-            "--engines `{engines}`: `{v}` is not an engine; use shovel, datafusion or both"
+            "--engines `{engines}`: `{v}` is not an engine; use shovel, datafusion, ballista"
         )),
     })?;
     let mut engines = named.clone();
     if named.contains(&Engine::DataFusion) {
         engines.push(Engine::PlainDataFusion);
+    }
+    if named.contains(&Engine::Ballista) {
+        engines.push(Engine::BallistaOwn);
     }
     Ok(Opts {
         sf,
@@ -187,7 +223,7 @@ fn configs(opts: &Opts) -> Vec<Config> {
             };
             for &engine in &opts.engines {
                 let e = engine.label();
-                if engine == Engine::PlainDataFusion {
+                if engine.local_only() {
                     out.push(Config {
                         name: format!("{e}, {plan}, {partitions} parts"),
                         engine,
@@ -238,6 +274,26 @@ impl Run {
     fn of(out: Q80Outcome) -> Self {
         let r = &out.report;
         let t = &r.timings;
+        if let Some(b) = &r.ballista {
+            // Every process: the driver, the scheduler, the executors and
+            // the S3 server.
+            let executors_rss: u64 = b.executors.iter().map(|e| e.peak_rss_bytes).sum();
+            let server_rss = b.s3_server.as_ref().map_or(0, |s| s.peak_rss_bytes);
+            let secs = (t.plan_ms + b.query_ms) / 1e3;
+            return Self {
+                secs,
+                setup_cleanup_secs: (t.setup_ms + t.cleanup_ms + t.execute_ms - b.query_ms) / 1e3,
+                peak_rss: b.driver_peak_rss_bytes
+                    + b.scheduler_peak_rss_bytes
+                    + executors_rss
+                    + server_rss,
+                shuffle_bytes: b.executors.iter().map(|e| e.shuffle_bytes_written).sum(),
+                shuffle_raw_bytes: 0,
+                s3_requests: b.executors.iter().map(|e| e.store_requests).sum(),
+                s3_dollars: 0.0,
+                csv: out.csv,
+            };
+        }
         Self {
             secs: (t.plan_ms + t.execute_ms) / 1e3,
             setup_cleanup_secs: (t.setup_ms + t.cleanup_ms) / 1e3,
@@ -311,6 +367,23 @@ fn main() {
         }
     };
     let configs = configs(&opts);
+    // The `shovel` binary Ballista's processes run: the same build's.
+    let shovel_exe = std::env::var_os("SHOVEL_BENCH_EXE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.join("shovel"))
+        })
+        .unwrap_or_else(|| PathBuf::from("shovel"));
+    if opts.engines.contains(&Engine::Ballista) && !shovel_exe.is_file() {
+        eprintln!(
+            "q80 bench: --engines ballista runs {} (not found); build it first: cargo build \
+             --release -p engine -p shovel-benches --features engine/ballista --bins --benches, \
+             or point SHOVEL_BENCH_EXE at a shovel built with --features ballista",
+            shovel_exe.display()
+        );
+        std::process::exit(2);
+    }
     println!(
         "q80 bench: SF{} from {} (ready in {:.1} s), {} configs (engines {:?}, S3 RTT {:?} ms, \
          partitions {:?}), {} warm-up + {} timed runs per config, interleaved",
@@ -353,14 +426,20 @@ fn main() {
             reset_peak_rss();
             let run = match c.engine {
                 Engine::PlainDataFusion => rt.block_on(run_plain(&config, &data)),
-                Engine::Shovel | Engine::DataFusion => {
+                _ => {
+                    let ballista = matches!(c.engine, Engine::Ballista | Engine::BallistaOwn);
                     let job = Q80Job {
-                        config,
-                        engine: if c.engine == Engine::Shovel {
-                            QueryEngine::Shovel
-                        } else {
-                            QueryEngine::DataFusion
+                        config: EngineConfig {
+                            executors: if ballista { 2 } else { config.executors },
+                            ..config
                         },
+                        engine: match c.engine {
+                            Engine::Shovel => QueryEngine::Shovel,
+                            Engine::DataFusion => QueryEngine::DataFusion,
+                            _ => QueryEngine::Ballista,
+                        },
+                        shovel_exe: ballista.then(|| shovel_exe.clone()),
+                        ballista_native_shuffle: c.engine == Engine::BallistaOwn,
                         s3_latency: (c.backend == ShuffleBackend::S3)
                             .then(|| Duration::from_millis(c.rtt_ms)),
                         ..Q80Job::default()
@@ -488,6 +567,24 @@ fn main() {
                 }
             }
         }
+    }
+    for (c, s) in configs.iter().zip(&samples) {
+        if c.engine != Engine::Ballista && c.engine != Engine::Shovel {
+            continue;
+        }
+        let Some(own) = median_of(&|p| {
+            p.engine == Engine::BallistaOwn
+                && p.partitions == c.partitions
+                && p.broadcast == c.broadcast
+        }) else {
+            continue;
+        };
+        let m = median(&s.secs);
+        println!(
+            "{} / Ballista's own shuffle: {:.2}x  ({m:.3} s / {own:.3} s)",
+            c.name,
+            m / own
+        );
     }
     for (c, s) in configs.iter().zip(&samples) {
         if c.engine == Engine::PlainDataFusion {

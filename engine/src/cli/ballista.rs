@@ -508,18 +508,30 @@ impl LocalCluster {
         out
     }
 
-    /// Stops every process (SIGTERM, then SIGKILL after 5 s) and reads the
-    /// executors' stats (`lost` executors may have none), what the
-    /// scheduler reset, and the scheduler's peak RSS.
-    pub fn stop(mut self) -> (Vec<ExecutorStats>, SchedulerResets, u64) {
-        let scheduler_peak = self
+    /// Stops every process (SIGTERM, then SIGKILL after 5 s) and reads what
+    /// they left: the executors' stats (`lost` executors may have none),
+    /// what the scheduler reset, the scheduler's peak RSS, and which
+    /// processes had exited before they were told to.
+    pub fn stop(mut self) -> Stopped {
+        let scheduler_peak_rss_bytes = self
             .children
             .iter()
             .find(|(n, _)| n == "scheduler")
             .and_then(|(_, c)| crate::events::proc::peak_rss_bytes_of(c.id()))
             .unwrap_or(0);
+        let mut exited_early = Vec::new();
+        for (name, c) in self.children.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log = name.replace(' ', "-");
+                exited_early.push(format!(
+                    "{name} (pid {}) exited on its own ({status}); its log ends: {}",
+                    c.id(),
+                    log_tail_of(self._dir.path(), &log)
+                ));
+            }
+        }
         self.terminate();
-        let stats = self
+        let executors = self
             .executors
             .iter()
             .map(|e| {
@@ -531,7 +543,12 @@ impl LocalCluster {
             .collect();
         let log =
             std::fs::read_to_string(cluster_log(self._dir.path(), "scheduler")).unwrap_or_default();
-        (stats, SchedulerResets::from_log(&log), scheduler_peak)
+        Stopped {
+            executors,
+            resets: SchedulerResets::from_log(&log),
+            scheduler_peak_rss_bytes,
+            exited_early,
+        }
     }
 
     fn terminate(&mut self) {
@@ -562,10 +579,26 @@ impl LocalCluster {
 
     /// The last lines of a process's log, for errors.
     fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(cluster_log(self._dir.path(), name)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
+        log_tail_of(self._dir.path(), name)
     }
+}
+
+/// What [`LocalCluster::stop`] found.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    pub executors: Vec<ExecutorStats>,
+    pub resets: SchedulerResets,
+    pub scheduler_peak_rss_bytes: u64,
+    /// Processes that had exited before the stop (a lost executor, or one
+    /// that failed), each with its status and the end of its log.
+    pub exited_early: Vec<String>,
+}
+
+/// The last lines of `name`'s log in the cluster dir `dir`.
+fn log_tail_of(dir: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(cluster_log(dir, name)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
 impl Drop for LocalCluster {
@@ -685,9 +718,29 @@ pub async fn q80_context(
         .set("ballista.planner.adaptive.enabled", "false")
         .map_err(|e| CliError::runtime(format!("ballista.planner.adaptive.enabled: {e}")))?;
     // Broadcast joins follow DataFusion's thresholds (`--broadcast-threshold`
-    // sets them). Ballista's own promotion setting is left at its default:
-    // with ballista.optimizer.broadcast_join_threshold_bytes=0, q80 never
-    // finished on Ballista 55 in our runs (not yet understood).
+    // sets them). Ballista's planner promotes partitioned joins under its own
+    // threshold to broadcasts as well, so "off" must turn that off too
+    // (threshold 0). Ballista 55 then demotes DataFusion's CollectLeft joins,
+    // swapping the inputs of some, after DataFusion's post-optimization
+    // filter pushdown built dynamic filters on them: DataFusion refuses the
+    // swap ("Cannot swap HashJoinExec inputs after dynamic filters have been
+    // constructed"), the scheduler logs "Failed to update task statuses" and
+    // neither fails nor reschedules the job, which hangs. Without dynamic
+    // filters the swap is allowed.
+    if config.broadcast_threshold == 0 {
+        for (key, value) in [
+            ("ballista.optimizer.broadcast_join_threshold_bytes", "0"),
+            (
+                "datafusion.optimizer.enable_dynamic_filter_pushdown",
+                "false",
+            ),
+        ] {
+            session
+                .options_mut()
+                .set(key, value)
+                .map_err(|e| CliError::runtime(format!("{key}: {e}")))?;
+        }
+    }
     session
         .options_mut()
         .set("shovel.app_id", app_id)
@@ -751,17 +804,25 @@ pub async fn execute(
         let ctx = q80_context(scheduler, config, manager.app_id(), data_dir).await?;
         run_q80(&ctx, date).await
     };
+    let t = std::time::Instant::now();
     let rows = run.await;
+    let query_ms = t.elapsed().as_secs_f64() * 1e3;
     let work_files = local
         .as_ref()
         .map(|c| c.work_dir_files())
         .unwrap_or_default();
-    let (executors, resets, scheduler_peak) = match local {
+    let stopped = match local {
         Some(c) => tokio::task::spawn_blocking(move || c.stop())
             .await
             .unwrap_or_default(),
-        None => Default::default(),
+        None => Stopped::default(),
     };
+    let Stopped {
+        executors,
+        resets,
+        scheduler_peak_rss_bytes,
+        exited_early,
+    } = stopped;
     // Every process that wrote under the app is gone: list and delete it.
     let purge = manager.purge_app().await;
     let lost = spec.lose.map(|(e, _)| vec![e]).unwrap_or_default();
@@ -769,7 +830,9 @@ pub async fn execute(
     summary.work_dir_files = work_files;
     summary.scheduler_reset_in_flight = resets.in_flight;
     summary.scheduler_reset_committed = resets.committed;
-    summary.scheduler_peak_rss_bytes = scheduler_peak;
+    summary.scheduler_peak_rss_bytes = scheduler_peak_rss_bytes;
+    summary.exited_early = exited_early;
+    summary.query_ms = query_ms;
     let rows = rows?;
     purge.map_err(|e| {
         CliError::runtime(format!(

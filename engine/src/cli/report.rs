@@ -1071,6 +1071,14 @@ pub struct BallistaSummary {
     pub lost_executors: Vec<usize>,
     /// Peak RSS of the driver (this process).
     pub driver_peak_rss_bytes: u64,
+    /// Planning and running the query on the cluster, without starting
+    /// and stopping it (ms).
+    #[serde(default)]
+    pub query_ms: f64,
+    /// Processes of the run that exited before they were stopped (a lost
+    /// executor, or one that failed: its status and the end of its log).
+    #[serde(default)]
+    pub exited_early: Vec<String>,
     /// Peak RSS of the scheduler this run started (0: not started here).
     #[serde(default)]
     pub scheduler_peak_rss_bytes: u64,
@@ -1118,6 +1126,8 @@ impl BallistaSummary {
             lost_executors: lost,
             work_dir_files: Vec::new(),
             driver_peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
+            query_ms: 0.0,
+            exited_early: Vec::new(),
             scheduler_peak_rss_bytes: 0,
             s3_server: None,
         }
@@ -1126,11 +1136,12 @@ impl BallistaSummary {
     /// The summary's text lines.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "ballista: scheduler {}, {} executor(s), {} stages, {} task(s) re-run after executor loss \
+            "ballista: scheduler {}, {} executor(s), {} stages, query {:.0} ms, {} task(s) re-run after executor loss \
              ({} in flight on it, {} under a new stage attempt; the scheduler dropped {} committed outputs){}\n",
             self.scheduler,
             self.executors.len(),
             self.stages,
+            self.query_ms,
             self.scheduler_reset_in_flight + self.recomputed_tasks,
             self.scheduler_reset_in_flight,
             self.recomputed_tasks,
@@ -1161,6 +1172,9 @@ impl BallistaSummary {
                 e.flight_fetches_from_work_dir,
                 e.peak_rss_bytes >> 20
             ));
+        }
+        for e in &self.exited_early {
+            out.push_str(&format!("  {e}\n"));
         }
         out.push_str(&format!(
             "  peak RSS: driver {} MiB, scheduler {} MiB{}\n",
