@@ -611,12 +611,16 @@ impl Drop for LocalCluster {
 /// log: its only public account of it (Ballista 55 exposes no counter).
 /// The scheduler started by [`LocalCluster`] always logs these lines
 /// ([`SCHEDULER_RESET_LOG`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SchedulerResets {
     /// `Reset N tasks for running job/stage ..`: in flight on the lost executor.
     pub in_flight: u64,
     /// `Reset N tasks for successful job/stage ..`: committed, to recompute.
     pub committed: u64,
+    /// `Roll back running job/stage J/S ..`: stages that had located an
+    /// input on the lost executor while running; Ballista re-runs all of
+    /// their tasks under a new stage attempt (it logs no count).
+    pub rolled_back_running_stages: Vec<u32>,
 }
 
 /// The `RUST_LOG` directive that keeps the scheduler's reset lines.
@@ -626,6 +630,19 @@ impl SchedulerResets {
     pub fn from_log(log: &str) -> Self {
         let mut r = Self::default();
         for line in log.lines() {
+            if let Some(rest) = line.split("Roll back running job/stage ").nth(1) {
+                let stage = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|js| js.rsplit('/').next())
+                    .and_then(|s| s.parse::<u32>().ok());
+                if let Some(stage) = stage {
+                    if !r.rolled_back_running_stages.contains(&stage) {
+                        r.rolled_back_running_stages.push(stage);
+                    }
+                }
+                continue;
+            }
             let Some(rest) = line.split("Reset ").nth(1) else {
                 continue;
             };
@@ -830,6 +847,7 @@ pub async fn execute(
     summary.work_dir_files = work_files;
     summary.scheduler_reset_in_flight = resets.in_flight;
     summary.scheduler_reset_committed = resets.committed;
+    summary.scheduler_rolled_back_stages = resets.rolled_back_running_stages;
     summary.scheduler_peak_rss_bytes = scheduler_peak_rss_bytes;
     summary.exited_early = exited_early;
     summary.query_ms = query_ms;
@@ -861,7 +879,8 @@ Reset x tasks for running job/stage broken
             SchedulerResets::from_log(log),
             SchedulerResets {
                 in_flight: 5,
-                committed: 3
+                committed: 3,
+                rolled_back_running_stages: vec![20],
             }
         );
         assert_eq!(SchedulerResets::from_log(""), SchedulerResets::default());

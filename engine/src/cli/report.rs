@@ -1067,6 +1067,10 @@ pub struct BallistaSummary {
     pub scheduler_reset_in_flight: u64,
     #[serde(default)]
     pub scheduler_reset_committed: u64,
+    /// Running stages the scheduler rolled back (an input was on the lost
+    /// executor) and re-ran whole under a new stage attempt.
+    #[serde(default)]
+    pub scheduler_rolled_back_stages: Vec<u32>,
     /// Executors killed on purpose (`--lose-executor`).
     pub lost_executors: Vec<usize>,
     /// Peak RSS of the driver (this process).
@@ -1123,6 +1127,7 @@ impl BallistaSummary {
             recomputed_tasks: recomputed,
             scheduler_reset_in_flight: 0,
             scheduler_reset_committed: 0,
+            scheduler_rolled_back_stages: Vec::new(),
             lost_executors: lost,
             work_dir_files: Vec::new(),
             driver_peak_rss_bytes: crate::events::proc::peak_rss_bytes().unwrap_or(0),
@@ -1137,7 +1142,8 @@ impl BallistaSummary {
     pub fn text(&self) -> String {
         let mut out = format!(
             "ballista: scheduler {}, {} executor(s), {} stages, query {:.0} ms, {} task(s) re-run after executor loss \
-             ({} in flight on it, {} under a new stage attempt; the scheduler dropped {} committed outputs){}\n",
+             ({} in flight on it, {} under a new stage attempt; the scheduler dropped {} committed outputs \
+             and rolled back running stages {:?}){}\n",
             self.scheduler,
             self.executors.len(),
             self.stages,
@@ -1146,6 +1152,7 @@ impl BallistaSummary {
             self.scheduler_reset_in_flight,
             self.recomputed_tasks,
             self.scheduler_reset_committed,
+            self.scheduler_rolled_back_stages,
             if self.lost_executors.is_empty() {
                 String::new()
             } else {
