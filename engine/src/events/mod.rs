@@ -461,6 +461,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn executor_samples_of_older_logs_still_parse() {
+        // A line as logs wrote it before executor processes were sampled.
+        let old = r#"{"executor":1,"running_tasks":2,"bytes_in":3,"bytes_out":4,"shuffle_bytes_written":5,"shuffle_bytes_read":6,"spill_bytes":7,"cpu_ms":8.5}"#;
+        let e: ExecutorSample = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (e.executor, e.cpu_ms, e.t_ms, e.pid, e.rss_bytes),
+            (1, 8.5, None, 0, 0)
+        );
+        // In-process executors still write none of the process fields.
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
+    }
+
+    #[test]
     fn events_round_trip_as_tagged_json_lines() {
         let evs = vec![
             Event::rerun(&RetryReason::FetchFailure {
