@@ -28,10 +28,15 @@ use common::{cache_dir, files_under, golden, run_q80_at};
 use engine::cli::report::BallistaSummary;
 use engine::cli::run::ExecutorLossPlan;
 use engine::cli::{Q80Job, Q80Outcome, QueryEngine};
+use engine::events::{Event, ExecutorSample};
 use engine::{EngineConfig, ShuffleBackend};
 
+/// The `shovel` binary the cluster runs: `SHOVEL_TEST_BIN` when set (a copy
+/// that a concurrent build cannot replace mid-run), else this build's.
 fn shovel() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_shovel"))
+    std::env::var_os("SHOVEL_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shovel")))
 }
 
 fn job(backend: ShuffleBackend, broadcast: bool) -> Q80Job {
@@ -234,6 +239,34 @@ fn killed_run(mut j: Q80Job) -> Q80Outcome {
     for e in &s.executors {
         assert!(e.pid > 0 && !alive(e.pid), "executor pid {} left", e.pid);
     }
+    // The victim's samples reach the event log up to its death
+    // (engine/src/events/remote.rs), and stop there.
+    let victim: Vec<&ExecutorSample> = out
+        .report
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sample { executors, .. } => executors
+                .iter()
+                .find(|x| x.executor == 1 && x.t_ms.is_some()),
+            _ => None,
+        })
+        .collect();
+    let last = victim
+        .last()
+        .unwrap_or_else(|| panic!("no samples of the killed executor"));
+    assert_eq!(last.pid, s.executors[1].pid);
+    let end = out
+        .report
+        .events
+        .iter()
+        .map(Event::t_ms)
+        .fold(0.0, f64::max);
+    let died = last.t_ms.unwrap_or_default();
+    assert!(
+        died > 0.0 && died < end - 3000.0,
+        "the killed executor's last sample at {died} ms, the run ended at {end} ms"
+    );
     out
 }
 

@@ -71,6 +71,11 @@ pub struct TaskRecord {
     pub task_attempt: u32,
     pub stored_bytes: u64,
     pub records: u64,
+    /// When the task started and committed (wall clock: the event log
+    /// turns them into task start and end events on the driver's time
+    /// base).
+    pub started: std::time::SystemTime,
+    pub finished: std::time::SystemTime,
 }
 
 /// What this executor's tasks moved through Shovel (for its summary).
@@ -84,6 +89,8 @@ pub struct EngineCounters {
     /// Flight fetches served from the work directory (Ballista's own
     /// shuffle files: only when Ballista's shuffle wrote them).
     pub flight_fetches_from_work_dir: AtomicU64,
+    /// Tasks running now (see [`EngineCounters::task_running`]).
+    pub running_tasks: AtomicU64,
     /// The stages whose outputs were fetched over Flight.
     flight_stages: Mutex<std::collections::BTreeSet<u32>>,
     tasks: Mutex<Vec<TaskRecord>>,
@@ -96,6 +103,12 @@ impl EngineCounters {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(task);
+    }
+    /// Counts a task as running until the guard is dropped (committed,
+    /// failed or cancelled).
+    pub(crate) fn task_running(self: &Arc<Self>) -> RunningTask {
+        self.running_tasks.fetch_add(1, Ordering::Relaxed);
+        RunningTask(Arc::clone(self))
     }
     pub(crate) fn record_read(&self, bytes: u64, requests: u64) {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
@@ -125,6 +138,15 @@ impl EngineCounters {
     /// The tasks committed so far, in commit order.
     pub fn tasks(&self) -> Vec<TaskRecord> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A task in [`EngineCounters::running_tasks`] while it lives.
+pub(crate) struct RunningTask(Arc<EngineCounters>);
+
+impl Drop for RunningTask {
+    fn drop(&mut self) {
+        self.0.running_tasks.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -390,6 +412,8 @@ impl QueryStageExecutor for RecordedStage {
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
         let (stage_attempt, task_attempt) = crate::ids::task_attempts(&context);
+        let _running = self.counters.task_running();
+        let started = std::time::SystemTime::now();
         let written = self.inner.execute_query_stage(task_id, context).await?;
         self.counters.record_task(TaskRecord {
             job_id: self.job_id.clone(),
@@ -399,6 +423,8 @@ impl QueryStageExecutor for RecordedStage {
             task_attempt,
             stored_bytes: written.iter().map(|p| p.num_bytes).sum(),
             records: written.iter().map(|p| p.num_rows).sum(),
+            started,
+            finished: std::time::SystemTime::now(),
         });
         Ok(written)
     }

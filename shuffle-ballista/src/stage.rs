@@ -116,6 +116,8 @@ impl QueryStageExecutor for ShovelStageExec {
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
         let (stage_attempt, task_attempt) = task_attempts(&context);
+        let _running = self.counters.task_running();
+        let started = std::time::SystemTime::now();
         let task = u32::try_from(task_id)
             .map_err(|_| DataFusionError::Internal(format!("task id {task_id} too large")))?;
         let stage = u32::try_from(self.stage_id).unwrap_or(u32::MAX);
@@ -176,6 +178,8 @@ impl QueryStageExecutor for ShovelStageExec {
             task_attempt,
             stored_bytes: status.total_bytes(),
             records: stats.records,
+            started,
+            finished: std::time::SystemTime::now(),
         });
 
         Ok(self

@@ -342,6 +342,14 @@ struct BallistaExecutorFlags {
     /// Write this executor's stats (JSON: tasks, shuffle bytes, peak RSS) here
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
+    /// Append a sample of this process (JSON line: RSS, CPU, shuffle and store figures,
+    /// running and newly committed tasks) here every --sample-interval, and one on exit
+    #[arg(long, value_name = "FILE")]
+    samples: Option<PathBuf>,
+    /// Time between --samples lines
+    #[arg(long, value_name = "DURATION", default_value = "100ms",
+          value_parser = with("--sample-interval", parse_duration_arg))]
+    sample_interval: std::time::Duration,
     /// Seconds between heartbeats to the scheduler
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = with("--heartbeat", parse_count))]
     heartbeat: usize,
@@ -424,6 +432,8 @@ fn build_ballista(f: BallistaFlags) -> Result<Command, CliError> {
                 config,
                 pairs,
                 stats: e.stats,
+                samples: e.samples,
+                sample_interval: e.sample_interval,
                 sigkill_after_stages: e.sigkill_after_stages,
                 heartbeat_secs: e.heartbeat as u64,
                 native_shuffle: e.native_shuffle,

@@ -49,6 +49,7 @@ use super::args::one_line;
 use super::report::{BallistaSummary, ExecutorStats, TaskStat};
 use super::CliError;
 use crate::config::{EngineConfig, ShuffleBackend};
+use crate::events::{ExecutorLine, ExecutorSampler, ExecutorTask, RemoteExecutors};
 use crate::tpcds::{Q80Row, SqlDate};
 
 /// `shovel ballista scheduler`.
@@ -77,6 +78,10 @@ pub struct ExecutorArgs {
     pub pairs: Vec<(String, String)>,
     /// Write this executor's stats (JSON) here, refreshed as tasks commit.
     pub stats: Option<PathBuf>,
+    /// Append a sample (JSON line) here every `sample_interval`, and one
+    /// on exit: the driver's event log reads them (`events::remote`).
+    pub samples: Option<PathBuf>,
+    pub sample_interval: Duration,
     /// SIGKILL this process once it committed map outputs in this many
     /// stages (`q80 --lose-executor`).
     pub sigkill_after_stages: Option<usize>,
@@ -226,6 +231,10 @@ async fn run_executor_on(
             backend_name(&a.config)
         }
     );
+    let sampler = match &a.samples {
+        Some(path) => Some(start_sampler(path, a.sample_interval, &engine)?),
+        None => None,
+    };
     let stats = a.stats.clone();
     let watcher = {
         let engine = Arc::clone(&engine);
@@ -274,6 +283,9 @@ async fn run_executor_on(
     if let Some(path) = &a.stats {
         let _ = write_stats(path, &engine);
     }
+    if let Some(s) = sampler {
+        s.finish();
+    }
     // Outputs stay for the rest of the job (the client purges the app);
     // markers and spill files go.
     for m in engine.managers() {
@@ -281,6 +293,61 @@ async fn run_executor_on(
     }
     result
         .map_err(|e| CliError::runtime(format!("ballista executor: {}", one_line(&e.to_string()))))
+}
+
+/// Samples this executor process into `path` (see `events::remote`): its
+/// shuffle figures are those of its stats file ([`write_stats`]), so the
+/// last sample agrees with the summary.
+fn start_sampler(
+    path: &Path,
+    interval: Duration,
+    engine: &Arc<ShovelExecutionEngine>,
+) -> Result<ExecutorSampler, CliError> {
+    let engine = Arc::clone(engine);
+    let mut seen = 0usize;
+    let source = move |line: &mut ExecutorLine| {
+        let c = engine.counters();
+        let tasks = c.tasks();
+        line.shuffle_bytes_written = tasks.iter().map(|t| t.stored_bytes).sum();
+        line.shuffle_bytes_read = c.bytes_read.load(Ordering::Relaxed);
+        line.running_tasks = c.running_tasks.load(Ordering::Relaxed) as usize;
+        for m in engine.managers() {
+            let snap = m.metrics().snapshot();
+            let (sh, r) = (&snap.shuffle, &snap.requests);
+            if m.backend_name() == "s3" {
+                line.store_bytes_read += r.bytes_downloaded;
+                line.store_bytes_written += r.bytes_uploaded;
+                line.store_requests += r.total();
+            } else {
+                line.store_bytes_read += sh.bytes_read + sh.spill_read_bytes;
+                line.store_bytes_written += sh.bytes_written + sh.spill_bytes;
+            }
+            line.spill_bytes += sh.spill_bytes;
+            line.pool_used += m.memory_pool().used() as u64;
+        }
+        let ms = |t: std::time::SystemTime| crate::events::remote::unix_ms(t);
+        line.tasks = tasks
+            .iter()
+            .skip(seen)
+            .map(|t| ExecutorTask {
+                stage: t.stage_id,
+                stage_attempt: t.stage_attempt,
+                task: t.task_id,
+                task_attempt: t.task_attempt,
+                bytes: t.stored_bytes,
+                records: t.records,
+                start_unix_ms: ms(t.started),
+                end_unix_ms: ms(t.finished),
+            })
+            .collect();
+        seen = tasks.len();
+    };
+    ExecutorSampler::start(path, interval, Box::new(source)).map_err(|e| {
+        CliError::runtime(format!(
+            "cannot write executor samples to {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 enum WorkDir {
@@ -379,6 +446,10 @@ pub struct ClusterSpec {
     pub lose: Option<(usize, usize)>,
     /// Ballista's own shuffle (the benchmark's baseline).
     pub native_shuffle: bool,
+    /// Each executor samples itself every this often into a file of the
+    /// cluster directory, added to this feed (the driver's event log
+    /// reads it; `events::remote`).
+    pub samples: Option<(Arc<RemoteExecutors>, Duration)>,
 }
 
 impl LocalCluster {
@@ -456,6 +527,19 @@ impl LocalCluster {
             }
             if spec.native_shuffle {
                 cmd.arg("--native-shuffle");
+            }
+            if let Some((feed, interval)) = &spec.samples {
+                let path = cluster
+                    ._dir
+                    .path()
+                    .join(format!("executor-{i}.samples.jsonl"));
+                feed.add(i, &path).map_err(|e| {
+                    CliError::runtime(format!("cannot create {}: {e}", path.display()))
+                })?;
+                cmd.arg("--samples").arg(&path).args([
+                    "--sample-interval",
+                    &format!("{}ms", interval.as_millis().max(1)),
+                ]);
             }
             if let Some((e, s)) = spec.lose {
                 if e == i {

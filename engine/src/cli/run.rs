@@ -750,6 +750,7 @@ pub async fn run_q80_answer(job: &Q80Job, data_dir: &Path) -> Result<Q80Answer, 
                 &config,
                 &backend.pairs,
                 &manager,
+                &recorder,
                 data_dir,
                 &mut timings,
                 &mut report,
@@ -1142,15 +1143,25 @@ fn shovel_exe(job: &Q80Job) -> Result<PathBuf, CliError> {
 
 /// `--engine ballista`: q80 on a Ballista cluster (see `cli::ballista`).
 #[cfg(feature = "ballista")]
+#[allow(clippy::too_many_arguments)] // the run's parts, one argument each
 async fn execute_ballista(
     job: &Q80Job,
     config: &EngineConfig,
     pairs: &[(String, String)],
     manager: &Arc<dyn ShuffleManager>,
+    recorder: &crate::events::EventRecorder,
     data_dir: &Path,
     timings: &mut Timings,
     report: &mut RunReport,
 ) -> Result<(String, Vec<Q80Row>), CliError> {
+    // The executors of a local cluster sample themselves into files the
+    // recorder reads (`events::remote`); a cluster that is already up
+    // (`--cluster`) is not sampled.
+    let samples = job.cluster.is_none().then(|| {
+        let feed = Arc::new(crate::events::RemoteExecutors::new());
+        recorder.attach_remote(Arc::clone(&feed));
+        (feed, job.event_log_interval)
+    });
     let shovel_exe = shovel_exe(job)?;
     let spec = super::ballista::ClusterSpec {
         shovel_exe,
@@ -1165,6 +1176,7 @@ async fn execute_ballista(
             )
         }),
         native_shuffle: job.ballista_native_shuffle,
+        samples,
     };
     let t = Instant::now();
     // A stop signal drops the run, and with it the cluster, which stops
@@ -1182,11 +1194,13 @@ async fn execute_ballista(
 }
 
 #[cfg(not(feature = "ballista"))]
+#[allow(clippy::too_many_arguments)]
 async fn execute_ballista(
     _job: &Q80Job,
     _config: &EngineConfig,
     _pairs: &[(String, String)],
     _manager: &Arc<dyn ShuffleManager>,
+    _recorder: &crate::events::EventRecorder,
     _data_dir: &Path,
     _timings: &mut Timings,
     _report: &mut RunReport,

@@ -21,8 +21,10 @@
 //!   CloudWatch `Sum` of a run is its total);
 //! * the driver's `Type=gauge` line: memory, CPU load, executors;
 //! * per executor, a `Type=count` line (its tasks' bytes) and a
-//!   `Type=gauge` line (its CPU load), named `glue.<executor>.…` with the
-//!   event log's executor id (0-based; Glue's are 1-based).
+//!   `Type=gauge` line (its CPU load, and for an executor process of its
+//!   own, Ballista's, its RSS as `glue.<executor>.memory.used`), named
+//!   `glue.<executor>.…` with the event log's executor id (0-based; Glue's
+//!   are 1-based).
 //!
 //! When the recorder finishes, one `Type=total` line carries the run's
 //! cumulative counters under the same names, plus the job's elapsed time
@@ -176,22 +178,33 @@ impl EmfWriter {
             let before = prev_e.iter().find(|b| b.executor == e.executor);
             self.line(st, t, "count", executor_counts(e, before));
             let cpu = e.cpu_ms - before.map(|b| b.cpu_ms).unwrap_or(0.0);
+            // An executor process's figures are as of its own sample time
+            // (`t_ms`), and its CPU time counts from its start.
+            let dt = match (e.t_ms, before.and_then(|b| b.t_ms)) {
+                (Some(now), Some(then)) => now - then,
+                (Some(_), None) => 0.0,
+                _ => dt,
+            };
             let load = if dt > 0.0 {
                 (cpu / dt / self.cores).max(0.0)
             } else {
                 0.0
             };
             let id = e.executor;
-            self.line(
-                st,
-                t,
-                "gauge",
-                vec![(
-                    format!("glue.{id}.system.cpuSystemLoad"),
-                    "None",
-                    json!(round3(load)),
-                )],
-            );
+            let mut gauges = vec![(
+                format!("glue.{id}.system.cpuSystemLoad"),
+                "None",
+                json!(round3(load)),
+            )];
+            if e.rss_bytes > 0 {
+                // A process of its own (Ballista's executors): its memory.
+                gauges.push((
+                    format!("glue.{id}.memory.used"),
+                    "Bytes",
+                    json!(e.rss_bytes),
+                ));
+            }
+            self.line(st, t, "gauge", gauges);
         }
         st.prev = Some((t, p.clone(), execs.to_vec()));
     }

@@ -21,7 +21,7 @@
 //! layout: no font files needed), the page is XHTML-compatible so an XML
 //! parser can check it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
@@ -382,6 +382,35 @@ fn samples(events: &[Event]) -> Vec<(f64, &ProcessSample, &[ExecutorSample])> {
         .collect()
 }
 
+/// Each executor's own samples, by executor id: (seconds, sample), one per
+/// new sample. An executor process's samples carry the time it took them
+/// (`t_ms`); a driver sample repeats an executor's latest until a newer one
+/// comes, so a repeat is skipped (a killed executor's line ends where it
+/// died). In-process executors have no `t_ms`: every driver sample counts.
+fn executor_series<'a>(
+    s: &[(f64, &'a ProcessSample, &'a [ExecutorSample])],
+) -> BTreeMap<usize, Vec<(f64, &'a ExecutorSample)>> {
+    let mut out: BTreeMap<usize, Vec<(f64, &ExecutorSample)>> = BTreeMap::new();
+    for (t, _, executors) in s {
+        for e in *executors {
+            let at = e.t_ms.map_or(*t, |ms| ms / 1e3);
+            let points = out.entry(e.executor).or_default();
+            if e.t_ms.is_some() && points.last().is_some_and(|(last, _)| *last >= at) {
+                continue;
+            }
+            points.push((at, e));
+        }
+    }
+    // A process's series starts at its first own sample (the driver's
+    // first samples, before the cluster started, have none).
+    for points in out.values_mut() {
+        if points.iter().any(|(_, e)| e.t_ms.is_some()) {
+            points.retain(|(_, e)| e.t_ms.is_some());
+        }
+    }
+    out
+}
+
 /// Renders the report for `events` (and the `advice` they gave) as one
 /// self-contained HTML page titled `title`.
 pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<String, String> {
@@ -390,7 +419,16 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
         name: name.to_string(),
         points: s.iter().map(|(t, p, _)| (*t, f(p))).collect(),
     };
-    let end_s = events.last().map_or(0.0, |e| e.t_ms() / 1e3);
+    // Events of executor processes are recorded when the driver reads
+    // them, after their time: the last event is not always the latest.
+    let end_s = events.iter().map(|e| e.t_ms() / 1e3).fold(0.0, f64::max);
+    let per_executor = executor_series(&s);
+    // Executor processes (Ballista's) have their own memory.
+    let processes: Vec<usize> = per_executor
+        .iter()
+        .filter(|(_, points)| points.iter().any(|(_, e)| e.rss_bytes > 0))
+        .map(|(id, _)| *id)
+        .collect();
     let stages = stage_rows(events);
 
     let mut charts: Vec<(&str, String, &str)> = Vec::new();
@@ -411,18 +449,42 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
         )?,
         "Glue's ETL data movement: bytes read from and written to each storage so far.",
     ));
+    let mut memory = if processes.is_empty() {
+        vec![
+            line("process RSS", &|p| p.rss_bytes as f64 / MIB),
+            line("memory pool used", &|p| p.pool_used as f64 / MIB),
+        ]
+    } else {
+        vec![line("driver RSS", &|p| p.rss_bytes as f64 / MIB)]
+    };
+    for id in &processes {
+        let points = &per_executor[id];
+        memory.push(Series {
+            name: format!("executor {id} RSS"),
+            points: points
+                .iter()
+                .map(|(t, e)| (*t, e.rss_bytes as f64 / MIB))
+                .collect(),
+        });
+        memory.push(Series {
+            name: format!("executor {id} pool used"),
+            points: points
+                .iter()
+                .map(|(t, e)| (*t, e.pool_used as f64 / MIB))
+                .collect(),
+        });
+    }
     charts.push((
         "memory",
-        line_chart(
-            "Memory profile",
-            "MiB",
-            &[
-                line("process RSS", &|p| p.rss_bytes as f64 / MIB),
-                line("memory pool used", &|p| p.pool_used as f64 / MIB),
-            ],
-        )?,
-        "Glue's memory profile: the process's resident memory and the engine's memory pool \
-         (executors share one pool in this process). A line that climbs and never falls leaks.",
+        line_chart("Memory profile", "MiB", &memory)?,
+        if processes.is_empty() {
+            "Glue's memory profile: the process's resident memory and the engine's memory pool \
+             (executors share one pool in this process). A line that climbs and never falls leaks."
+        } else {
+            "Glue's memory profile: the driver's and each executor process's resident memory, \
+             and each executor's shuffle memory pool. A line that climbs and never falls leaks; \
+             a line that stops is an executor that stopped."
+        },
     ));
     charts.push((
         "shuffle",
@@ -436,17 +498,21 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
         )?,
         "Glue's data shuffle: stored bytes of committed map outputs, and bytes readers fetched.",
     ));
-    let mut cpu = vec![line("process", &|p| p.cpu_load)];
-    let executors = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
-    for e in 0..executors {
+    let mut cpu = vec![line(
+        if processes.is_empty() {
+            "process"
+        } else {
+            "driver"
+        },
+        &|p| p.cpu_load,
+    )];
+    for (e, samples) in &per_executor {
         let mut points = Vec::new();
-        for w in s.windows(2) {
-            let (t0, _, a) = w[0];
-            let (t1, _, b) = w[1];
-            if let (Some(a), Some(b)) = (a.get(e), b.get(e)) {
-                if t1 > t0 {
-                    points.push((t1, (b.cpu_ms - a.cpu_ms).max(0.0) / 1e3 / (t1 - t0)));
-                }
+        for w in samples.windows(2) {
+            let (t0, a) = w[0];
+            let (t1, b) = w[1];
+            if t1 > t0 {
+                points.push((t1, (b.cpu_ms - a.cpu_ms).max(0.0) / 1e3 / (t1 - t0)));
             }
         }
         cpu.push(Series {
@@ -457,8 +523,13 @@ pub fn render_html(events: &[Event], advice: &[Advice], title: &str) -> Result<S
     charts.push((
         "cpu",
         line_chart("CPU load", "cores busy", &cpu)?,
-        "Glue's CPU load: process CPU time per second of wall time; an executor's share is \
-         the process's split by its running tasks.",
+        if processes.is_empty() {
+            "Glue's CPU load: process CPU time per second of wall time; an executor's share is \
+             the process's split by its running tasks."
+        } else {
+            "Glue's CPU load: CPU time per second of wall time of the driver and of each \
+             executor process."
+        },
     ));
     charts.push((
         "execution",

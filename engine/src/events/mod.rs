@@ -35,6 +35,11 @@
 //! executor). Byte counters of an executor are its tasks' counters, the
 //! finished ones plus the live counters of those still running.
 //!
+//! Ballista's executors are processes of their own: each samples itself
+//! into a file the driver's recorder reads ([`remote`]), and the driver's
+//! samples carry each executor process's latest figures (its own RSS, CPU
+//! time and pool, with the time it took them).
+//!
 //! The scheduler knows nothing of files or threads: it calls a small
 //! [`EventSink`] (none installed: no cost beyond a branch).
 
@@ -44,6 +49,7 @@ pub mod html;
 pub(crate) mod proc;
 pub mod prom;
 mod recorder;
+pub mod remote;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -58,6 +64,7 @@ pub use emf::EmfWriter;
 pub use html::render_html;
 pub use prom::PromMetrics;
 pub use recorder::{EventObserver, EventRecorder, RecorderOptions};
+pub use remote::{ExecutorLine, ExecutorSampler, ExecutorTask, RemoteExecutors};
 
 /// Where the scheduler reports what happens (see the module docs).
 /// Implementations must not call back into the scheduler and must be cheap:
@@ -365,6 +372,10 @@ pub struct ProcessSample {
 }
 
 /// One executor at one instant (cumulative counters of its tasks).
+///
+/// The fields after `cpu_ms` are only set for an executor that is a
+/// process of its own (a Ballista executor, see [`remote`]); they default
+/// to 0 / absent so logs written before them still parse.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecutorSample {
     pub executor: usize,
@@ -374,8 +385,37 @@ pub struct ExecutorSample {
     pub shuffle_bytes_written: u64,
     pub shuffle_bytes_read: u64,
     pub spill_bytes: u64,
-    /// Process CPU time attributed by running-task share (module docs).
+    /// Process CPU time attributed by running-task share (module docs);
+    /// for an executor process, that process's own CPU time since it
+    /// started sampling.
     pub cpu_ms: f64,
+    /// When the executor process took this sample, on the log's time base
+    /// (ms since [`Event::LogStart`]): a driver sample carries each
+    /// executor's latest, so a value that stops moving is an executor that
+    /// stopped (or was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_ms: Option<f64>,
+    /// The executor process's id.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid: u32,
+    /// The executor process's resident set size.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rss_bytes: u64,
+    /// Bytes reserved in the executor's shuffle memory pools.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pool_used: u64,
+    /// Bytes the executor's stores answered / were sent, and requests made
+    /// (S3, or the local backend's file operations).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub store_bytes_read: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub store_bytes_written: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub store_requests: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Reads an event log written by [`EventRecorder`] (one JSON object per
@@ -419,6 +459,19 @@ pub struct OperatorEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn executor_samples_of_older_logs_still_parse() {
+        // A line as logs wrote it before executor processes were sampled.
+        let old = r#"{"executor":1,"running_tasks":2,"bytes_in":3,"bytes_out":4,"shuffle_bytes_written":5,"shuffle_bytes_read":6,"spill_bytes":7,"cpu_ms":8.5}"#;
+        let e: ExecutorSample = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (e.executor, e.cpu_ms, e.t_ms, e.pid, e.rss_bytes),
+            (1, 8.5, None, 0, 0)
+        );
+        // In-process executors still write none of the process fields.
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
+    }
 
     #[test]
     fn events_round_trip_as_tagged_json_lines() {

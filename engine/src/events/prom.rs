@@ -276,8 +276,18 @@ pub fn render(p: &ProcessSample, execs: &[ExecutorSample]) -> String {
         &mut o,
         "shovel_executor_cpu_seconds_total",
         "counter",
-        "Process CPU time attributed to an executor by running-task share.",
+        "Process CPU time attributed to an executor by running-task share (an executor \
+         process's own CPU time).",
         &per_executor(execs, |e| e.cpu_ms / 1e3),
+    );
+    let processes: Vec<ExecutorSample> =
+        execs.iter().filter(|e| e.rss_bytes > 0).cloned().collect();
+    family(
+        &mut o,
+        "shovel_executor_memory_rss_bytes",
+        "gauge",
+        "Resident memory of an executor that is a process of its own (Ballista's executors).",
+        &per_executor(&processes, |e| e.rss_bytes as f64),
     );
     family(
         &mut o,
@@ -302,17 +312,29 @@ mod tests {
                 cpu_load: 0.25,
                 ..Default::default()
             },
-            &[ExecutorSample {
-                executor: 1,
-                bytes_in: 7,
-                ..Default::default()
-            }],
+            &[
+                ExecutorSample {
+                    executor: 1,
+                    bytes_in: 7,
+                    ..Default::default()
+                },
+                ExecutorSample {
+                    executor: 2,
+                    rss_bytes: 9,
+                    ..Default::default()
+                },
+            ],
         );
         assert!(text.contains("shovel_input_bytes_total 42\n"), "{text}");
         assert!(text.contains("shovel_cpu_seconds_total 1.5\n"), "{text}");
         assert!(text.contains("shovel_cpu_load 0.25\n"), "{text}");
         assert!(
             text.contains("shovel_executor_input_bytes_total{executor=\"1\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shovel_executor_memory_rss_bytes{executor=\"2\"} 9\n")
+                && !text.contains("shovel_executor_memory_rss_bytes{executor=\"1\"}"),
             "{text}"
         );
         let mut declared = None;

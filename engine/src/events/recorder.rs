@@ -7,8 +7,15 @@
 //! [`EventRecorder::finish`], which takes a last one, flushes and returns
 //! every event. A write error is kept and reported by `finish` (the job is
 //! not failed for it mid-run).
+//!
+//! With executors that are processes of their own (Ballista's), the driver
+//! attaches their samples files ([`EventRecorder::attach_remote`], see
+//! [`super::remote`]): each sample then reads their new lines, carries each
+//! executor process's latest figures in `executors`, adds their shuffle,
+//! store and task figures to the process sample, and records their
+//! committed tasks as task events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use shuffle_core::{MetricsSnapshot, ShuffleManager};
 
+use super::remote::{ExecutorTask, RemoteExecutors};
 use super::{proc, Event, EventSink, ExecutorSample, ProcessSample, TaskKey};
 use crate::metrics::TaskMetrics;
 
@@ -103,6 +111,17 @@ struct Inner {
     /// CPU time and wall time at the previous sample.
     last_cpu: f64,
     last_t: f64,
+    /// Executor processes' samples, when attached.
+    remote: Option<Remote>,
+}
+
+/// What the recorder keeps of executor processes (see the module docs).
+struct Remote {
+    feed: Arc<RemoteExecutors>,
+    /// Each executor's latest sample, by its index in the cluster.
+    latest: BTreeMap<usize, ExecutorSample>,
+    /// Every task they committed (executor, task): stages at the end.
+    tasks: Vec<(usize, ExecutorTask)>,
 }
 
 /// Records events (see the module docs). Install with
@@ -110,6 +129,9 @@ struct Inner {
 /// is done.
 pub struct EventRecorder {
     origin: Instant,
+    /// Wall clock at `origin` (Unix ms): executor processes' times are
+    /// converted with it.
+    origin_unix_ms: f64,
     manager: Arc<dyn ShuffleManager>,
     base: MetricsSnapshot,
     cpu_base: f64,
@@ -148,8 +170,10 @@ impl EventRecorder {
             None => None,
         };
         let cpu_base = proc::cpu_ms().unwrap_or(0.0);
+        let origin_unix_ms = super::remote::unix_ms(std::time::SystemTime::now());
         let rec = Arc::new(Self {
             origin: Instant::now(),
+            origin_unix_ms,
             base: manager.metrics().snapshot(),
             manager,
             cpu_base,
@@ -164,19 +188,16 @@ impl EventRecorder {
                 completed_stages: 0,
                 last_cpu: 0.0,
                 last_t: 0.0,
+                remote: None,
             }),
             opts,
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             sampler: Mutex::new(None),
             samples: AtomicU64::new(0),
         });
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         rec.emit(Event::LogStart {
             t_ms: 0.0,
-            unix_ms,
+            unix_ms: origin_unix_ms as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
             interval_ms: rec.opts.interval.as_secs_f64() * 1e3,
         });
@@ -214,6 +235,181 @@ impl EventRecorder {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// From now on, every sample reads the samples files of these executor
+    /// processes (see the module docs).
+    pub fn attach_remote(&self, feed: Arc<RemoteExecutors>) {
+        self.lock().remote = Some(Remote {
+            feed,
+            latest: BTreeMap::new(),
+            tasks: Vec::new(),
+        });
+    }
+
+    /// A wall-clock time (Unix ms) on the log's time base.
+    fn log_ms(&self, unix_ms: f64) -> f64 {
+        round3((unix_ms - self.origin_unix_ms).max(0.0))
+    }
+
+    /// Reads the executor processes' new lines: their new tasks become
+    /// task events, their latest samples replace `executors` and add to
+    /// `process` (see the module docs).
+    fn sample_remote(
+        &self,
+        inner: &mut Inner,
+        t: f64,
+        process: &mut ProcessSample,
+        executors: &mut Vec<ExecutorSample>,
+    ) {
+        let Some(mut remote) = inner.remote.take() else {
+            return;
+        };
+        for (e, line) in remote.feed.poll() {
+            for task in &line.tasks {
+                let (start, end) = (
+                    self.log_ms(task.start_unix_ms),
+                    self.log_ms(task.end_unix_ms),
+                );
+                Self::push(
+                    inner,
+                    Event::TaskStart {
+                        t_ms: start,
+                        stage_id: task.stage as usize,
+                        partition: task.task as usize,
+                        attempt: task.task_attempt,
+                        executor: e,
+                    },
+                );
+                Self::push(
+                    inner,
+                    Event::TaskEnd {
+                        t_ms: end,
+                        stage_id: task.stage as usize,
+                        partition: task.task as usize,
+                        attempt: task.task_attempt,
+                        executor: e,
+                        succeeded: true,
+                        elapsed_ms: round3(end - start),
+                        rows_in: 0,
+                        bytes_in: 0,
+                        rows_out: task.records,
+                        bytes_out: task.bytes,
+                        shuffle_bytes_written: task.bytes,
+                        shuffle_bytes_read: 0,
+                        spill_bytes: 0,
+                        spill_count: 0,
+                        error: None,
+                    },
+                );
+                remote.tasks.push((e, task.clone()));
+            }
+            remote
+                .latest
+                .insert(e, line.to_sample(e, self.log_ms(line.unix_ms)));
+        }
+        // An executor silent this long is gone (killed): its running
+        // tasks no longer count.
+        let stale_ms = (self.opts.interval.as_secs_f64() * 20e3).max(2e3);
+        let on_s3 = self.manager.backend_name() == "s3";
+        let spill_on_s3 = self.manager.spill_store().location() != "local";
+        executors.clear();
+        let mut running = 0;
+        let mut active = 0;
+        let (mut written, mut read) = (0, 0);
+        for s in remote.latest.values() {
+            let mut s = s.clone();
+            if t - s.t_ms.unwrap_or(t) > stale_ms {
+                s.running_tasks = 0;
+            }
+            running += s.running_tasks;
+            active += usize::from(s.running_tasks > 0);
+            written += s.shuffle_bytes_written;
+            read += s.shuffle_bytes_read;
+            if on_s3 {
+                process.s3_bytes_read += s.store_bytes_read;
+                process.s3_bytes_written += s.store_bytes_written;
+            } else {
+                process.local_bytes_read += s.store_bytes_read;
+                process.local_bytes_written += s.store_bytes_written;
+            }
+            if on_s3 || spill_on_s3 {
+                process.s3_requests += s.store_requests;
+            }
+            if spill_on_s3 {
+                process.spill_bytes_s3 += s.spill_bytes;
+            } else {
+                process.spill_bytes_local += s.spill_bytes;
+            }
+            executors.push(s);
+        }
+        let allocated = remote.feed.len().max(remote.latest.len()).max(1);
+        let per_exec_slots = self.opts.slots.max(1).div_ceil(allocated);
+        process.executors = allocated;
+        process.running_tasks = running;
+        process.active_executors = active;
+        process.pending_tasks = 0;
+        process.max_needed_executors = running.div_ceil(per_exec_slots);
+        process.shuffle_bytes_written += written;
+        process.shuffle_bytes_read += read;
+        process.input_bytes += read;
+        inner.remote = Some(remote);
+    }
+
+    /// A start and end event per stage of the executor processes' tasks
+    /// (from its first task's start to its last task's commit).
+    fn remote_stages(&self, inner: &mut Inner) {
+        let Some(remote) = &inner.remote else {
+            return;
+        };
+        let mut stages: BTreeMap<u32, Vec<&ExecutorTask>> = BTreeMap::new();
+        for (_, t) in &remote.tasks {
+            stages.entry(t.stage).or_default().push(t);
+        }
+        let mut evs = Vec::new();
+        for (stage, tasks) in stages {
+            let start = tasks
+                .iter()
+                .map(|t| t.start_unix_ms)
+                .fold(f64::MAX, f64::min);
+            let end = tasks.iter().map(|t| t.end_unix_ms).fold(0.0, f64::max);
+            let distinct: std::collections::BTreeSet<u32> = tasks.iter().map(|t| t.task).collect();
+            let (start, end) = (self.log_ms(start), self.log_ms(end));
+            evs.push((start, stage, end, tasks.len(), distinct.len(), {
+                let rows: u64 = tasks.iter().map(|t| t.records).sum();
+                let bytes: u64 = tasks.iter().map(|t| t.bytes).sum();
+                (rows, bytes)
+            }));
+        }
+        for (start, stage, end, attempts, tasks, (rows, bytes)) in evs {
+            let stage_id = stage as usize;
+            let events = [
+                Event::StageStart {
+                    t_ms: start,
+                    job_id: 0,
+                    stage_id,
+                    description: format!("Ballista stage {stage}"),
+                    output: "ballista".into(),
+                    tasks,
+                    partitions: tasks,
+                },
+                Event::StageEnd {
+                    t_ms: end,
+                    job_id: 0,
+                    stage_id,
+                    elapsed_ms: round3(end - start),
+                    attempts,
+                    rows_out: rows,
+                    shuffle_bytes_written: bytes,
+                    shuffle_bytes_read: 0,
+                    spill_bytes: 0,
+                    operators: Vec::new(),
+                },
+            ];
+            for ev in events {
+                Self::push(inner, ev);
+            }
+        }
     }
 
     /// Samples taken so far.
@@ -292,7 +488,7 @@ impl EventRecorder {
         }
         let running: usize = running_by.iter().sum();
         let pending = inner.outstanding.saturating_sub(running);
-        let process = ProcessSample {
+        let mut process = ProcessSample {
             s3_bytes_read: r.bytes_downloaded,
             s3_bytes_written: r.bytes_uploaded,
             local_bytes_read: local_read,
@@ -319,7 +515,7 @@ impl EventRecorder {
             local_disk_free: disk.map(|d| d.0),
             local_disk_total: disk.map(|d| d.1),
         };
-        let executors = live
+        let mut executors = live
             .iter()
             .enumerate()
             .map(|(e, tot)| ExecutorSample {
@@ -331,8 +527,10 @@ impl EventRecorder {
                 shuffle_bytes_read: tot.shuffle_bytes_read,
                 spill_bytes: tot.spill_bytes,
                 cpu_ms: tot.cpu_ms,
+                ..Default::default()
             })
             .collect();
+        self.sample_remote(&mut inner, t, &mut process, &mut executors);
         self.samples.fetch_add(1, Ordering::Relaxed);
         Self::push(
             &mut inner,
@@ -379,6 +577,7 @@ impl EventRecorder {
         }
         self.sample();
         let mut inner = self.lock();
+        self.remote_stages(&mut inner);
         if let Some(w) = &mut inner.writer {
             if let Err(e) = w.flush() {
                 inner.error.get_or_insert(e.to_string());
