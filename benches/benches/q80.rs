@@ -568,40 +568,29 @@ fn main() {
             }
         }
     }
-    for (c, s) in configs.iter().zip(&samples) {
-        if c.engine != Engine::Ballista && c.engine != Engine::Shovel {
-            continue;
+    // Every configuration over a baseline engine's, same plan and partitions.
+    let over = |baseline: Engine, label: &str, of: &dyn Fn(Engine) -> bool| {
+        for (c, s) in configs.iter().zip(&samples) {
+            if !of(c.engine) {
+                continue;
+            }
+            let Some(base) = median_of(&|p| {
+                p.engine == baseline && p.partitions == c.partitions && p.broadcast == c.broadcast
+            }) else {
+                continue;
+            };
+            let m = median(&s.secs);
+            println!(
+                "{} / {label}: {:.2}x  ({m:.3} s / {base:.3} s)",
+                c.name,
+                m / base
+            );
         }
-        let Some(own) = median_of(&|p| {
-            p.engine == Engine::BallistaOwn
-                && p.partitions == c.partitions
-                && p.broadcast == c.broadcast
-        }) else {
-            continue;
-        };
-        let m = median(&s.secs);
-        println!(
-            "{} / Ballista's own shuffle: {:.2}x  ({m:.3} s / {own:.3} s)",
-            c.name,
-            m / own
-        );
-    }
-    for (c, s) in configs.iter().zip(&samples) {
-        if c.engine == Engine::PlainDataFusion {
-            continue;
-        }
-        let Some(plain) = median_of(&|p| {
-            p.engine == Engine::PlainDataFusion
-                && p.partitions == c.partitions
-                && p.broadcast == c.broadcast
-        }) else {
-            continue;
-        };
-        let m = median(&s.secs);
-        println!(
-            "{} / plain DataFusion: {:.2}x  ({m:.3} s / {plain:.3} s)",
-            c.name,
-            m / plain
-        );
-    }
+    };
+    over(Engine::BallistaOwn, "Ballista's own shuffle", &|e| {
+        e == Engine::Ballista || e == Engine::Shovel
+    });
+    over(Engine::PlainDataFusion, "plain DataFusion", &|e| {
+        e != Engine::PlainDataFusion
+    });
 }

@@ -409,12 +409,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                              add --s3-bucket (and --s3-endpoint), the same as theirs"
                         )));
                     }
-                    let tmp = tempfile::Builder::new()
-                        .prefix("shovel-s3-")
-                        .tempdir()
-                        .map_err(|e| {
-                            CliError::runtime(format!("cannot create a temp dir for S3: {e}"))
-                        })?;
+                    let tmp = s3_temp_dir()?;
                     let exe = shovel_exe(job)?;
                     let dir = tmp.path().to_path_buf();
                     let latency = job.s3_latency.unwrap_or_default();
@@ -457,12 +452,7 @@ async fn setup_backend(job: &Q80Job) -> Result<(Backend, EngineConfig), CliError
                     d
                 }
                 (false, false) => {
-                    let tmp = tempfile::Builder::new()
-                        .prefix("shovel-s3-")
-                        .tempdir()
-                        .map_err(|e| {
-                            CliError::runtime(format!("cannot create a temp dir for S3: {e}"))
-                        })?;
+                    let tmp = s3_temp_dir()?;
                     let server = shuffle_s3::EmbeddedS3::start(tmp.path())
                         .await
                         .map_err(|e| {
@@ -1126,6 +1116,15 @@ async fn unless_stopped<T>(
         sig = signals.wait() => Err(interrupted(sig, "")),
         r = run => Ok(r),
     }
+}
+
+/// The directory an S3 server started for this run serves (removed with
+/// the run unless kept).
+fn s3_temp_dir() -> Result<tempfile::TempDir, CliError> {
+    tempfile::Builder::new()
+        .prefix("shovel-s3-")
+        .tempdir()
+        .map_err(|e| CliError::runtime(format!("cannot create a temp dir for S3: {e}")))
 }
 
 /// The `shovel` binary that starts the run's processes (Ballista's
