@@ -505,7 +505,11 @@ fn cmdline(pid: u32) -> String {
 #[test]
 fn driver_killed_mid_query_leaves_no_process() {
     let data = engine::tpcds::ensure_data(0.01, &cache_dir()).expect("SF 0.01");
+    // A killed driver cannot remove its temp dirs (cluster, S3 server,
+    // local shuffle): they go in one the test removes.
+    let tmp = tempfile::tempdir().expect("tempdir");
     let mut driver = Command::new(shovel())
+        .env("TMPDIR", tmp.path())
         .args(["q80", "--engine", "ballista", "--executors", "2"])
         .args(["--shuffle", "s3", "--s3-latency", "100ms", "--data"])
         .arg(&data)
