@@ -636,28 +636,10 @@ impl LocalCluster {
     }
 
     fn terminate(&mut self) {
-        for (_, c) in self.children.iter_mut().rev() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                // SAFETY: kill(2) on a child we spawned and have not reaped.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (_, c) in self.children.iter_mut() {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }
+        // Executors first, the scheduler last.
+        let mut children: Vec<&mut Child> =
+            self.children.iter_mut().rev().map(|(_, c)| c).collect();
+        super::orphan::terminate(&mut children, Duration::from_secs(5));
         self.children.clear();
     }
 

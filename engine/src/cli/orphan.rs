@@ -15,8 +15,12 @@
 //! Why not `prctl(PR_SET_PDEATHSIG)`: it fires when the *thread* that forked
 //! exits, and the driver spawns from tokio's blocking pool, whose threads
 //! come and go while the run goes on.
+//!
+//! The driver's side of the same contract is [`terminate`]: how it stops
+//! the processes it started when the run ends.
 
-use std::time::Duration;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use super::CliError;
 
@@ -58,6 +62,33 @@ pub fn watch_parent(parent: u32) {
         });
     if let Err(e) = spawned {
         eprintln!("shovel: warning: cannot watch the parent process {parent}: {e}");
+    }
+}
+
+/// Stops processes this one started: SIGTERM to each, in the given order,
+/// then waits up to `grace` for all of them and SIGKILLs what is left.
+pub fn terminate(children: &mut [&mut Child], grace: Duration) {
+    for c in children.iter() {
+        if let Ok(pid) = i32::try_from(c.id()) {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+    let deadline = Instant::now() + grace;
+    for c in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 }
 
