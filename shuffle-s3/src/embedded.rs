@@ -645,14 +645,13 @@ impl EmbeddedS3 {
         } else {
             format!("s3://{}/{}", self.bucket, prefix.trim_matches('/'))
         };
-        vec![
-            ("s3.bucket".into(), uri),
-            ("s3.endpoint".into(), self.endpoint.clone()),
-            ("s3.region".into(), self.region.clone()),
-            ("s3.path_style".into(), "true".into()),
-            ("s3.access_key_id".into(), self.access_key.clone()),
-            ("s3.secret_access_key".into(), self.secret_key.clone()),
-        ]
+        server_config_pairs(
+            uri,
+            &self.endpoint,
+            &self.region,
+            &self.access_key,
+            &self.secret_key,
+        )
     }
 
     /// Replaces the random fault plan (and reseeds its RNG).
@@ -785,6 +784,28 @@ async fn accept_loop(listener: TcpListener, service: FaultService) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// The `s3.*` shuffle keys (as `shovel --conf` passes them) that point a
+/// manager at an S3-compatible server reached with static keys and
+/// path-style addressing: an [`EmbeddedS3`] in this process, or a
+/// `shovel s3-server` process whose banner gave these values. One list, so
+/// both spell the same keys.
+pub fn server_config_pairs(
+    bucket_uri: String,
+    endpoint: &str,
+    region: &str,
+    access_key: &str,
+    secret_key: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("s3.bucket".into(), bucket_uri),
+        ("s3.endpoint".into(), endpoint.into()),
+        ("s3.region".into(), region.into()),
+        ("s3.path_style".into(), "true".into()),
+        ("s3.access_key_id".into(), access_key.into()),
+        ("s3.secret_access_key".into(), secret_key.into()),
+    ]
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ use shuffle_core::{
 
 pub use config::{BucketUri, Credentials, S3Config, S3ConfigBuilder, Sse};
 #[cfg(feature = "embedded")]
-pub use embedded::{EmbeddedS3, FaultConfig, S3Op, ServerStats, SseRecord};
+pub use embedded::{server_config_pairs, EmbeddedS3, FaultConfig, S3Op, ServerStats, SseRecord};
 pub use retry::RetryConfig;
 pub use store::S3Store;
 

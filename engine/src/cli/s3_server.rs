@@ -193,14 +193,13 @@ impl ServerAddress {
 
     /// The shuffle keys that point a manager at this server.
     pub fn config_pairs(&self) -> Vec<(String, String)> {
-        vec![
-            ("s3.bucket".into(), self.bucket_uri.clone()),
-            ("s3.endpoint".into(), self.endpoint.clone()),
-            ("s3.region".into(), self.region.clone()),
-            ("s3.path_style".into(), "true".into()),
-            ("s3.access_key_id".into(), self.access_key.clone()),
-            ("s3.secret_access_key".into(), self.secret_key.clone()),
-        ]
+        shuffle_s3::server_config_pairs(
+            self.bucket_uri.clone(),
+            &self.endpoint,
+            &self.region,
+            &self.access_key,
+            &self.secret_key,
+        )
     }
 }
 
