@@ -42,14 +42,14 @@ use std::time::{Duration, Instant};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use shuffle_ballista::cluster::{ExecutorSettings, Liveness};
-use shuffle_ballista::{ManagerFactory, ShovelExecutionEngine};
+use shuffle_ballista::{ManagerFactory, ShovelExecutionEngine, TaskRecord};
 use shuffle_core::ShuffleManager;
 
 use super::args::one_line;
-use super::report::{BallistaSummary, ExecutorStats, TaskStat};
+use super::report::{BallistaSummary, ExecutorStats};
 use super::CliError;
 use crate::config::{EngineConfig, ShuffleBackend};
-use crate::events::{ExecutorLine, ExecutorSampler, ExecutorTask, RemoteExecutors};
+use crate::events::{ExecutorLine, ExecutorSampler, ExecutorTask, RemoteExecutors, TaskStat};
 use crate::tpcds::{Q80Row, SqlDate};
 
 /// `shovel ballista scheduler`.
@@ -330,12 +330,7 @@ fn start_sampler(
             .iter()
             .skip(seen)
             .map(|t| ExecutorTask {
-                stage: t.stage_id,
-                stage_attempt: t.stage_attempt,
-                task: t.task_id,
-                task_attempt: t.task_attempt,
-                bytes: t.stored_bytes,
-                records: t.records,
+                stat: task_stat(t),
                 start_unix_ms: ms(t.started),
                 end_unix_ms: ms(t.finished),
             })
@@ -383,22 +378,24 @@ fn pick_port(host: IpAddr, port: u16) -> Result<u16, CliError> {
         .map_err(|e| CliError::runtime(format!("cannot find a free port on {host}: {e}")))
 }
 
+/// Which task a Ballista executor committed and what it wrote.
+fn task_stat(t: &TaskRecord) -> TaskStat {
+    TaskStat {
+        stage: t.stage_id,
+        stage_attempt: t.stage_attempt,
+        task: t.task_id,
+        task_attempt: t.task_attempt,
+        bytes: t.stored_bytes,
+        records: t.records,
+    }
+}
+
 fn write_stats(path: &Path, engine: &ShovelExecutionEngine) -> std::io::Result<()> {
     let c = engine.counters();
     let tasks = c.tasks();
     let stats = ExecutorStats {
         pid: std::process::id(),
-        tasks: tasks
-            .iter()
-            .map(|t| TaskStat {
-                stage: t.stage_id,
-                stage_attempt: t.stage_attempt,
-                task: t.task_id,
-                task_attempt: t.task_attempt,
-                bytes: t.stored_bytes,
-                records: t.records,
-            })
-            .collect(),
+        tasks: tasks.iter().map(task_stat).collect(),
         shuffle_bytes_written: tasks.iter().map(|t| t.stored_bytes).sum(),
         shuffle_records_written: tasks.iter().map(|t| t.records).sum(),
         shuffle_bytes_read: c.bytes_read.load(Ordering::Relaxed),

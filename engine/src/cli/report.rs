@@ -9,7 +9,7 @@ use shuffle_core::metrics::RequestSnapshot;
 use shuffle_core::MetricsSnapshot;
 
 use crate::config::RequestPrices;
-use crate::events::Advice;
+use crate::events::{Advice, TaskStat};
 use crate::metrics::{JobSummary, OperatorSummary};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -1035,17 +1035,6 @@ pub struct ExecutorStats {
     /// The stages whose outputs were fetched over Flight.
     #[serde(default)]
     pub flight_stages: Vec<u32>,
-}
-
-/// One committed task.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TaskStat {
-    pub stage: u32,
-    pub stage_attempt: u32,
-    pub task: u32,
-    pub task_attempt: u32,
-    pub bytes: u64,
-    pub records: u64,
 }
 
 /// What a Ballista run reports (the summary's Ballista section).

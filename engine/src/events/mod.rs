@@ -64,7 +64,7 @@ pub use emf::EmfWriter;
 pub use html::render_html;
 pub use prom::PromMetrics;
 pub use recorder::{EventObserver, EventRecorder, RecorderOptions};
-pub use remote::{ExecutorLine, ExecutorSampler, ExecutorTask, RemoteExecutors};
+pub use remote::{ExecutorLine, ExecutorSampler, ExecutorTask, RemoteExecutors, TaskStat};
 
 /// Where the scheduler reports what happens (see the module docs).
 /// Implementations must not call back into the scheduler and must be cheap:

@@ -275,9 +275,9 @@ impl EventRecorder {
                     inner,
                     Event::TaskStart {
                         t_ms: start,
-                        stage_id: task.stage as usize,
-                        partition: task.task as usize,
-                        attempt: task.task_attempt,
+                        stage_id: task.stat.stage as usize,
+                        partition: task.stat.task as usize,
+                        attempt: task.stat.task_attempt,
                         executor: e,
                     },
                 );
@@ -285,17 +285,17 @@ impl EventRecorder {
                     inner,
                     Event::TaskEnd {
                         t_ms: end,
-                        stage_id: task.stage as usize,
-                        partition: task.task as usize,
-                        attempt: task.task_attempt,
+                        stage_id: task.stat.stage as usize,
+                        partition: task.stat.task as usize,
+                        attempt: task.stat.task_attempt,
                         executor: e,
                         succeeded: true,
                         elapsed_ms: round3(end - start),
                         rows_in: 0,
                         bytes_in: 0,
-                        rows_out: task.records,
-                        bytes_out: task.bytes,
-                        shuffle_bytes_written: task.bytes,
+                        rows_out: task.stat.records,
+                        bytes_out: task.stat.bytes,
+                        shuffle_bytes_written: task.stat.bytes,
                         shuffle_bytes_read: 0,
                         spill_bytes: 0,
                         spill_count: 0,
@@ -364,7 +364,7 @@ impl EventRecorder {
         };
         let mut stages: BTreeMap<u32, Vec<&ExecutorTask>> = BTreeMap::new();
         for (_, t) in &remote.tasks {
-            stages.entry(t.stage).or_default().push(t);
+            stages.entry(t.stat.stage).or_default().push(t);
         }
         let mut evs = Vec::new();
         for (stage, tasks) in stages {
@@ -373,11 +373,12 @@ impl EventRecorder {
                 .map(|t| t.start_unix_ms)
                 .fold(f64::MAX, f64::min);
             let end = tasks.iter().map(|t| t.end_unix_ms).fold(0.0, f64::max);
-            let distinct: std::collections::BTreeSet<u32> = tasks.iter().map(|t| t.task).collect();
+            let distinct: std::collections::BTreeSet<u32> =
+                tasks.iter().map(|t| t.stat.task).collect();
             let (start, end) = (self.log_ms(start), self.log_ms(end));
             evs.push((start, stage, end, tasks.len(), distinct.len(), {
-                let rows: u64 = tasks.iter().map(|t| t.records).sum();
-                let bytes: u64 = tasks.iter().map(|t| t.bytes).sum();
+                let rows: u64 = tasks.iter().map(|t| t.stat.records).sum();
+                let bytes: u64 = tasks.iter().map(|t| t.stat.bytes).sum();
                 (rows, bytes)
             }));
         }

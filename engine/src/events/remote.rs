@@ -83,9 +83,10 @@ pub struct ExecutorLine {
     pub tasks: Vec<ExecutorTask>,
 }
 
-/// One task an executor committed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExecutorTask {
+/// One committed task: which it was and what it wrote (the executor's
+/// stats file lists these; [`ExecutorTask`] adds its times).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStat {
     pub stage: u32,
     pub stage_attempt: u32,
     pub task: u32,
@@ -93,6 +94,14 @@ pub struct ExecutorTask {
     /// Stored bytes and records of its output.
     pub bytes: u64,
     pub records: u64,
+}
+
+/// One task an executor committed, with its times (flattened: the JSON
+/// line has the same keys as before the two types were merged).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorTask {
+    #[serde(flatten)]
+    pub stat: TaskStat,
     /// Wall clock at its start and commit (Unix ms).
     pub start_unix_ms: f64,
     pub end_unix_ms: f64,
