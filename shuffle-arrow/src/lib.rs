@@ -22,6 +22,7 @@
 //! - [`hash`]: the stable hash every process agrees on; [`partition`]: the
 //!   partitioner over *evaluated* key columns (engines evaluate their own
 //!   expressions, so this crate knows no expression language).
+//! - [`pending`]: a partition's rows wait until they fill a block.
 //! - [`MapTaskWriter`]: one map task attempt's batches into one committed
 //!   map output; [`read_partitions`]: a partition range of committed outputs
 //!   back as a stream of batches.
@@ -33,11 +34,13 @@ pub mod codec;
 pub mod error;
 pub mod hash;
 pub mod partition;
+pub mod pending;
 pub mod reader;
 pub mod writer;
 
 pub use codec::{decode_batch, BatchEncoder};
 pub use error::{Error, Result};
 pub use partition::{split_by_index, PartitionScheme, Partitioner};
+pub use pending::PendingRows;
 pub use reader::{read_partitions, BatchReader, ReadStats};
 pub use writer::{MapTaskWriter, WriteStats};

@@ -1,9 +1,14 @@
 //! One map task's record batches into one committed map output.
 //!
 //! ```text
-//!  write(batch, keys) ─▶ Partitioner ─▶ (p, sub-batch) ─▶ BatchEncoder ─▶ MapOutputBuffer.write_block(p)
-//!  commit() ─▶ MapStatus            abort() ─▶ nothing left behind
+//!  write(batch, keys) ─▶ Partitioner ─▶ (p, sub-batch) ─▶ PendingRows ─(64 KiB of p)─▶ concat
+//!      ─▶ BatchEncoder ─▶ MapOutputBuffer.write_block(p)
+//!  flush() / commit() ─▶ what is pending, then MapStatus      abort() ─▶ nothing left behind
 //! ```
+//!
+//! A partition's rows are held until they are worth a block of their own
+//! ([`crate::pending`]): one block per input sub-batch would cost a message
+//! header, a frame and a batch on the read side for every few rows.
 //!
 //! The buffer (shuffle-core's [`MapOutputBuffer`]) takes partitions in any
 //! order, compresses, accounts its memory in the manager's pool and spills
@@ -17,11 +22,12 @@ use shuffle_core::{MapOutputBuffer, MapStatus, ShuffleManager, ShuffleManagerExt
 use crate::codec::BatchEncoder;
 use crate::error::{Error, Result};
 use crate::partition::{PartitionScheme, Partitioner};
+use crate::pending::PendingRows;
 
 /// What a [`MapTaskWriter`] has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
-    /// Blocks (one encoded sub-batch each).
+    /// Blocks written (each one partition's pending rows, encoded).
     pub blocks: u64,
     /// Rows.
     pub records: u64,
@@ -41,6 +47,7 @@ pub struct MapTaskWriter {
     encoder: BatchEncoder,
     block: Vec<u8>,
     parts: Vec<(usize, RecordBatch)>,
+    pending: PendingRows,
     stats: WriteStats,
 }
 
@@ -86,6 +93,7 @@ impl MapTaskWriter {
             encoder: BatchEncoder::new(),
             block: Vec::new(),
             parts: Vec::new(),
+            pending: PendingRows::new(),
             stats: WriteStats::default(),
         })
     }
@@ -125,11 +133,40 @@ impl MapTaskWriter {
     }
 
     /// Writes `batch` whole into `partition` (the caller partitioned it).
+    /// The rows may wait in memory (at most
+    /// [`crate::pending::PENDING_TOTAL_BYTES`] for all partitions) until
+    /// their partition has enough for a block, or until [`Self::flush`] or
+    /// [`Self::commit`].
     pub async fn write_to(&mut self, partition: u32, batch: &RecordBatch) -> Result<()> {
+        if let Some(rows) = self.pending.push(partition, batch.clone()) {
+            self.write_block(partition, &rows).await?;
+        }
+        if self.pending.over_budget() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every partition's pending rows (a task that wants its CPU
+    /// slot back before the commit calls this first).
+    pub async fn flush(&mut self) -> Result<()> {
+        for (p, rows) in self.pending.drain() {
+            self.write_block(p, &rows).await?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `rows` (one partition's, in order) as one block.
+    async fn write_block(&mut self, partition: u32, rows: &[RecordBatch]) -> Result<()> {
+        let batch = match rows {
+            [] => return Ok(()),
+            [one] => one.clone(),
+            _ => arrow::compute::concat_batches(&rows[0].schema(), rows)?,
+        };
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.encoder.encode_into(batch, &mut self.block)?;
+        self.encoder.encode_into(&batch, &mut self.block)?;
         self.buffer
             .write_block(partition, &self.block, batch.num_rows() as u64)
             .await?;
@@ -146,9 +183,14 @@ impl MapTaskWriter {
         }
     }
 
-    /// Commits the map output; returns the status of the attempt that won
-    /// (perhaps another attempt of the same map).
-    pub async fn commit(self) -> Result<MapStatus> {
+    /// Writes what is pending and commits the map output; returns the
+    /// status of the attempt that won (perhaps another attempt of the same
+    /// map). On a failed flush the output is aborted.
+    pub async fn commit(mut self) -> Result<MapStatus> {
+        if let Err(e) = self.flush().await {
+            let _ = self.buffer.abort().await;
+            return Err(e);
+        }
         Ok(self.buffer.commit().await?)
     }
 
@@ -172,6 +214,8 @@ impl MapTaskWriter {
                 let (batch, keys) = item?;
                 self.write(&batch, &keys).await?;
             }
+            // Before reading the stats: they count blocks written.
+            self.flush().await?;
             Ok(())
         }
         .await;

@@ -245,3 +245,130 @@ async fn a_writer_with_the_wrong_partition_count_is_refused() {
         "{err}"
     );
 }
+
+/// Rows as strings, in stream order.
+fn ordered_rows(batches: &[RecordBatch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| {
+                b.columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, r).expect("display"))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mgr = local(&dir);
+    let n = 4u32;
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: 7,
+        num_maps: 1,
+        num_partitions: n,
+    })
+    .await
+    .expect("register");
+    let mut w = MapTaskWriter::new(&mgr, 7, 0, 0, PartitionScheme::hash(n as usize))
+        .await
+        .expect("writer");
+    // 400 parts of 50 rows, 100 per partition, as a partitioner over many
+    // partitions hands them over.
+    let mut written: Vec<Vec<RecordBatch>> = vec![Vec::new(); n as usize];
+    for i in 0..400u32 {
+        let rows: Vec<Row> = (0..50)
+            .map(|r| {
+                let k = i as i64 * 50 + r;
+                (
+                    Some(k),
+                    Some(format!("s{k}")),
+                    None,
+                    Some(k % 2 == 0),
+                    Some(k as i128),
+                )
+            })
+            .collect();
+        let part = batch(&rows);
+        w.write_to(i % n, &part).await.expect("write");
+        written[(i % n) as usize].push(part);
+    }
+    let per_partition: usize = written[0].iter().map(|b| b.get_array_memory_size()).sum();
+    assert!(
+        per_partition > 2 * shuffle_arrow::pending::PENDING_PARTITION_BYTES,
+        "the test needs several blocks per partition"
+    );
+    w.flush().await.expect("flush");
+    let stats = w.stats();
+    assert_eq!(stats.records, 20_000);
+    assert!(
+        stats.blocks >= 2 * n as u64 && stats.blocks < 100,
+        "{} blocks for 400 parts: parts were not gathered into blocks of 64 KiB",
+        stats.blocks
+    );
+    let status = w.commit().await.expect("commit");
+    assert_eq!(status.records.iter().sum::<u64>(), 20_000);
+
+    let mut blocks_read = 0;
+    for p in 0..n {
+        let plain =
+            read_partitions(&mgr, 7, vec![status.clone()], p..p + 1, schema()).expect("reader");
+        let blocks: Vec<RecordBatch> = plain.try_collect().await.expect("read");
+        blocks_read += blocks.len() as u64;
+        let coalesced: Vec<RecordBatch> =
+            read_partitions(&mgr, 7, vec![status.clone()], p..p + 1, schema())
+                .expect("reader")
+                .coalesce_to(8192)
+                .try_collect()
+                .await
+                .expect("read");
+        // One writer: a partition's rows come back in write order, either way.
+        let want = ordered_rows(&written[p as usize]);
+        assert_eq!(ordered_rows(&blocks), want, "partition {p}, blocks");
+        assert_eq!(ordered_rows(&coalesced), want, "partition {p}, coalesced");
+        assert!(blocks.len() >= 2, "partition {p}: {} blocks", blocks.len());
+        let sizes: Vec<usize> = coalesced.iter().map(|b| b.num_rows()).collect();
+        assert_eq!(sizes, vec![5_000], "partition {p}: {} blocks", blocks.len());
+    }
+    // Without coalescing, the reader yields one batch per block.
+    assert_eq!(blocks_read, stats.blocks);
+}
+
+#[tokio::test]
+async fn a_failing_input_aborts_with_rows_still_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mgr = local(&dir);
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id: 8,
+        num_maps: 1,
+        num_partitions: 2,
+    })
+    .await
+    .expect("register");
+    let w = MapTaskWriter::new(&mgr, 8, 0, 0, PartitionScheme::hash(2))
+        .await
+        .expect("writer");
+    let b = sample(0).slice(0, 5);
+    let input = futures::stream::iter(vec![
+        Ok((b.clone(), vec![Arc::clone(b.column(0))])),
+        Err(Error::DictionaryNotSupported),
+    ]);
+    w.write_all(input)
+        .await
+        .expect_err("the input's error is returned");
+    // Nothing was committed: a new attempt commits and wins.
+    let w = MapTaskWriter::new(&mgr, 8, 0, 1, PartitionScheme::hash(2))
+        .await
+        .expect("writer");
+    let input = futures::stream::iter(vec![Ok::<_, Error>((
+        b.clone(),
+        vec![Arc::clone(b.column(0))],
+    ))]);
+    let (status, _) = w.write_all(input).await.expect("second attempt");
+    assert_eq!(status.attempt, 1);
+    assert_eq!(status.records.iter().sum::<u64>(), 5);
+}

@@ -197,9 +197,10 @@ impl ExecutionPlan for ShovelShuffleReaderExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.inner.schema();
+        let batch_size = context.session_config().batch_size();
         // Group the locations by (shuffle, partition): one reader per group
         // fetches all its maps' ranges concurrently.
         let mut groups: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
@@ -231,7 +232,10 @@ impl ExecutionPlan for ShovelShuffleReaderExec {
                 .map_err(|e| core_error(e, at()))?;
                 let reader =
                     shuffle_arrow::read_partitions(manager.as_ref(), shuffle_id, statuses, p..p + 1, schema)
-                        .map_err(|e| shuffle_error(e, at()))?;
+                        .map_err(|e| shuffle_error(e, at()))?
+                        // Full batches for the operators above: a block is one
+                        // map task's rows of one partition, often a few hundred.
+                        .coalesce_to(batch_size);
                 read.stored_bytes_read.add(reader.stored_bytes() as usize);
                 read.read_requests.add(reader.planned_requests() as usize);
                 counters.record_read(reader.stored_bytes(), reader.planned_requests());

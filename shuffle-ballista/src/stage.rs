@@ -150,7 +150,14 @@ impl QueryStageExecutor for ShovelStageExec {
         .await
         .map_err(|e| shuffle_error(e, at()))?;
 
-        let written = self.drain_into(&mut writer, &metrics, context).await;
+        let mut written = self.drain_into(&mut writer, &metrics, context).await;
+        if written.is_ok() {
+            // What waits for a full block, before the stats are read.
+            written = writer
+                .flush()
+                .await
+                .map_err(|e| shuffle_error(e, "writing pending rows"));
+        }
         if let Err(e) = written {
             let _ = writer.abort().await;
             return Err(e.context(at()));

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use futures::StreamExt;
+use shuffle_arrow::PendingRows;
 use shuffle_core::{MapStatus, ShuffleManagerExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -128,49 +129,6 @@ impl BatchPartitioner {
 /// adapter through the Arrow layer.
 pub use shuffle_arrow::partition::split_by_index;
 
-/// A partition's rows are encoded once they reach this many bytes: with
-/// hundreds of partitions, every input batch splits into tiny pieces, and
-/// encoding each piece alone costs an IPC message (schema-sized framing)
-/// per piece: 1,000 partitions wrote 3x the bytes of 8.
-const PENDING_PARTITION_BYTES: usize = 64 << 10;
-/// All partitions' pending rows together are flushed past this many bytes,
-/// which bounds what a map task holds outside the memory pool.
-const PENDING_TOTAL_BYTES: usize = 8 << 20;
-
-/// Rows partitioned but not yet encoded, per partition.
-#[derive(Default)]
-struct PendingBlocks {
-    parts: std::collections::BTreeMap<usize, (Vec<RecordBatch>, usize)>,
-    bytes: usize,
-}
-
-impl PendingBlocks {
-    /// Adds `batch` to partition `p`; returns the partition's rows when they
-    /// reached [`PENDING_PARTITION_BYTES`].
-    fn push(&mut self, p: usize, batch: RecordBatch) -> Option<Vec<RecordBatch>> {
-        let size = batch.get_array_memory_size();
-        let e = self.parts.entry(p).or_default();
-        e.0.push(batch);
-        e.1 += size;
-        self.bytes += size;
-        if e.1 < PENDING_PARTITION_BYTES {
-            return None;
-        }
-        let (rows, size) = self.parts.remove(&p)?;
-        self.bytes -= size;
-        Some(rows)
-    }
-
-    /// Every partition's pending rows, in partition order.
-    fn drain(&mut self) -> Vec<(usize, Vec<RecordBatch>)> {
-        self.bytes = 0;
-        std::mem::take(&mut self.parts)
-            .into_iter()
-            .map(|(p, (rows, _))| (p, rows))
-            .collect()
-    }
-}
-
 /// Encodes `rows` of partition `p` as one block.
 async fn write_rows(
     encoder: &mut BatchEncoder,
@@ -212,7 +170,9 @@ pub async fn write_map_output(
         .await?;
     let mut partitioner = BatchPartitioner::new(partitioning, hash::SEED_EXCHANGE, ctx.partition);
     let mut encoder = BatchEncoder::new();
-    let mut pending = PendingBlocks::default();
+    // A partition's rows wait until they fill a block (shuffle-arrow's
+    // `pending` module says why and bounds the memory).
+    let mut pending = PendingRows::new();
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -223,18 +183,18 @@ pub async fn write_map_output(
                 Ok(())
             })?;
             for (p, b) in parts {
-                if let Some(full) = pending.push(p, b) {
+                if let Some(full) = pending.push(p as u32, b) {
                     write_rows(&mut encoder, &mut writer, &ctx, p, &full).await?;
                 }
             }
-            if pending.bytes > PENDING_TOTAL_BYTES {
+            if pending.over_budget() {
                 for (p, rows) in pending.drain() {
-                    write_rows(&mut encoder, &mut writer, &ctx, p, &rows).await?;
+                    write_rows(&mut encoder, &mut writer, &ctx, p as usize, &rows).await?;
                 }
             }
         }
         for (p, rows) in pending.drain() {
-            write_rows(&mut encoder, &mut writer, &ctx, p, &rows).await?;
+            write_rows(&mut encoder, &mut writer, &ctx, p as usize, &rows).await?;
         }
         Ok(())
     }

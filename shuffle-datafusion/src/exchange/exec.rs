@@ -324,6 +324,7 @@ impl ExecutionPlan for ShovelExchangeExec {
             self.metrics.clone(),
         );
         let out_schema = Arc::clone(&schema);
+        let batch_size = context.session_config().batch_size();
         let open = async move {
             let committed = state
                 .maps
@@ -352,7 +353,9 @@ impl ExecutionPlan for ShovelExchangeExec {
                 p..p + 1,
                 schema,
             )
-            .map_err(|e| shuffle_error(e, read_context(shuffle_id, partition)))?;
+            .map_err(|e| shuffle_error(e, read_context(shuffle_id, partition)))?
+            // As RepartitionExec does: operators above get full batches.
+            .coalesce_to(batch_size);
             read.stored_bytes_read.add(reader.stored_bytes() as usize);
             read.read_requests.add(reader.planned_requests() as usize);
             let batches = futures::stream::unfold(

@@ -64,6 +64,8 @@ impl MapTask {
                         .map_err(|e| shuffle_error(e, at()))?;
                 }
             }
+            // What waits for a full block, before the stats are read.
+            writer.flush().await.map_err(|e| shuffle_error(e, at()))?;
             Ok(())
         }
         .await;

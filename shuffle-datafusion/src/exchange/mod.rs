@@ -8,11 +8,17 @@
 //!  ShovelExchangeExec ── OnceCell: register shuffle S, then for every input partition m
 //!                   │      (concurrently): MapTask m = input.execute(m)
 //!                   │        ─▶ DataFusion BatchPartitioner (hash % n, DataFusion's seed)
-//!                   │        ─▶ shuffle_arrow::MapTaskWriter.write_to(p, batch) ─▶ commit
+//!                   │        ─▶ shuffle_arrow::MapTaskWriter.write_to(p, batch)  (held until 64 KiB)
+//!                   │        ─▶ flush ─▶ commit
 //!                   │      ─▶ Vec<MapStatus>  (every map output committed: the barrier)
 //!                   ▼
-//!  shuffle_arrow::read_partitions(S, statuses, p..p+1) ─▶ RecordBatch stream
+//!  shuffle_arrow::read_partitions(S, statuses, p..p+1).coalesce_to(batch_size) ─▶ RecordBatch stream
 //! ```
+//!
+//! The reader coalesces because DataFusion 55's `RepartitionExec` does (and
+//! the planner no longer puts a `CoalesceBatchesExec` above one): without
+//! it, every operator above an exchange would see one small batch per map
+//! task and partition.
 //!
 //! One node holds both sides: in a single DataFusion process the readers
 //! pull, so the map stage runs when the first output partition is polled
