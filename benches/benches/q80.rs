@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p shovel-benches --bench q80 -- [--sf 1] [--runs 5] [--warmups 3] [--cache-dir DIR]
 //!                                               [--rtt 0,5,20] [--partitions 8,200,1000]
-//!                                               [--engines shovel,datafusion]
+//!                                               [--engines shovel,datafusion] [--codecs lz4,none]
 //! SHOVEL_BENCH_SF=5 SHOVEL_BENCH_RUNS=5 SHOVEL_BENCH_WARMUPS=3 cargo bench -p shovel-benches --bench q80
 //! ```
 //!
@@ -32,6 +32,10 @@
 //! cargo build --release -p engine -p shovel-benches --features engine/ballista --bins --benches
 //! cargo bench -p shovel-benches --features ballista --bench q80 -- --engines shovel,ballista --sf 1
 //! ```
+//!
+//! `--codecs` (default `lz4`; also `SHOVEL_BENCH_CODECS`) sets
+//! `shuffle.codec` for every engine with a Shovel shuffle: `lz4,none`
+//! runs each such configuration once per codec.
 //!
 //! `--rtt` (milliseconds, default `0`) is the latency the embedded S3
 //! server adds before answering each request (`shovel q80 --s3-latency`),
@@ -68,6 +72,8 @@ struct Opts {
     rtts: Vec<u64>,
     partitions: Vec<usize>,
     engines: Vec<Engine>,
+    /// Shuffle frame codecs (`shuffle.codec`).
+    codecs: Vec<String>,
 }
 
 /// Who runs q80.
@@ -126,6 +132,7 @@ fn parse() -> Result<Opts, String> {
     let mut warmups = env("SHOVEL_BENCH_WARMUPS").unwrap_or_else(|| "3".into());
     let mut rtt = env("SHOVEL_BENCH_RTT").unwrap_or_else(|| "0".into());
     let mut partitions = env("SHOVEL_BENCH_PARTITIONS").unwrap_or_else(|| "8".into());
+    let mut codecs = env("SHOVEL_BENCH_CODECS").unwrap_or_else(|| "lz4".into());
     let mut engines = env("SHOVEL_BENCH_ENGINES").unwrap_or_else(|| "shovel".into());
     let mut cache_dir = env("SHOVEL_BENCH_CACHE_DIR")
         .map(PathBuf::from)
@@ -148,6 +155,7 @@ fn parse() -> Result<Opts, String> {
             "--rtt" => rtt = val()?,
             "--partitions" => partitions = val()?,
             "--engines" => engines = val()?,
+            "--codecs" => codecs = val()?,
             // `cargo bench` passes `--bench`; filters are not used here.
             "--bench" => {}
             other if !other.starts_with('-') => {}
@@ -188,6 +196,12 @@ fn parse() -> Result<Opts, String> {
     if named.contains(&Engine::Ballista) {
         engines.push(Engine::BallistaOwn);
     }
+    let codecs = parse_list("--codecs", &codecs, |v| match v {
+        "lz4" | "none" => Ok(v.to_string()),
+        _ => Err(format!(
+            "--codecs `{codecs}`: `{v}` is not a shuffle codec; use lz4, none"
+        )),
+    })?;
     Ok(Opts {
         sf,
         runs,
@@ -196,6 +210,7 @@ fn parse() -> Result<Opts, String> {
         rtts,
         partitions,
         engines,
+        codecs,
     })
 }
 
@@ -208,6 +223,8 @@ struct Config {
     /// Added S3 round trip (S3 configurations only).
     rtt_ms: u64,
     partitions: usize,
+    /// `shuffle.codec` (engines with a Shovel shuffle).
+    codec: String,
 }
 
 /// Every configuration: per partition count, plan and engine, local disk
@@ -222,35 +239,44 @@ fn configs(opts: &Opts) -> Vec<Config> {
                 "broadcast off"
             };
             for &engine in &opts.engines {
-                let e = engine.label();
                 if engine.local_only() {
                     out.push(Config {
-                        name: format!("{e}, {plan}, {partitions} parts"),
+                        name: format!("{}, {plan}, {partitions} parts", engine.label()),
                         engine,
                         backend: ShuffleBackend::Local,
                         broadcast,
                         rtt_ms: 0,
                         partitions,
+                        codec: "lz4".into(),
                     });
                     continue;
                 }
-                out.push(Config {
-                    name: format!("{e} local, {plan}, {partitions} parts"),
-                    engine,
-                    backend: ShuffleBackend::Local,
-                    broadcast,
-                    rtt_ms: 0,
-                    partitions,
-                });
-                for &rtt_ms in &opts.rtts {
+                for codec in &opts.codecs {
+                    // The codec is named only when it is not the default.
+                    let e = match codec.as_str() {
+                        "lz4" => engine.label().to_string(),
+                        c => format!("{} {c}", engine.label()),
+                    };
                     out.push(Config {
-                        name: format!("{e} s3 {rtt_ms}ms, {plan}, {partitions} parts"),
+                        name: format!("{e} local, {plan}, {partitions} parts"),
                         engine,
-                        backend: ShuffleBackend::S3,
+                        backend: ShuffleBackend::Local,
                         broadcast,
-                        rtt_ms,
+                        rtt_ms: 0,
                         partitions,
+                        codec: codec.clone(),
                     });
+                    for &rtt_ms in &opts.rtts {
+                        out.push(Config {
+                            name: format!("{e} s3 {rtt_ms}ms, {plan}, {partitions} parts"),
+                            engine,
+                            backend: ShuffleBackend::S3,
+                            broadcast,
+                            rtt_ms,
+                            partitions,
+                            codec: codec.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -438,6 +464,7 @@ fn main() {
                             Engine::DataFusion => QueryEngine::DataFusion,
                             _ => QueryEngine::Ballista,
                         },
+                        shuffle_pairs: vec![("shuffle.codec".into(), c.codec.clone())],
                         shovel_exe: ballista.then(|| shovel_exe.clone()),
                         ballista_native_shuffle: c.engine == Engine::BallistaOwn,
                         s3_latency: (c.backend == ShuffleBackend::S3)
@@ -523,46 +550,56 @@ fn main() {
         .iter()
         .filter(|e| **e != Engine::PlainDataFusion)
     {
-        let e = engine.label();
-        for &partitions in &opts.partitions {
-            for (plan, broadcast) in plans {
-                let same = |c: &Config| {
-                    c.engine == engine && c.partitions == partitions && c.broadcast == broadcast
-                };
-                let Some(ml) = median_of(&|c| same(c) && c.backend == ShuffleBackend::Local) else {
-                    continue;
-                };
-                for &rtt in &opts.rtts {
-                    let Some(ms) = median_of(&|c| {
-                        same(c) && c.backend == ShuffleBackend::S3 && c.rtt_ms == rtt
-                    }) else {
+        for codec in &opts.codecs {
+            let e = match codec.as_str() {
+                "lz4" => engine.label().to_string(),
+                c => format!("{} {c}", engine.label()),
+            };
+            for &partitions in &opts.partitions {
+                for (plan, broadcast) in plans {
+                    let same = |c: &Config| {
+                        c.engine == engine
+                            && c.codec == *codec
+                            && c.partitions == partitions
+                            && c.broadcast == broadcast
+                    };
+                    let Some(ml) = median_of(&|c| same(c) && c.backend == ShuffleBackend::Local)
+                    else {
                         continue;
                     };
-                    println!(
-                        "{e}: S3 {rtt} ms / local ({plan}, {partitions} partitions): {:.2}x  \
+                    for &rtt in &opts.rtts {
+                        let Some(ms) = median_of(&|c| {
+                            same(c) && c.backend == ShuffleBackend::S3 && c.rtt_ms == rtt
+                        }) else {
+                            continue;
+                        };
+                        println!(
+                            "{e}: S3 {rtt} ms / local ({plan}, {partitions} partitions): {:.2}x  \
                          ({ms:.3} s / {ml:.3} s)",
-                        ms / ml
-                    );
+                            ms / ml
+                        );
+                    }
                 }
             }
-        }
-        if let Some(&first) = opts.partitions.first() {
-            for &partitions in opts.partitions.iter().skip(1) {
-                for (plan, broadcast) in plans {
-                    let local = |p: usize| {
-                        median_of(&|c| {
-                            c.engine == engine
-                                && c.partitions == p
-                                && c.broadcast == broadcast
-                                && c.backend == ShuffleBackend::Local
-                        })
-                    };
-                    if let (Some(a), Some(b)) = (local(first), local(partitions)) {
-                        println!(
-                            "{e}: {partitions} / {first} partitions (local, {plan}): {:.2}x  \
+            if let Some(&first) = opts.partitions.first() {
+                for &partitions in opts.partitions.iter().skip(1) {
+                    for (plan, broadcast) in plans {
+                        let local = |p: usize| {
+                            median_of(&|c| {
+                                c.engine == engine
+                                    && c.codec == *codec
+                                    && c.partitions == p
+                                    && c.broadcast == broadcast
+                                    && c.backend == ShuffleBackend::Local
+                            })
+                        };
+                        if let (Some(a), Some(b)) = (local(first), local(partitions)) {
+                            println!(
+                                "{e}: {partitions} / {first} partitions (local, {plan}): {:.2}x  \
                              ({b:.3} s / {a:.3} s)",
-                            b / a
-                        );
+                                b / a
+                            );
+                        }
                     }
                 }
             }
