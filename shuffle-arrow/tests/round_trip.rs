@@ -125,6 +125,24 @@ fn local(dir: &tempfile::TempDir) -> shuffle_core::StoreShuffleManager {
     .expect("local manager")
 }
 
+/// A local manager in `dir` with one shuffle registered.
+async fn registered(
+    dir: &tempfile::TempDir,
+    shuffle_id: u32,
+    num_maps: u32,
+    num_partitions: u32,
+) -> shuffle_core::StoreShuffleManager {
+    let mgr = local(dir);
+    mgr.register_shuffle(ShuffleHandle {
+        shuffle_id,
+        num_maps,
+        num_partitions,
+    })
+    .await
+    .expect("register");
+    mgr
+}
+
 fn sample(offset: i64) -> RecordBatch {
     let rows: Vec<Row> = (0..500)
         .map(|i| {
@@ -144,15 +162,8 @@ fn sample(offset: i64) -> RecordBatch {
 #[tokio::test]
 async fn map_outputs_read_back_partition_by_partition() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mgr = local(&dir);
     let n = 4u32;
-    mgr.register_shuffle(ShuffleHandle {
-        shuffle_id: 3,
-        num_maps: 2,
-        num_partitions: n,
-    })
-    .await
-    .expect("register");
+    let mgr = registered(&dir, 3, 2, n).await;
     let mut statuses = Vec::new();
     let mut input = Vec::new();
     for map in 0..2u32 {
@@ -203,14 +214,7 @@ async fn map_outputs_read_back_partition_by_partition() {
 #[tokio::test]
 async fn a_block_that_is_not_a_batch_names_shuffle_map_and_partition() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mgr = local(&dir);
-    mgr.register_shuffle(ShuffleHandle {
-        shuffle_id: 1,
-        num_maps: 1,
-        num_partitions: 2,
-    })
-    .await
-    .expect("register");
+    let mgr = registered(&dir, 1, 1, 2).await;
     let mut raw = mgr.buffered_writer(1, 0, 0).await.expect("writer");
     raw.write_block(1, b"\x08\x00\x00\x00not arrow", 1)
         .await
@@ -229,14 +233,7 @@ async fn a_block_that_is_not_a_batch_names_shuffle_map_and_partition() {
 #[tokio::test]
 async fn a_writer_with_the_wrong_partition_count_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mgr = local(&dir);
-    mgr.register_shuffle(ShuffleHandle {
-        shuffle_id: 2,
-        num_maps: 1,
-        num_partitions: 3,
-    })
-    .await
-    .expect("register");
+    let mgr = registered(&dir, 2, 1, 3).await;
     let err = MapTaskWriter::new(&mgr, 2, 0, 0, PartitionScheme::hash(5))
         .await
         .expect_err("5 partitions into a 3-partition shuffle");
@@ -265,15 +262,8 @@ fn ordered_rows(batches: &[RecordBatch]) -> Vec<String> {
 #[tokio::test]
 async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mgr = local(&dir);
     let n = 4u32;
-    mgr.register_shuffle(ShuffleHandle {
-        shuffle_id: 7,
-        num_maps: 1,
-        num_partitions: n,
-    })
-    .await
-    .expect("register");
+    let mgr = registered(&dir, 7, 1, n).await;
     let mut w = MapTaskWriter::new(&mgr, 7, 0, 0, PartitionScheme::hash(n as usize))
         .await
         .expect("writer");
@@ -341,14 +331,7 @@ async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
 #[tokio::test]
 async fn a_failing_input_aborts_with_rows_still_pending() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mgr = local(&dir);
-    mgr.register_shuffle(ShuffleHandle {
-        shuffle_id: 8,
-        num_maps: 1,
-        num_partitions: 2,
-    })
-    .await
-    .expect("register");
+    let mgr = registered(&dir, 8, 1, 2).await;
     let w = MapTaskWriter::new(&mgr, 8, 0, 0, PartitionScheme::hash(2))
         .await
         .expect("writer");
