@@ -222,6 +222,12 @@ pub struct S3Config {
     /// S3 decides which attempt wins (`s3.conditional_writes`); `false` for
     /// stores that ignore the header (then attempt ids go into keys).
     pub conditional_writes: bool,
+    /// Sign each PutObject/UploadPart body with SigV4's SHA-256
+    /// (`s3.sign_payload`); `false` sends `UNSIGNED-PAYLOAD`. Defaults to
+    /// `false` over HTTPS (TLS protects the body in transit, and Shovel
+    /// checks a crc32 of every frame it reads back) and `true` over plain
+    /// HTTP, where the signature is the only protection in transit.
+    pub sign_payload: bool,
 }
 
 impl fmt::Debug for S3Config {
@@ -251,6 +257,7 @@ impl fmt::Debug for S3Config {
             .field("retry", &self.retry)
             .field("probe", &self.probe)
             .field("conditional_writes", &self.conditional_writes)
+            .field("sign_payload", &self.sign_payload)
             .finish()
     }
 }
@@ -319,6 +326,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "s3.retry.max_backoff", aliases: &[], default: "10s", doc: "Largest backoff cap." },
     KeyDoc { key: "s3.retry.total_deadline", aliases: &["s3.retry.deadline"], default: "120s", doc: "Time budget of one request across attempts and backoffs." },
     KeyDoc { key: "s3.probe", aliases: &["s3.check"], default: "true", doc: "Before any work, check every bucket exists and answers like S3, and that a small object can be written, read and deleted under the job's prefix; fails within 15s with one line naming the endpoint or bucket and the fix." },
+    KeyDoc { key: "s3.sign_payload", aliases: &["s3.payload_signing"], default: "`false` over HTTPS, `true` over HTTP", doc: "Hash every uploaded body into its SigV4 signature (SHA-256, a few % of CPU when uploads are large); without it the body goes as `UNSIGNED-PAYLOAD`, protected by TLS in transit and by Shovel's crc32 per frame on read." },
     KeyDoc { key: "s3.conditional_writes", aliases: &[], default: "true", doc: "Commit each map output with one conditional PUT (If-None-Match: *) under a key without attempt, so S3 picks the winning attempt; set false for stores that ignore If-None-Match (attempt ids then go into keys). The start-up check detects such a store and switches this off with a warning." },
 ];
 
@@ -375,6 +383,7 @@ pub struct S3ConfigBuilder {
     retry: RetryConfig,
     probe: Option<bool>,
     conditional_writes: Option<bool>,
+    sign_payload: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -479,6 +488,13 @@ impl S3ConfigBuilder {
         self
     }
 
+    /// Signs upload bodies (`s3.sign_payload`) or sends them as
+    /// `UNSIGNED-PAYLOAD`.
+    pub fn sign_payload(mut self, on: bool) -> Self {
+        self.sign_payload = Some(on);
+        self
+    }
+
     /// Turns conditional commits (`s3.conditional_writes`) on or off.
     pub fn conditional_writes(mut self, on: bool) -> Self {
         self.conditional_writes = Some(on);
@@ -559,6 +575,7 @@ impl S3ConfigBuilder {
             "s3.path_style" => self.force_path_style = Some(parse_bool(key, v)?),
             "s3.probe" => self.probe = Some(parse_bool(key, v)?),
             "s3.conditional_writes" => self.conditional_writes = Some(parse_bool(key, v)?),
+            "s3.sign_payload" => self.sign_payload = Some(parse_bool(key, v)?),
             "s3.access_key_id" => self.access_key_id = Some(non_empty(key, v, "an access key id")?),
             "s3.secret_access_key" => {
                 self.secret_access_key = Some(Secret::new(non_empty(key, v, "a secret key")?))
@@ -739,6 +756,12 @@ impl S3ConfigBuilder {
         }
         self.retry.validate()?;
         let force_path_style = self.force_path_style.unwrap_or(self.endpoint.is_some());
+        // AWS's own endpoints are HTTPS; a given one may be plain HTTP.
+        let https = self
+            .endpoint
+            .as_deref()
+            .is_none_or(|e| e.trim().to_ascii_lowercase().starts_with("https://"));
+        let sign_payload = self.sign_payload.unwrap_or(!https);
         Ok(S3Config {
             buckets: self.buckets,
             region: self.region,
@@ -757,6 +780,7 @@ impl S3ConfigBuilder {
             retry: self.retry,
             probe: self.probe.unwrap_or(true),
             conditional_writes: self.conditional_writes.unwrap_or(true),
+            sign_payload,
         })
     }
 }
@@ -816,6 +840,30 @@ mod tests {
             Err(Error::Config { key, .. }) => key,
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn payloads_are_signed_over_plain_http_only_unless_told() {
+        let sign = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("s3.bucket", "s3://bkt1")];
+            all.extend_from_slice(pairs);
+            S3Config::from_pairs(all).unwrap().sign_payload
+        };
+        assert!(!sign(&[]), "AWS's endpoints are HTTPS");
+        assert!(!sign(&[("s3.endpoint", "https://minio.example:9000")]));
+        assert!(sign(&[("s3.endpoint", "http://127.0.0.1:9000")]));
+        assert!(!sign(&[
+            ("s3.endpoint", "http://127.0.0.1:9000"),
+            ("s3.sign_payload", "false")
+        ]));
+        assert!(sign(&[("s3.payload_signing", "true")]), "the alias");
+        assert_eq!(
+            err_key(S3Config::from_pairs([
+                ("s3.bucket", "s3://bkt1"),
+                ("s3.sign_payload", "sometimes"),
+            ])),
+            "s3.sign_payload"
+        );
     }
 
     #[test]

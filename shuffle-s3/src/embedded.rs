@@ -132,6 +132,9 @@ pub struct ServerStats {
     pub faults_injected: u64,
     /// One record per PutObject and CreateMultipartUpload, in arrival order.
     pub sse: Vec<SseRecord>,
+    /// PutObject and UploadPart requests whose body was sent unsigned
+    /// (`x-amz-content-sha256: UNSIGNED-PAYLOAD`, `s3.sign_payload=false`).
+    pub unsigned_uploads: u64,
 }
 
 impl ServerStats {
@@ -357,6 +360,11 @@ impl FaultService {
         {
             let mut stats = lock(&self.faults.stats);
             *stats.requests.entry(op).or_default() += 1;
+            if matches!(op, S3Op::PutObject | S3Op::UploadPart)
+                && header("x-amz-content-sha256").as_deref() == Some("UNSIGNED-PAYLOAD")
+            {
+                stats.unsigned_uploads += 1;
+            }
             if matches!(op, S3Op::PutObject | S3Op::CreateMultipartUpload) {
                 stats.sse.push(SseRecord {
                     op,

@@ -193,6 +193,40 @@ async fn multipart_upload_is_byte_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_payloads_when_asked_and_signed_over_http_by_default() {
+    let server = EmbeddedS3::start_temp().await.unwrap();
+    // The embedded server is plain HTTP: bodies are signed by default.
+    let (signed, _) = store_with(&server, |b| b).await;
+    assert!(signed.config().sign_payload);
+    let data = random_bytes(11, 300_000);
+    signed
+        .put(&ObjectKey::new(1, "app/signed"), data.clone())
+        .await
+        .unwrap();
+    assert_eq!(server.stats().unsigned_uploads, 0);
+
+    // Unsigned, a PutObject and the parts of a multipart upload are sent
+    // as UNSIGNED-PAYLOAD and come back byte for byte.
+    let (unsigned, _) = store_with(&server, |b| {
+        b.sign_payload(false)
+            .part_size(5 * MIB as u64)
+            .multipart_threshold(5 * MIB as u64)
+    })
+    .await;
+    let small = ObjectKey::new(2, "app/unsigned");
+    unsigned.put(&small, data.clone()).await.unwrap();
+    assert_eq!(unsigned.get(&small).await.unwrap(), data);
+    let big = ObjectKey::new(3, "app/unsigned-big");
+    let big_data = random_bytes(12, 11 * MIB);
+    let n = write_streaming(&unsigned, &big, &big_data, 1 << 20).await;
+    assert_eq!(n, big_data.len() as u64);
+    assert!(unsigned.get(&big).await.unwrap() == big_data);
+    let s = server.stats();
+    assert_eq!(s.count(S3Op::UploadPart), 3);
+    assert_eq!(s.unsigned_uploads, 1 + 3, "the PutObject and 3 parts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_leaves_no_object() {
     let server = EmbeddedS3::start_temp().await.unwrap();
     let (store, metrics) = store_with(&server, |b| {

@@ -106,7 +106,8 @@ impl Inner {
         let (sse, kms) = self.sse();
         let len = data.len() as u64;
         self.send(Op::Put, || {
-            self.client
+            let req = self
+                .client
                 .put_object()
                 .bucket(bucket)
                 .key(key)
@@ -116,7 +117,13 @@ impl Inner {
                 .set_ssekms_key_id(kms.clone())
                 .set_expected_bucket_owner(self.owner())
                 .set_if_none_match(if_none_match.then(|| "*".to_string()))
-                .send()
+                .customize();
+            // `s3.sign_payload` (see S3Config::sign_payload).
+            if self.config.sign_payload {
+                req.send()
+            } else {
+                req.disable_payload_signing().send()
+            }
         })
         .await?;
         add(&self.metrics.requests.bytes_uploaded, len);
@@ -219,7 +226,8 @@ impl Inner {
         let len = data.len() as u64;
         let out = self
             .call(Op::UploadPart, bucket, key, || {
-                self.client
+                let req = self
+                    .client
                     .upload_part()
                     .bucket(bucket)
                     .key(key)
@@ -228,7 +236,12 @@ impl Inner {
                     .content_length(len as i64)
                     .body(ByteStream::from(data.clone()))
                     .set_expected_bucket_owner(self.owner())
-                    .send()
+                    .customize();
+                if self.config.sign_payload {
+                    req.send()
+                } else {
+                    req.disable_payload_signing().send()
+                }
             })
             .await?;
         add(&self.metrics.requests.bytes_uploaded, len);
