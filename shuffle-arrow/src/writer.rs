@@ -185,13 +185,15 @@ impl MapTaskWriter {
 
     /// Writes what is pending and commits the map output; returns the
     /// status of the attempt that won (perhaps another attempt of the same
-    /// map). On a failed flush the output is aborted.
-    pub async fn commit(mut self) -> Result<MapStatus> {
+    /// map) and what this attempt wrote, pending rows included. On a failed
+    /// flush the output is aborted.
+    pub async fn commit(mut self) -> Result<(MapStatus, WriteStats)> {
         if let Err(e) = self.flush().await {
             let _ = self.buffer.abort().await;
             return Err(e);
         }
-        Ok(self.buffer.commit().await?)
+        let stats = self.stats();
+        Ok((self.buffer.commit().await?, stats))
     }
 
     /// Drops everything written; leaves nothing behind.
@@ -214,17 +216,11 @@ impl MapTaskWriter {
                 let (batch, keys) = item?;
                 self.write(&batch, &keys).await?;
             }
-            // Before reading the stats: they count blocks written.
-            self.flush().await?;
             Ok(())
         }
         .await;
         match result {
-            Ok(()) => {
-                let stats = self.stats;
-                let status = self.commit().await?;
-                Ok((status, stats))
-            }
+            Ok(()) => Ok(self.commit().await?),
             Err(e) => {
                 let _ = self.abort().await;
                 Err(e)

@@ -300,7 +300,8 @@ async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
         "{} blocks for 400 parts: parts were not gathered into blocks of 64 KiB",
         stats.blocks
     );
-    let status = w.commit().await.expect("commit");
+    let (status, committed) = w.commit().await.expect("commit");
+    assert_eq!(committed, stats, "nothing was pending after the flush");
     assert_eq!(status.records.iter().sum::<u64>(), 20_000);
 
     let mut blocks_read = 0;

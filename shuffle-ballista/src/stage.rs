@@ -150,20 +150,12 @@ impl QueryStageExecutor for ShovelStageExec {
         .await
         .map_err(|e| shuffle_error(e, at()))?;
 
-        let mut written = self.drain_into(&mut writer, &metrics, context).await;
-        if written.is_ok() {
-            // What waits for a full block, before the stats are read.
-            written = writer
-                .flush()
-                .await
-                .map_err(|e| shuffle_error(e, "writing pending rows"));
-        }
+        let written = self.drain_into(&mut writer, &metrics, context).await;
         if let Err(e) = written {
             let _ = writer.abort().await;
             return Err(e.context(at()));
         }
-        let stats = writer.stats();
-        let status = writer.commit().await.map_err(|e| shuffle_error(e, at()))?;
+        let (status, stats) = writer.commit().await.map_err(|e| shuffle_error(e, at()))?;
         timer.done();
         metrics.records_written.add(stats.records as usize);
         metrics

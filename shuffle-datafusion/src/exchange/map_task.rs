@@ -64,8 +64,6 @@ impl MapTask {
                         .map_err(|e| shuffle_error(e, at()))?;
                 }
             }
-            // What waits for a full block, before the stats are read.
-            writer.flush().await.map_err(|e| shuffle_error(e, at()))?;
             Ok(())
         }
         .await;
@@ -75,8 +73,7 @@ impl MapTask {
             let _ = writer.abort().await;
             return Err(e);
         }
-        let stats = writer.stats();
-        let status = writer.commit().await.map_err(|e| shuffle_error(e, at()))?;
+        let (status, stats) = writer.commit().await.map_err(|e| shuffle_error(e, at()))?;
         timer.done();
         let m = &self.metrics;
         m.records_written.add(stats.records as usize);
