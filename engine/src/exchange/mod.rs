@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  map task (stage S)                                   reduce task (stage S+1)
-//!  plan.execute(p) ─▶ BatchPartitioner ─▶ BatchEncoder ─▶ MapOutputBuffer.write_block(part, ipc)
-//!                      (hash | round-robin | single)       └─ commit ─▶ MapStatus ─▶ MapOutputTracker
+//!  plan.execute(p) ─▶ BatchPartitioner ─▶ shuffle_arrow::MapTaskWriter.write_to(part, rows)
+//!                      (hash | round-robin | single)       (gathers, encodes, MapOutputBuffer.write_block)
+//!                                                          └─ commit ─▶ MapStatus ─▶ MapOutputTracker
 //!  ShuffleReadExec(part) ◀─ decode_batch ◀─ manager.reader(shuffle, statuses, part..part+1)
 //! ```
 //!
@@ -25,15 +26,14 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use futures::StreamExt;
-use shuffle_arrow::PendingRows;
-use shuffle_core::{MapStatus, ShuffleManagerExt};
+use shuffle_arrow::{MapTaskWriter, PartitionScheme};
+use shuffle_core::MapStatus;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Result;
 use crate::expr::PhysicalExpr;
 use crate::metrics::TaskMetrics;
 use crate::runtime::{BatchStream, TaskContext};
-use codec::BatchEncoder;
 
 /// How an exchange distributes rows.
 #[derive(Debug, Clone)]
@@ -129,26 +129,6 @@ impl BatchPartitioner {
 /// adapter through the Arrow layer.
 pub use shuffle_arrow::partition::split_by_index;
 
-/// Encodes `rows` of partition `p` as one block.
-async fn write_rows(
-    encoder: &mut BatchEncoder,
-    writer: &mut shuffle_core::MapOutputBuffer,
-    ctx: &TaskContext,
-    p: usize,
-    rows: &[RecordBatch],
-) -> Result<()> {
-    let Some(first) = rows.first() else {
-        return Ok(());
-    };
-    let batch = arrow::compute::concat_batches(&first.schema(), rows)?;
-    let bytes = encoder.encode(&batch)?;
-    TaskMetrics::add(&ctx.metrics.bytes_out, bytes.len() as u64);
-    writer
-        .write_block(p as u32, &bytes, batch.num_rows() as u64)
-        .await?;
-    Ok(())
-}
-
 /// Writes `stream` (partition `ctx.partition` of a map stage, already
 /// executed, so its shuffle reads may be under way) as map output of
 /// `shuffle_id`.
@@ -164,15 +144,24 @@ pub async fn write_map_output(
     io: &Semaphore,
 ) -> Result<MapStatus> {
     let map_id = ctx.partition as u32;
-    let mut writer = ctx
-        .manager
-        .buffered_writer(shuffle_id, map_id, ctx.attempt)
-        .await?;
+    // The engine partitions by its own expressions and hands the writer
+    // each part (`write_to`); the scheme only sizes the writer.
+    let mut writer = MapTaskWriter::new(
+        ctx.manager.as_ref(),
+        shuffle_id,
+        map_id,
+        ctx.attempt,
+        PartitionScheme::hash(partitioning.num_partitions()),
+    )
+    .await?;
     let mut partitioner = BatchPartitioner::new(partitioning, hash::SEED_EXCHANGE, ctx.partition);
-    let mut encoder = BatchEncoder::new();
-    // A partition's rows wait until they fill a block (shuffle-arrow's
-    // `pending` module says why and bounds the memory).
-    let mut pending = PendingRows::new();
+    // Encoded bytes reported to the task's metrics as blocks are written.
+    let mut reported = 0u64;
+    let mut report = |w: &MapTaskWriter| {
+        let encoded = w.stats().encoded_bytes;
+        TaskMetrics::add(&ctx.metrics.bytes_out, encoded - reported);
+        reported = encoded;
+    };
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -183,19 +172,13 @@ pub async fn write_map_output(
                 Ok(())
             })?;
             for (p, b) in parts {
-                if let Some(full) = pending.push(p as u32, b) {
-                    write_rows(&mut encoder, &mut writer, &ctx, p, &full).await?;
-                }
+                writer.write_to(p as u32, &b).await?;
             }
-            if pending.over_budget() {
-                for (p, rows) in pending.drain() {
-                    write_rows(&mut encoder, &mut writer, &ctx, p as usize, &rows).await?;
-                }
-            }
+            report(&writer);
         }
-        for (p, rows) in pending.drain() {
-            write_rows(&mut encoder, &mut writer, &ctx, p as usize, &rows).await?;
-        }
+        // What waits for a full block, before the slot is given back.
+        writer.flush().await?;
+        report(&writer);
         Ok(())
     }
     .await;
@@ -207,7 +190,7 @@ pub async fn write_map_output(
                 .acquire()
                 .await
                 .map_err(|_| crate::error::EngineError::internal("upload budget closed"))?;
-            let status = writer.commit().await?;
+            let (status, _) = writer.commit().await?;
             let written: u64 = status.lengths.iter().sum();
             TaskMetrics::add(&ctx.metrics.shuffle_bytes_written, written);
             Ok(status)
