@@ -329,6 +329,60 @@ async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
     assert_eq!(blocks_read, stats.blocks);
 }
 
+/// Parts that are slices of one input batch (as DataFusion's partitioner
+/// and `split_by_index` hand them over) are gathered by their own size: each
+/// used to count as its whole parent and became a block of its own.
+#[tokio::test]
+async fn slices_of_one_batch_share_blocks_and_read_back_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 4u32;
+    let mgr = registered(&dir, 9, 1, n).await;
+    let mut w = MapTaskWriter::new(&mgr, 9, 0, 0, PartitionScheme::hash(n as usize))
+        .await
+        .expect("writer");
+    let mut written: Vec<Vec<RecordBatch>> = vec![Vec::new(); n as usize];
+    let mut parts = 0u64;
+    for i in 0..100i64 {
+        let rows: Vec<Row> = (0..2000)
+            .map(|r| {
+                let k = i * 2000 + r;
+                (Some(k), Some(format!("s{k}")), Some(k as f64), None, None)
+            })
+            .collect();
+        let parent = batch(&rows);
+        assert!(
+            parent.get_array_memory_size() >= shuffle_arrow::pending::PENDING_PARTITION_BYTES,
+            "each slice must report a parent of at least a block"
+        );
+        for p in 0..n {
+            let part = parent.slice(p as usize * 500, 500);
+            w.write_to(p, &part).await.expect("write");
+            written[p as usize].push(part);
+            parts += 1;
+        }
+    }
+    let (status, stats) = w.commit().await.expect("commit");
+    assert_eq!(stats.records, 200_000);
+    assert!(
+        stats.blocks >= 2 * n as u64 && stats.blocks * 2 < parts,
+        "{} blocks for {parts} slices: slices were not gathered into blocks",
+        stats.blocks
+    );
+    for p in 0..n {
+        let got: Vec<RecordBatch> =
+            read_partitions(&mgr, 9, vec![status.clone()], p..p + 1, schema())
+                .expect("reader")
+                .try_collect()
+                .await
+                .expect("read");
+        assert_eq!(
+            ordered_rows(&got),
+            ordered_rows(&written[p as usize]),
+            "partition {p}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_failing_input_aborts_with_rows_still_pending() {
     let dir = tempfile::tempdir().expect("tempdir");
