@@ -225,8 +225,10 @@ pub struct S3Config {
     /// Sign each PutObject/UploadPart body with SigV4's SHA-256
     /// (`s3.sign_payload`); `false` sends `UNSIGNED-PAYLOAD`. Defaults to
     /// `false` over HTTPS (TLS protects the body in transit, and Shovel
-    /// checks a crc32 of every frame it reads back) and `true` over plain
-    /// HTTP, where the signature is the only protection in transit.
+    /// checks a crc32 of every frame it reads back) and to a loopback
+    /// endpoint (the bytes never leave the machine), `true` over plain HTTP
+    /// to another host, where the signature is the only protection in
+    /// transit.
     pub sign_payload: bool,
 }
 
@@ -326,7 +328,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "s3.retry.max_backoff", aliases: &[], default: "10s", doc: "Largest backoff cap." },
     KeyDoc { key: "s3.retry.total_deadline", aliases: &["s3.retry.deadline"], default: "120s", doc: "Time budget of one request across attempts and backoffs." },
     KeyDoc { key: "s3.probe", aliases: &["s3.check"], default: "true", doc: "Before any work, check every bucket exists and answers like S3, and that a small object can be written, read and deleted under the job's prefix; fails within 15s with one line naming the endpoint or bucket and the fix." },
-    KeyDoc { key: "s3.sign_payload", aliases: &["s3.payload_signing"], default: "`false` over HTTPS, `true` over HTTP", doc: "Hash every uploaded body into its SigV4 signature (SHA-256, a few % of CPU when uploads are large); without it the body goes as `UNSIGNED-PAYLOAD`, protected by TLS in transit and by Shovel's crc32 per frame on read." },
+    KeyDoc { key: "s3.sign_payload", aliases: &["s3.payload_signing"], default: "`false` over HTTPS and to loopback, `true` over HTTP to another host", doc: "Hash every uploaded body into its SigV4 signature (SHA-256, a few % of CPU when uploads are large); without it the body goes as `UNSIGNED-PAYLOAD`, protected by TLS (or by never leaving the machine) in transit and by Shovel's crc32 per frame on read." },
     KeyDoc { key: "s3.conditional_writes", aliases: &[], default: "true", doc: "Commit each map output with one conditional PUT (If-None-Match: *) under a key without attempt, so S3 picks the winning attempt; set false for stores that ignore If-None-Match (attempt ids then go into keys). The start-up check detects such a store and switches this off with a warning." },
 ];
 
@@ -756,12 +758,12 @@ impl S3ConfigBuilder {
         }
         self.retry.validate()?;
         let force_path_style = self.force_path_style.unwrap_or(self.endpoint.is_some());
-        // AWS's own endpoints are HTTPS; a given one may be plain HTTP.
-        let https = self
-            .endpoint
-            .as_deref()
-            .is_none_or(|e| e.trim().to_ascii_lowercase().starts_with("https://"));
-        let sign_payload = self.sign_payload.unwrap_or(!https);
+        // AWS's own endpoints are HTTPS; a given one may be plain HTTP, and
+        // only plain HTTP to another host leaves the body unprotected.
+        let protected = self.endpoint.as_deref().is_none_or(|e| {
+            e.trim().to_ascii_lowercase().starts_with("https://") || is_loopback(e)
+        });
+        let sign_payload = self.sign_payload.unwrap_or(!protected);
         Ok(S3Config {
             buckets: self.buckets,
             region: self.region,
@@ -783,6 +785,25 @@ impl S3ConfigBuilder {
             sign_payload,
         })
     }
+}
+
+/// Whether `endpoint` (`scheme://host[:port][/path]`) names this machine
+/// over loopback (`localhost`, `127.0.0.0/8`, `::1`): bytes sent there never
+/// cross a network.
+fn is_loopback(endpoint: &str) -> bool {
+    let rest = endpoint.trim();
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        // [v6]:port
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The process environment, skipping variables that are not UTF-8
@@ -843,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn payloads_are_signed_over_plain_http_only_unless_told() {
+    fn payloads_are_signed_over_plain_http_to_another_host_only_unless_told() {
         let sign = |pairs: &[(&str, &str)]| {
             let mut all = vec![("s3.bucket", "s3://bkt1")];
             all.extend_from_slice(pairs);
@@ -851,9 +872,30 @@ mod tests {
         };
         assert!(!sign(&[]), "AWS's endpoints are HTTPS");
         assert!(!sign(&[("s3.endpoint", "https://minio.example:9000")]));
-        assert!(sign(&[("s3.endpoint", "http://127.0.0.1:9000")]));
-        assert!(!sign(&[
+        assert!(sign(&[("s3.endpoint", "http://minio.internal:9000")]));
+        assert!(sign(&[("s3.endpoint", "http://10.0.0.7:9000/")]));
+        // A host that merely starts like a loopback address is another host.
+        assert!(sign(&[(
+            "s3.endpoint",
+            "http://127.0.0.1.example.com:9000"
+        )]));
+        assert!(sign(&[("s3.endpoint", "http://localhost.example.com")]));
+        // Loopback: the bytes never cross a network.
+        for e in [
+            "http://127.0.0.1:9000",
+            "http://127.0.0.2",
+            "http://LOCALHOST:9000/prefix",
+            "http://[::1]:9000",
+            "http://user@127.0.0.1:9000",
+        ] {
+            assert!(!sign(&[("s3.endpoint", e)]), "{e}");
+        }
+        assert!(sign(&[
             ("s3.endpoint", "http://127.0.0.1:9000"),
+            ("s3.sign_payload", "true")
+        ]));
+        assert!(!sign(&[
+            ("s3.endpoint", "http://minio.internal:9000"),
             ("s3.sign_payload", "false")
         ]));
         assert!(sign(&[("s3.payload_signing", "true")]), "the alias");

@@ -193,10 +193,11 @@ async fn multipart_upload_is_byte_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsigned_payloads_when_asked_and_signed_over_http_by_default() {
+async fn unsigned_payloads_to_loopback_by_default_and_signed_when_asked() {
     let server = EmbeddedS3::start_temp().await.unwrap();
-    // The embedded server is plain HTTP: bodies are signed by default.
-    let (signed, _) = store_with(&server, |b| b).await;
+    // The embedded server is plain HTTP on 127.0.0.1: bodies that never
+    // leave the machine go unsigned by default; signing is asked for here.
+    let (signed, _) = store_with(&server, |b| b.sign_payload(true)).await;
     assert!(signed.config().sign_payload);
     let data = random_bytes(11, 300_000);
     signed
@@ -205,14 +206,14 @@ async fn unsigned_payloads_when_asked_and_signed_over_http_by_default() {
         .unwrap();
     assert_eq!(server.stats().unsigned_uploads, 0);
 
-    // Unsigned, a PutObject and the parts of a multipart upload are sent
+    // By default, a PutObject and the parts of a multipart upload are sent
     // as UNSIGNED-PAYLOAD and come back byte for byte.
     let (unsigned, _) = store_with(&server, |b| {
-        b.sign_payload(false)
-            .part_size(5 * MIB as u64)
+        b.part_size(5 * MIB as u64)
             .multipart_threshold(5 * MIB as u64)
     })
     .await;
+    assert!(!unsigned.config().sign_payload);
     let small = ObjectKey::new(2, "app/unsigned");
     unsigned.put(&small, data.clone()).await.unwrap();
     assert_eq!(unsigned.get(&small).await.unwrap(), data);
