@@ -21,15 +21,26 @@
 //! realign it on read. The trailing magic turns a block of another layout
 //! into a clear [`Error::MalformedBlock`] instead of a misread.
 //!
+//! String and binary view columns (`Utf8View`, `BinaryView`: what
+//! DataFusion and Shovel's engine read Parquet strings as) are compacted
+//! first when their data buffers hold more than twice the bytes their views
+//! use. IPC writes a view column's data buffers whole, and a partition's
+//! part (a `take` or a slice) still points into its input batch's buffers,
+//! so without this every block carried all the strings of the batch it came
+//! from: at 1,000 partitions, a stage of 11,718 rows wrote 111 MiB.
+//!
 //! Dictionary-encoded columns are refused (their dictionaries would have to
 //! travel in every block); cast them to their value type first.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::RecordBatchOptions;
+use arrow::array::{Array, ArrayRef, AsArray, GenericByteViewArray, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{ByteViewType, DataType};
 use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use bytes::Bytes;
 
@@ -75,10 +86,11 @@ impl BatchEncoder {
     /// Encodes `batch` as one block into `out`, replacing its contents
     /// (and, to avoid a copy, usually its allocation).
     pub fn encode_into(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let batch = compact_views(batch)?;
         let mut tracker = DictionaryTracker::new(false);
         let (dicts, data) = self
             .gen
-            .encode(batch, &mut tracker, &self.opts, &mut self.ctx)?;
+            .encode(&batch, &mut tracker, &self.opts, &mut self.ctx)?;
         if !dicts.is_empty() {
             return Err(Error::DictionaryNotSupported);
         }
@@ -97,6 +109,40 @@ impl BatchEncoder {
         self.encode_into(batch, &mut out)?;
         Ok(out)
     }
+}
+
+/// `batch` with every view column whose data buffers hold more than twice
+/// the bytes its views use rewritten compactly (see the module docs); the
+/// batch itself when none does.
+pub fn compact_views(batch: &RecordBatch) -> Result<Cow<'_, RecordBatch>> {
+    let mut columns: Option<Vec<ArrayRef>> = None;
+    for (i, col) in batch.columns().iter().enumerate() {
+        let compacted = match col.data_type() {
+            DataType::Utf8View => compact(col.as_string_view()),
+            DataType::BinaryView => compact(col.as_binary_view()),
+            _ => None,
+        };
+        if let Some(c) = compacted {
+            columns.get_or_insert_with(|| batch.columns().to_vec())[i] = c;
+        }
+    }
+    let Some(columns) = columns else {
+        return Ok(Cow::Borrowed(batch));
+    };
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(Cow::Owned(RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &options,
+    )?))
+}
+
+fn compact<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+    let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
+    if held == 0 || held <= 2 * a.total_buffer_bytes_used() {
+        return None;
+    }
+    Some(Arc::new(a.gc()))
 }
 
 /// Decodes a block written by [`BatchEncoder`].
@@ -244,5 +290,43 @@ mod tests {
         let mut short_body = good.clone();
         short_body.remove(0);
         assert!(malformed(short_body).contains("the block holds"));
+    }
+
+    /// A slice of a view column is written with the strings it uses, not
+    /// with every data buffer of the batch it was cut from.
+    #[test]
+    fn view_columns_are_compacted_before_encoding() {
+        use arrow::array::{BinaryViewArray, StringViewArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8View, true),
+            Field::new("b", DataType::BinaryView, true),
+        ]));
+        let strings: Vec<Option<String>> = (0..1000)
+            .map(|i| (i % 7 != 0).then(|| format!("{i:0>40}")))
+            .collect();
+        let big = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringViewArray::from_iter(strings.iter().cloned())),
+                Arc::new(BinaryViewArray::from_iter(
+                    strings.iter().map(|s| s.as_ref().map(|s| s.as_bytes())),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut enc = BatchEncoder::new();
+        let whole = enc.encode(&big).unwrap();
+        assert!(whole.len() > 2 * 1000 * 40 * 6 / 7, "{}", whole.len());
+        assert!(matches!(compact_views(&big).unwrap(), Cow::Borrowed(_)));
+
+        let part = big.slice(500, 10);
+        let block = enc.encode(&part).unwrap();
+        assert!(
+            block.len() < 4096,
+            "10 rows of 40 bytes took {} bytes: the data buffers went whole",
+            block.len()
+        );
+        let back = decode_batch(Bytes::from(block), &schema).unwrap();
+        assert_eq!(back, part);
     }
 }
