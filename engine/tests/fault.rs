@@ -229,7 +229,7 @@ fn unread_spill_runs_are_deleted_when_dropped() {
             manager: Arc::new(manager.clone()) as Arc<dyn ShuffleManager>,
             tracker: Arc::new(engine::scheduler::tracker::MapOutputTracker::new()),
             metrics: Arc::default(),
-            read_ranges: None,
+            read_range: None,
             executor: 0,
             broadcasts: Arc::default(),
         });

@@ -363,6 +363,88 @@ fn both_join_sides_get_the_same_ranges_and_answers_do_not_change() {
     });
 }
 
+/// A union of two shuffled aggregates coalesces each input on its own (as
+/// q80's channel union does): its stage runs a few tasks, not one per
+/// partition of every input, no task's range spans both inputs, and the
+/// answer is the same as without coalescing, on both backends.
+#[test]
+fn a_union_of_shuffle_reads_coalesces_each_input() {
+    runtime().block_on(async {
+        let a = rows_a(3000, 300);
+        let b = rows_b(2000, 200);
+        let mut want: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in &a {
+            *want.entry(r.0.unwrap_or_default()).or_default() += r.2.unwrap_or_default();
+        }
+        for r in &b {
+            *want.entry(r.0.unwrap_or_default()).or_default() += r.2.unwrap_or_default();
+        }
+        let want: Vec<Row> = want
+            .into_iter()
+            .map(|(k, v)| vec![V::I(k), V::I(v)])
+            .collect();
+        for backend in [Backend::Local, Backend::S3] {
+            let mut answers = Vec::new();
+            for target in [32usize << 20, 0] {
+                let t = session(
+                    backend,
+                    EngineConfig {
+                        shuffle_partitions: 24,
+                        parallelism: 2,
+                        scan_partitions: Some(2),
+                        broadcast_threshold: 0,
+                        coalesce_target: target,
+                        ..Default::default()
+                    },
+                )
+                .await;
+                let sa = t
+                    .session
+                    .read_batches(schema_a(), batches_a(&a, 2))
+                    .expect("a")
+                    .aggregate(vec![col("a_key")], vec![sum(col("a_val")).alias("s")])
+                    .expect("agg a");
+                let sb = t
+                    .session
+                    .read_batches(schema_b(), batches_b(&b, 2))
+                    .expect("b")
+                    .aggregate(vec![col("b_key")], vec![sum(col("b_val")).alias("s")])
+                    .expect("agg b");
+                let df = sa
+                    .union_all(&sb)
+                    .expect("union")
+                    .aggregate(vec![col("a_key")], vec![sum(col("s")).alias("s")])
+                    .expect("agg union");
+                let (batches, summary) = df.collect_with_summary().await.expect("job");
+                let union = summary
+                    .stages
+                    .iter()
+                    .find(|s| s.description.contains("Union"))
+                    .unwrap_or_else(|| panic!("no union stage: {}", summary.to_json()));
+                assert_eq!(union.partitions, 48, "two inputs of 24 partitions");
+                if target > 0 {
+                    // Two slots: two ranges per input.
+                    assert_eq!(
+                        union.num_tasks,
+                        4,
+                        "{backend:?}: union stage ran {} tasks: {}",
+                        union.num_tasks,
+                        summary.to_json()
+                    );
+                } else {
+                    assert_eq!(union.num_tasks, 48, "{backend:?}: coalescing off");
+                }
+                answers.push(sorted(rows(&batches)));
+            }
+            assert_eq!(
+                answers[0], answers[1],
+                "{backend:?}: coalescing the union changed the answer"
+            );
+            assert_eq!(answers[0], want, "{backend:?}: wrong answer");
+        }
+    });
+}
+
 /// A broadcast join's table is built once per stage and executor, however
 /// many tasks the stage runs there.
 #[test]

@@ -72,6 +72,12 @@ pub trait ExecutionPlan: Send + Sync + Debug {
     fn partitioned_read(&self) -> Option<(u32, usize)> {
         None
     }
+    /// True when the output partitions are the inputs' partitions one after
+    /// another (a union): the scheduler then coalesces each input's reads on
+    /// its own, and a task's range never spans two inputs.
+    fn concatenates_inputs(&self) -> bool {
+        false
+    }
 }
 
 /// Renders a plan tree, one operator per line.

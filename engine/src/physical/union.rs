@@ -28,11 +28,25 @@ impl ExecutionPlan for UnionExec {
     fn children(&self) -> Vec<Arc<dyn ExecutionPlan>> {
         self.inputs.clone()
     }
+    fn concatenates_inputs(&self) -> bool {
+        true
+    }
     fn execute(&self, mut partition: usize, ctx: Arc<TaskContext>) -> Result<BatchStream> {
+        let mut offset = 0u32;
         for input in &self.inputs {
             let n = input.output_partitions();
             if partition < n {
                 let schema = Arc::clone(&self.schema);
+                // A coalesced task's range lies within this input (the
+                // scheduler never lets one span two); the input counts its
+                // partitions from 0.
+                let ctx = match &ctx.read_range {
+                    Some(r) if r.start >= offset => Arc::new(TaskContext {
+                        read_range: Some(r.start - offset..r.end - offset),
+                        ..(*ctx).clone()
+                    }),
+                    _ => ctx,
+                };
                 let s = crate::physical::execute(input, partition, ctx)?;
                 // Re-label columns with the union's names (types already match).
                 return Ok(Box::pin(s.map(move |b| {
@@ -44,6 +58,7 @@ impl ExecutionPlan for UnionExec {
                 })));
             }
             partition -= n;
+            offset += n as u32;
         }
         Err(EngineError::internal("union partition out of range"))
     }

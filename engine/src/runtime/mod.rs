@@ -52,7 +52,7 @@ pub trait MapOutputs: Send + Sync + Debug {
 }
 
 /// Everything a running task needs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TaskContext {
     pub stage_id: usize,
     pub partition: usize,
@@ -62,10 +62,11 @@ pub struct TaskContext {
     /// Committed map outputs (the scheduler's tracker).
     pub tracker: Arc<dyn MapOutputs>,
     pub metrics: Arc<TaskMetrics>,
-    /// Shuffle partitions each task of the stage reads, when the scheduler
-    /// coalesced them (task `i` reads `ranges[i]` of every non-broadcast
-    /// shuffle of the stage); `None`: task `i` reads partition `i`.
-    pub read_ranges: Option<Arc<Vec<Range<u32>>>>,
+    /// The shuffle partitions this task reads of every non-broadcast
+    /// shuffle of the stage, when the scheduler fixed them (coalesced
+    /// neighbours, counted in the partitions of the plan being executed: a
+    /// union shifts it for its input); `None`: the partition executed.
+    pub read_range: Option<Range<u32>>,
     /// The executor the attempt runs on.
     pub executor: usize,
     /// Broadcast hash tables shared by the stage's tasks on one executor.
@@ -85,9 +86,9 @@ impl TaskContext {
         self.config.batch_size
     }
 
-    /// The shuffle partitions task `partition` reads (see `read_ranges`).
+    /// The shuffle partitions a read of `partition` covers (see `read_range`).
     pub fn read_range(&self, partition: usize) -> Range<u32> {
-        match self.read_ranges.as_ref().and_then(|r| r.get(partition)) {
+        match &self.read_range {
             Some(r) => r.clone(),
             None => partition as u32..partition as u32 + 1,
         }

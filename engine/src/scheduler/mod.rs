@@ -41,7 +41,9 @@
 //! range. Every non-broadcast shuffle the stage reads (both sides of a
 //! join) gets the same ranges, computed from the sum of their byte counts,
 //! so co-partitioning holds; hash joins, aggregates and sorts work per
-//! range exactly as they did per partition. The ranges of a stage are
+//! range exactly as they did per partition. A union coalesces each input
+//! on its own (its partitions are its inputs' one after another), so no
+//! task's range spans two inputs. The ranges of a stage are
 //! fixed once computed, so a recompute of one of its maps reads the same.
 //! Because a stage's map count is known only then, its shuffle is
 //! registered when the stage starts.
@@ -515,32 +517,55 @@ impl Job {
         if let Some(r) = all.get(&stage_id) {
             return Ok(Arc::clone(r));
         }
-        let n = plan.output_partitions();
-        let mut reads = Vec::new();
-        partitioned_reads(plan, &mut reads);
-        // Only a stage whose tasks are exactly the partitions of the
-        // shuffles it reads (not a union of inputs, nor a scan) coalesces.
-        let aligned = !reads.is_empty() && reads.iter().all(|(_, p)| *p == n);
-        let ranges = if aligned && self.config.coalesce_target > 0 && n > 1 {
-            let mut bytes = vec![0u64; n];
-            for (shuffle, _) in &reads {
-                for st in self.tracker.statuses(*shuffle)? {
-                    for (b, l) in bytes.iter_mut().zip(&st.lengths) {
-                        *b += *l;
-                    }
-                }
-            }
-            coalesce(
-                &bytes,
-                self.config.coalesce_target as u64,
-                self.config.parallelism.max(1),
-            )
-        } else {
-            (0..n as u32).map(|p| p..p + 1).collect()
-        };
+        let ranges = self.task_ranges(plan)?;
         let ranges = Arc::new(ranges);
         all.insert(stage_id, Arc::clone(&ranges));
         Ok(ranges)
+    }
+
+    /// The ranges of `plan`'s partitions its tasks read. Only a plan whose
+    /// partitions are exactly those of the shuffles it reads (not a scan)
+    /// coalesces; a union coalesces each input on its own, and its ranges
+    /// follow one another as its partitions do, wherever it sits in the
+    /// stage.
+    fn task_ranges(&self, plan: &dyn ExecutionPlan) -> Result<Vec<Range<u32>>> {
+        let n = plan.output_partitions();
+        if plan.concatenates_inputs() {
+            let mut out = Vec::with_capacity(n);
+            let mut offset = 0u32;
+            for input in plan.children() {
+                let ranges = self.task_ranges(input.as_ref())?;
+                out.extend(ranges.into_iter().map(|r| r.start + offset..r.end + offset));
+                offset += input.output_partitions() as u32;
+            }
+            return Ok(out);
+        }
+        // Operators that keep their input's partitions (a projection, a
+        // partial aggregate over a union) take its ranges.
+        if let [input] = plan.children().as_slice() {
+            if plan.partitioned_read().is_none() && input.output_partitions() == n {
+                return self.task_ranges(input.as_ref());
+            }
+        }
+        let mut reads = Vec::new();
+        partitioned_reads(plan, &mut reads);
+        let aligned = !reads.is_empty() && reads.iter().all(|(_, p)| *p == n);
+        if !(aligned && self.config.coalesce_target > 0 && n > 1) {
+            return Ok((0..n as u32).map(|p| p..p + 1).collect());
+        }
+        let mut bytes = vec![0u64; n];
+        for (shuffle, _) in &reads {
+            for st in self.tracker.statuses(*shuffle)? {
+                for (b, l) in bytes.iter_mut().zip(&st.lengths) {
+                    *b += *l;
+                }
+            }
+        }
+        Ok(coalesce(
+            &bytes,
+            self.config.coalesce_target as u64,
+            self.config.parallelism.max(1),
+        ))
     }
 
     /// Stages whose shuffles `plan` reads.
@@ -937,12 +962,12 @@ impl Job {
         }
         let executor = self.executors.place(partition);
         let metrics = Arc::new(TaskMetrics::default());
-        let read_ranges = self
+        let read_range = self
             .ranges
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&stage_id)
-            .cloned();
+            .and_then(|r| r.get(partition).cloned());
         let ctx = Arc::new(TaskContext {
             stage_id,
             partition,
@@ -951,7 +976,7 @@ impl Job {
             manager: Arc::clone(&self.manager),
             tracker: self.tracker.clone(),
             metrics: Arc::clone(&metrics),
-            read_ranges,
+            read_range: read_range.clone(),
             executor,
             broadcasts: Arc::clone(&self.broadcasts),
         });
@@ -960,7 +985,10 @@ impl Job {
             None => Arc::clone(&self.root),
         };
         // An error (a missing input, say) surfaces in the task as before.
-        let stream = crate::physical::execute(&plan, partition, Arc::clone(&ctx));
+        // A task executes the first partition of its range (a union picks
+        // its input by it; every read under it covers the whole range).
+        let first = read_range.map_or(partition, |r| r.start as usize);
+        let stream = crate::physical::execute(&plan, first, Arc::clone(&ctx));
         let permit = Arc::clone(&self.slots)
             .acquire_owned()
             .await
