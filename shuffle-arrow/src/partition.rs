@@ -110,21 +110,44 @@ impl Partitioner {
                 partitions: n,
                 seed,
             } => {
-                if keys.is_empty() || keys.iter().any(|k| k.len() != rows) {
-                    return Err(E::from(Error::Arrow(ArrowError::InvalidArgumentError(
-                        format!(
-                            "hash partitioning needs key columns of the batch's {rows} rows, got {:?}",
-                            keys.iter().map(|k| k.len()).collect::<Vec<_>>()
-                        ),
-                    ))));
-                }
-                hash::hash_columns(keys, seed, &mut self.hashes)?;
-                self.parts.clear();
-                self.parts
-                    .extend(self.hashes.iter().map(|h| hash::bucket(*h, n) as u32));
+                self.assign_hash(rows, keys, n, seed)?;
                 split_by_index(batch, &self.parts, n, f)
             }
         }
+    }
+
+    /// With hash partitioning: each row's partition (`keys` as for
+    /// [`Self::partition`]), without splitting the batch; `None` for the
+    /// other schemes.
+    pub fn assign(&mut self, batch: &RecordBatch, keys: &[ArrayRef]) -> Result<Option<&[u32]>> {
+        match self.scheme {
+            PartitionScheme::Hash {
+                partitions: n,
+                seed,
+            } => {
+                self.assign_hash(batch.num_rows(), keys, n, seed)?;
+                Ok(Some(&self.parts))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn assign_hash(&mut self, rows: usize, keys: &[ArrayRef], n: usize, seed: u64) -> Result<()> {
+        if rows == 0 {
+            self.parts.clear();
+            return Ok(());
+        }
+        if keys.is_empty() || keys.iter().any(|k| k.len() != rows) {
+            return Err(Error::Arrow(ArrowError::InvalidArgumentError(format!(
+                "hash partitioning needs key columns of the batch's {rows} rows, got {:?}",
+                keys.iter().map(|k| k.len()).collect::<Vec<_>>()
+            ))));
+        }
+        hash::hash_columns(keys, seed, &mut self.hashes)?;
+        self.parts.clear();
+        self.parts
+            .extend(self.hashes.iter().map(|h| hash::bucket(*h, n) as u32));
+        Ok(())
     }
 }
 

@@ -1,8 +1,10 @@
 //! One map task's record batches into one committed map output.
 //!
 //! ```text
-//!  write(batch, keys) ─▶ Partitioner ─▶ (p, sub-batch) ─▶ PendingRows ─(64 KiB of p)─▶ concat
-//!      ─▶ BatchEncoder ─▶ MapOutputBuffer.write_block(p)
+//!  write(batch, keys) ─▶ Partitioner ─▶ each row's p ─┐
+//!  write_rows(batch, partition of each row) ──────────┼─▶ PendingRows ─(64 KiB of p)─▶ p's rows
+//!  write_to(p, part) ─────────────────────────────────┘      as one batch ─▶ BatchEncoder
+//!      ─▶ MapOutputBuffer.write_block(p)
 //!  flush() / commit() ─▶ what is pending, then MapStatus      abort() ─▶ nothing left behind
 //! ```
 //!
@@ -47,6 +49,7 @@ pub struct MapTaskWriter {
     encoder: BatchEncoder,
     block: Vec<u8>,
     parts: Vec<(usize, RecordBatch)>,
+    full: Vec<u32>,
     pending: PendingRows,
     stats: WriteStats,
 }
@@ -93,6 +96,7 @@ impl MapTaskWriter {
             encoder: BatchEncoder::new(),
             block: Vec::new(),
             parts: Vec::new(),
+            full: Vec::new(),
             pending: PendingRows::new(),
             stats: WriteStats::default(),
         })
@@ -109,6 +113,12 @@ impl MapTaskWriter {
     /// Partitions `batch` by the scheme (`keys`: its evaluated hash key
     /// columns; ignored unless hashing) and writes every non-empty part.
     pub async fn write(&mut self, batch: &RecordBatch, keys: &[ArrayRef]) -> Result<()> {
+        if let Some(rows) = self.partitioner.assign(batch, keys)? {
+            // Hashing routes rows; they are gathered per partition only
+            // when a block is built.
+            let rows = rows.to_vec();
+            return self.write_rows(batch, &rows).await;
+        }
         let mut parts = std::mem::take(&mut self.parts);
         let result = self.partitioner.partition::<Error>(batch, keys, |p, b| {
             parts.push((p, b));
@@ -138,8 +148,9 @@ impl MapTaskWriter {
     /// their partition has enough for a block, or until [`Self::flush`] or
     /// [`Self::commit`].
     pub async fn write_to(&mut self, partition: u32, batch: &RecordBatch) -> Result<()> {
-        if let Some(rows) = self.pending.push(partition, batch.clone()) {
-            self.write_block(partition, &rows).await?;
+        self.check_partition(partition)?;
+        if self.pending.push(partition, batch.clone()) {
+            self.write_pending(partition).await?;
         }
         if self.pending.over_budget() {
             self.flush().await?;
@@ -147,21 +158,64 @@ impl MapTaskWriter {
         Ok(())
     }
 
-    /// Writes every partition's pending rows (a task that wants its CPU
-    /// slot back before the commit calls this first).
-    pub async fn flush(&mut self) -> Result<()> {
-        for (p, rows) in self.pending.drain() {
-            self.write_block(p, &rows).await?;
+    /// Writes row `r` of `batch` into partition `partitions[r]` (the caller
+    /// routed every row; one entry per row). Nothing is copied until a
+    /// partition has enough rows for a block: then its rows are gathered
+    /// from the batches they came from, each copied once.
+    pub async fn write_rows(&mut self, batch: &RecordBatch, partitions: &[u32]) -> Result<()> {
+        if partitions.len() != batch.num_rows() {
+            return Err(Error::Arrow(
+                arrow::error::ArrowError::InvalidArgumentError(format!(
+                    "write_rows needs one partition per row: {} for a batch of {} rows",
+                    partitions.len(),
+                    batch.num_rows()
+                )),
+            ));
+        }
+        if let Some(max) = partitions.iter().max() {
+            self.check_partition(*max)?;
+        }
+        let mut full = std::mem::take(&mut self.full);
+        self.pending.push_rows(batch.clone(), partitions, &mut full);
+        let mut result = Ok(());
+        for p in full.drain(..) {
+            if result.is_ok() {
+                result = self.write_pending(p).await;
+            }
+        }
+        self.full = full;
+        result?;
+        if self.pending.over_budget() {
+            self.flush().await?;
         }
         Ok(())
     }
 
-    /// Encodes `rows` (one partition's, in order) as one block.
-    async fn write_block(&mut self, partition: u32, rows: &[RecordBatch]) -> Result<()> {
-        let batch = match rows {
-            [] => return Ok(()),
-            [one] => one.clone(),
-            _ => arrow::compute::concat_batches(&rows[0].schema(), rows)?,
+    fn check_partition(&self, partition: u32) -> Result<()> {
+        let n = self.buffer.num_partitions();
+        if partition >= n {
+            return Err(Error::Shuffle(shuffle_core::Error::Protocol(format!(
+                "map {} of shuffle {} wrote to partition {partition}, but the shuffle has \
+                 {n} partitions (0..{n})",
+                self.map_id, self.shuffle_id
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Writes every partition's pending rows (a task that wants its CPU
+    /// slot back before the commit calls this first).
+    pub async fn flush(&mut self) -> Result<()> {
+        for p in self.pending.partitions() {
+            self.write_pending(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `partition`'s pending rows as one block.
+    async fn write_pending(&mut self, partition: u32) -> Result<()> {
+        let Some(batch) = self.pending.take(partition)? else {
+            return Ok(());
         };
         if batch.num_rows() == 0 {
             return Ok(());

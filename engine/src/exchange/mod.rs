@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  map task (stage S)                                   reduce task (stage S+1)
-//!  plan.execute(p) ─▶ BatchPartitioner ─▶ shuffle_arrow::MapTaskWriter.write_to(part, rows)
-//!                      (hash | round-robin | single)       (gathers, encodes, MapOutputBuffer.write_block)
+//!  plan.execute(p) ─▶ BatchPartitioner ─▶ shuffle_arrow::MapTaskWriter.write_rows(batch, row → part)
+//!                      (hash: a partition per row;          or .write_to(part, rows)
+//!                       round-robin | single: parts)       (gathers, encodes, MapOutputBuffer.write_block)
 //!                                                          └─ commit ─▶ MapStatus ─▶ MapOutputTracker
 //!  ShuffleReadExec(part) ◀─ decode_batch ◀─ manager.reader(shuffle, statuses, part..part+1)
 //! ```
@@ -107,21 +108,33 @@ impl BatchPartitioner {
                 }
                 Ok(())
             }
-            Partitioning::Hash(keys, n) => {
+            Partitioning::Hash(_, n) => {
                 let n = *n;
-                let cols = keys
-                    .iter()
-                    .map(|k| k.evaluate(batch))
-                    .collect::<Result<Vec<_>>>()?;
-                hash::hash_columns(&cols, self.seed, &mut self.hashes)?;
-                let parts: Vec<u32> = self
-                    .hashes
-                    .iter()
-                    .map(|h| hash::bucket(*h, n) as u32)
-                    .collect();
+                let parts = self.route(batch)?.unwrap_or_default();
                 split_by_index(batch, &parts, n, f)
             }
         }
+    }
+
+    /// With hash partitioning, each row's partition (the batch is not
+    /// split: the map-output writer gathers rows per partition when it
+    /// builds a block); `None` for the other schemes.
+    pub fn route(&mut self, batch: &RecordBatch) -> Result<Option<Vec<u32>>> {
+        let Partitioning::Hash(keys, n) = &self.partitioning else {
+            return Ok(None);
+        };
+        let n = *n;
+        let cols = keys
+            .iter()
+            .map(|k| k.evaluate(batch))
+            .collect::<Result<Vec<_>>>()?;
+        hash::hash_columns(&cols, self.seed, &mut self.hashes)?;
+        Ok(Some(
+            self.hashes
+                .iter()
+                .map(|h| hash::bucket(*h, n) as u32)
+                .collect(),
+        ))
     }
 }
 
@@ -145,7 +158,8 @@ pub async fn write_map_output(
 ) -> Result<MapStatus> {
     let map_id = ctx.partition as u32;
     // The engine partitions by its own expressions and hands the writer
-    // each part (`write_to`); the scheme only sizes the writer.
+    // each row's partition (`write_rows`) or each part (`write_to`); the
+    // scheme only sizes the writer.
     let mut writer = MapTaskWriter::new(
         ctx.manager.as_ref(),
         shuffle_id,
@@ -166,6 +180,14 @@ pub async fn write_map_output(
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             TaskMetrics::add(&ctx.metrics.rows_out, batch.num_rows() as u64);
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if let Some(rows) = partitioner.route(&batch)? {
+                writer.write_rows(&batch, &rows).await?;
+                report(&writer);
+                continue;
+            }
             let mut parts = Vec::new();
             partitioner.partition(&batch, |p, b| {
                 parts.push((p, b));
