@@ -62,6 +62,8 @@ use crate::config::{S3Config, S3ConfigBuilder};
 use fast_fs::EmbeddedFs;
 
 mod fast_fs;
+mod multipart;
+mod objects;
 use crate::retry::RetryConfig;
 
 /// Where [`EmbeddedS3::start`] listens: loopback, a free port.
@@ -485,6 +487,8 @@ pub struct EmbeddedS3 {
     addr: SocketAddr,
     root: PathBuf,
     faults: Arc<Faults>,
+    /// Multipart uploads of plain objects in progress.
+    uploads: Arc<multipart::Uploads>,
     server: JoinHandle<()>,
     temp_dir: Option<tempfile::TempDir>,
 }
@@ -544,7 +548,13 @@ impl EmbeddedS3 {
         })?;
         let root = dir.canonicalize().map_err(|e| io_err(&dir, e))?;
         let ignore_if_none_match = Arc::new(AtomicBool::new(false));
-        let fs = EmbeddedFs::new(fs, root.clone(), Arc::clone(&ignore_if_none_match));
+        let uploads = Arc::new(multipart::Uploads::new(root.clone()));
+        let fs = EmbeddedFs::new(
+            fs,
+            root.clone(),
+            Arc::clone(&ignore_if_none_match),
+            Arc::clone(&uploads),
+        );
         let access_key = format!("SHOVEL{}", random_token(14));
         let secret_key = random_token(40);
         let mut builder = S3ServiceBuilder::new(fs);
@@ -595,6 +605,7 @@ impl EmbeddedS3 {
             addr,
             root,
             faults,
+            uploads,
             server,
             temp_dir: temp,
         };
@@ -736,10 +747,12 @@ impl EmbeddedS3 {
 
     /// Multipart uploads created and neither completed nor aborted.
     pub fn pending_multipart_uploads(&self) -> usize {
+        let ours = self.uploads.len();
         let Ok(dir) = std::fs::read_dir(&self.root) else {
-            return 0;
+            return ours;
         };
-        dir.filter_map(|e| e.ok())
+        ours + dir
+            .filter_map(|e| e.ok())
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();

@@ -1,24 +1,28 @@
-//! The embedded server's storage: `s3s-fs`, with a faster GetObject.
+//! The embedded server's storage: `s3s-fs`, with fast paths for what
+//! Shovel does.
 //!
-//! `s3s-fs` streams a GET through tokio's file API in 4 KiB chunks, each a
-//! round trip to the blocking pool, and reads two JSON side files per
-//! request; ranged reads of shuffle data spent most of their time there.
-//! [`EmbeddedFs`] serves a plain GET (optionally ranged) with one
-//! positioned read on the blocking pool and sends it as one chunk. Anything
-//! it would not answer exactly as `s3s-fs` does (directory keys, versions,
-//! parts, conditional, checksum or SSE-C reads, response header overrides,
-//! keys that are not plain relative paths) goes to `s3s-fs` unchanged, as
-//! does every other operation.
+//! - **GetObject.** `s3s-fs` streams a GET through tokio's file API in
+//!   4 KiB chunks, each a round trip to the blocking pool, and reads two
+//!   JSON side files per request; ranged reads of shuffle data spent most
+//!   of their time there. [`EmbeddedFs`] serves a plain GET (optionally
+//!   ranged) with one positioned read on the blocking pool and sends it as
+//!   one chunk, with `Content-Length`, `Content-Range` and `Last-Modified`
+//!   but no `ETag` or stored content headers (Shovel's clients use
+//!   neither).
+//! - **PutObject, HeadObject and multipart uploads** of plain objects (no
+//!   attributes, checksums or `If-Match`): one file per object, no MD5 and
+//!   no side files ([`super::objects`], [`super::multipart`]).
+//!
+//! Anything it would not answer exactly as `s3s-fs` does (directory keys,
+//! versions, parts, conditional, checksum or SSE-C requests, response
+//! header overrides, attributes, keys that are not plain relative paths)
+//! goes to `s3s-fs` unchanged, as does every other operation.
 //!
 //! It also implements [`crate::EmbeddedS3::set_ignore_if_none_match`]: with
 //! the shared flag on, PutObject and CompleteMultipartUpload drop the parsed
 //! `If-None-Match` condition (the header itself is signed, so it cannot be
 //! removed before s3s checks the signature) and overwrite as a store that
 //! ignores conditional writes does.
-//!
-//! The fast path answers with the body, `Content-Length`, `Content-Range`
-//! and `Last-Modified`, but no `ETag` or stored content headers (Shovel's
-//! clients use neither).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +32,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+use super::multipart::{is_plain_create, Uploads};
+use super::objects::{
+    blocking, etag_of, is_plain_head, is_plain_put, plain_head, publish, side_files, write_body,
+    TempNames,
+};
 
 /// `s3s-fs` with GetObject served by one positioned read.
 pub(crate) struct EmbeddedFs {
@@ -40,6 +50,10 @@ pub(crate) struct EmbeddedFs {
     /// `s3s-fs` writes an object, then its side files, so a DELETE that ran
     /// between the two left a side file behind for good.
     key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Multipart uploads of plain objects (shared with the server handle,
+    /// which counts them).
+    uploads: Arc<Uploads>,
+    temp: TempNames,
 }
 
 /// Stripes of [`EmbeddedFs::key_locks`].
@@ -52,9 +66,12 @@ impl EmbeddedFs {
         inner: s3s_fs::FileSystem,
         root: PathBuf,
         ignore_if_none_match: Arc<AtomicBool>,
+        uploads: Arc<Uploads>,
     ) -> Self {
         Self {
             inner,
+            uploads,
+            temp: TempNames::new(),
             root,
             ignore_if_none_match,
             key_locks: (0..KEY_LOCKS)
@@ -111,17 +128,9 @@ impl EmbeddedFs {
     /// side file that is already gone, or cannot be removed, changes nothing
     /// S3 clients see.
     async fn remove_side_files<'a>(&self, bucket: &str, keys: impl Iterator<Item = &'a str>) {
-        let encode = |s: &str| base64_simd::URL_SAFE_NO_PAD.encode_to_string(s);
-        let prefix = format!(".bucket-{}.object-", encode(bucket));
         let paths: Vec<PathBuf> = keys
             .filter(|k| self.plain_path(bucket, k).is_some())
-            .flat_map(|k| {
-                let stem = format!("{prefix}{}", encode(k));
-                [
-                    self.root.join(format!("{stem}.metadata.json")),
-                    self.root.join(format!("{stem}.internal.json")),
-                ]
-            })
+            .flat_map(|k| side_files(&self.root, bucket, k))
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
             for p in paths {
@@ -224,6 +233,54 @@ fn read_range(path: &Path, range: Option<Range>) -> S3Result<ReadRange> {
     })
 }
 
+impl EmbeddedFs {
+    /// A plain PutObject (see [`super::objects`]); the caller holds the
+    /// key's lock, so `If-None-Match: *` and the rename are one step.
+    async fn plain_put(
+        &self,
+        path: PathBuf,
+        input: PutObjectInput,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let PutObjectInput {
+            body,
+            bucket,
+            key,
+            if_none_match,
+            ..
+        } = input;
+        let body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
+        let (bucket_dir, dest) = (self.root.join(&bucket), path.clone());
+        let exists = blocking("looking the object up", move || {
+            Ok((bucket_dir.is_dir(), dest.exists()))
+        })
+        .await?;
+        match exists {
+            (false, _) => return Err(s3_error!(NoSuchBucket)),
+            (true, true) if if_none_match.is_some_and(|c| c.is_any()) => {
+                return Err(s3_error!(PreconditionFailed, "Object already exists"))
+            }
+            _ => {}
+        }
+        let tmp = self.temp.next(&self.root);
+        let size = write_body(tmp.clone(), body).await?;
+        // Side files of an earlier write with attributes would describe
+        // this object wrongly.
+        let sides = side_files(&self.root, &bucket, &key);
+        let meta = blocking("storing the object", move || {
+            for s in sides {
+                let _ = std::fs::remove_file(s);
+            }
+            publish(&tmp, &path)
+        })
+        .await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag_of(&meta))),
+            size: Some(size as i64),
+            ..Default::default()
+        }))
+    }
+}
+
 #[async_trait::async_trait]
 impl S3 for EmbeddedFs {
     async fn get_object(
@@ -247,6 +304,11 @@ impl S3 for EmbeddedFs {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let i = &req.input;
+        if Uploads::is_ours(&i.upload_id) {
+            self.uploads.abort(&i.upload_id, &i.bucket, &i.key).await?;
+            return Ok(S3Response::new(AbortMultipartUploadOutput::default()));
+        }
         self.inner.abort_multipart_upload(req).await
     }
 
@@ -259,6 +321,18 @@ impl S3 for EmbeddedFs {
         }
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
+        if Uploads::is_ours(&req.input.upload_id) {
+            if req.input.if_match.is_some() {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "If-Match on completing an upload of a plain object"
+                ));
+            }
+            let dest = self
+                .plain_path(&bucket, &key)
+                .ok_or_else(|| s3_error!(NoSuchUpload))?;
+            return self.uploads.complete(req.input, dest).await;
+        }
         self.inner.complete_multipart_upload(req).await
     }
 
@@ -280,6 +354,16 @@ impl S3 for EmbeddedFs {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let (bucket, key) = (&req.input.bucket, &req.input.key);
+        if self.plain_path(bucket, key).is_some() && is_plain_create(&req.input) {
+            let id = self.uploads.create(bucket, key)?;
+            return Ok(S3Response::new(CreateMultipartUploadOutput {
+                bucket: Some(bucket.clone()),
+                key: Some(key.clone()),
+                upload_id: Some(id),
+                ..Default::default()
+            }));
+        }
         self.inner.create_multipart_upload(req).await
     }
 
@@ -341,6 +425,19 @@ impl S3 for EmbeddedFs {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        if let Some(path) = self.plain_path(&bucket, &key) {
+            if is_plain_head(&req.input) {
+                let root = self.root.clone();
+                let head =
+                    tokio::task::spawn_blocking(move || plain_head(&root, &bucket, &key, &path))
+                        .await
+                        .map_err(|e| s3_error!(e, InternalError, "head task failed"))??;
+                if let Some(out) = head {
+                    return Ok(S3Response::new(out));
+                }
+            }
+        }
         self.inner.head_object(req).await
     }
 
@@ -369,6 +466,9 @@ impl S3 for EmbeddedFs {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
+        if Uploads::is_ours(&req.input.upload_id) {
+            return Ok(S3Response::new(self.uploads.list_parts(&req.input)?));
+        }
         self.inner.list_parts(req).await
     }
 
@@ -381,13 +481,32 @@ impl S3 for EmbeddedFs {
         }
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let _held = self.lock_keys(&bucket, std::iter::once(key.as_str())).await;
-        self.inner.put_object(req).await
+        match self.plain_path(&bucket, &key) {
+            Some(path) if is_plain_put(&req.input) && req.trailing_headers.is_none() => {
+                self.plain_put(path, req.input).await
+            }
+            _ => self.inner.put_object(req).await,
+        }
     }
 
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        if Uploads::is_ours(&req.input.upload_id) {
+            let plain = req.input.content_md5.is_none()
+                && req.input.checksum_algorithm.is_none()
+                && req.input.sse_customer_algorithm.is_none()
+                && req.trailing_headers.is_none();
+            if !plain {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "the embedded server does not check part checksums of uploads \
+                     created without a checksum algorithm"
+                ));
+            }
+            return self.uploads.upload_part(req.input).await;
+        }
         self.inner.upload_part(req).await
     }
 
@@ -405,7 +524,12 @@ mod tests {
 
     fn fs_at(dir: &Path) -> EmbeddedFs {
         let inner = s3s_fs::FileSystem::new(dir).expect("s3s-fs");
-        EmbeddedFs::new(inner, dir.to_path_buf(), Arc::default())
+        EmbeddedFs::new(
+            inner,
+            dir.to_path_buf(),
+            Arc::default(),
+            Arc::new(Uploads::new(dir.to_path_buf())),
+        )
     }
 
     #[test]

@@ -1,0 +1,236 @@
+//! Plain objects as plain files: how the embedded server writes the objects
+//! Shovel writes.
+//!
+//! `s3s-fs` writes an object through tokio's file API (8 KiB buffered
+//! writes, each a hop to the blocking pool), hashes it with MD5 for its
+//! ETag, and writes two JSON side files (attributes and checksums) next to
+//! it: three new inodes and an MD5 per object. On the bench's two cores
+//! that was a third of all CPU with shuffle on S3, work real S3 does on its
+//! own machines. A *plain* write (no user metadata, content headers,
+//! checksums, `Content-MD5` or `If-Match`: nothing a side file would hold)
+//! is one file here instead:
+//!
+//! - the body goes to a temporary file at the root in a few large writes,
+//!   which is renamed onto the key (readers never see a partial object);
+//! - no side files, so `s3s-fs` reads such an object as one written
+//!   without attributes;
+//! - the ETag is a token of the file's length, modification time and inode
+//!   ([`etag_of`]), which HEAD answers the same way ([`plain_head`]). S3
+//!   ETags are opaque to clients (multipart ones are not an MD5 either);
+//!   this one changes whenever the object is rewritten.
+//!
+//! Anything else still goes through `s3s-fs` unchanged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use s3s::dto::*;
+use s3s::{s3_error, S3Result};
+
+/// The content type of every plain object: what the AWS SDKs send when
+/// the caller sets none, and what HEAD reports for such an object.
+pub(crate) const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Body bytes gathered before one blocking write.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Names of temporary files at the root (never a bucket: buckets are
+/// directories, and `.` starts no bucket name).
+pub(crate) struct TempNames {
+    next: AtomicU64,
+}
+
+impl TempNames {
+    pub(crate) fn new() -> Self {
+        Self {
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh temporary path under `root`.
+    pub(crate) fn next(&self, root: &Path) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        root.join(format!(".shovel-tmp.{}.{n}", std::process::id()))
+    }
+}
+
+/// The side files `s3s-fs` keeps at the root for `bucket/key`.
+pub(crate) fn side_files(root: &Path, bucket: &str, key: &str) -> [PathBuf; 2] {
+    let encode = |s: &str| base64_simd::URL_SAFE_NO_PAD.encode_to_string(s);
+    let stem = format!(".bucket-{}.object-{}", encode(bucket), encode(key));
+    [
+        root.join(format!("{stem}.metadata.json")),
+        root.join(format!("{stem}.internal.json")),
+    ]
+}
+
+/// The ETag of a plainly written file: its length, modification time and
+/// inode, in hex (see the module docs).
+pub(crate) fn etag_of(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{:x}-{:x}{:09x}-{:x}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    )
+}
+
+/// Whether a PutObject holds nothing a side file would keep and nothing
+/// `s3s-fs` would check beyond `If-None-Match: *`.
+pub(crate) fn is_plain_put(input: &PutObjectInput) -> bool {
+    input.content_md5.is_none()
+        && input.checksum_algorithm.is_none()
+        && input.checksum_crc32.is_none()
+        && input.checksum_crc32c.is_none()
+        && input.checksum_crc64nvme.is_none()
+        && input.checksum_sha1.is_none()
+        && input.checksum_sha256.is_none()
+        && input.if_match.is_none()
+        && input.if_none_match.as_ref().is_none_or(|c| c.is_any())
+        && input.metadata.as_ref().is_none_or(|m| m.is_empty())
+        && input.cache_control.is_none()
+        && input.content_disposition.is_none()
+        && input.content_encoding.is_none()
+        && input.content_language.is_none()
+        && input
+            .content_type
+            .as_deref()
+            .is_none_or(|t| t == DEFAULT_CONTENT_TYPE)
+        && input.expires.is_none()
+        && input.website_redirect_location.is_none()
+        && input.sse_customer_algorithm.is_none()
+        && input.write_offset_bytes.is_none()
+        && input
+            .storage_class
+            .as_ref()
+            .is_none_or(|c| c.as_str() == "STANDARD")
+}
+
+/// Whether a HeadObject asks only for the object's length, time and ETag.
+pub(crate) fn is_plain_head(input: &HeadObjectInput) -> bool {
+    input.part_number.is_none()
+        && input.version_id.is_none()
+        && input.range.is_none()
+        && input.if_match.is_none()
+        && input.if_none_match.is_none()
+        && input.if_modified_since.is_none()
+        && input.if_unmodified_since.is_none()
+        && input.sse_customer_algorithm.is_none()
+        && input.checksum_mode.is_none()
+        && input.response_cache_control.is_none()
+        && input.response_content_disposition.is_none()
+        && input.response_content_encoding.is_none()
+        && input.response_content_language.is_none()
+        && input.response_content_type.is_none()
+        && input.response_expires.is_none()
+}
+
+/// Runs blocking file work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> S3Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| s3_error!(e, InternalError, "{what}: task failed"))?
+        .map_err(|e| s3_error!(e, InternalError, "{what}"))
+}
+
+/// Writes `body` to a new file at `tmp` in writes of about
+/// [`WRITE_CHUNK`]; returns its length. The file is removed on failure.
+pub(crate) async fn write_body(tmp: PathBuf, body: StreamingBlob) -> S3Result<u64> {
+    let path = tmp.clone();
+    let file = blocking("creating a temporary object file", move || {
+        std::fs::File::create(&path)
+    })
+    .await?;
+    let result = write_chunks(file, body).await;
+    if result.is_err() {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await;
+    }
+    result
+}
+
+async fn write_chunks(mut file: std::fs::File, mut body: StreamingBlob) -> S3Result<u64> {
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut total = 0u64;
+    loop {
+        let chunk = match body.next().await {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Err(s3_error!(IncompleteBody, "reading the body: {e}")),
+            None => None,
+        };
+        let done = chunk.is_none();
+        if let Some(c) = chunk {
+            pending_len += c.len();
+            total += c.len() as u64;
+            pending.push(c);
+        }
+        if pending_len >= WRITE_CHUNK || (done && pending_len > 0) {
+            let chunks = std::mem::take(&mut pending);
+            pending_len = 0;
+            file = blocking("writing an object", move || {
+                for c in &chunks {
+                    file.write_all(c)?;
+                }
+                Ok(file)
+            })
+            .await?;
+        }
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+/// Moves the written `tmp` onto `dest` (creating its directories) and
+/// returns the new object's metadata; removes `tmp` on failure.
+pub(crate) fn publish(tmp: &Path, dest: &Path) -> std::io::Result<std::fs::Metadata> {
+    let moved = dest
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::rename(tmp, dest));
+    if let Err(e) = moved {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    std::fs::metadata(dest)
+}
+
+/// HEAD of a plainly written object: `None` when `s3s-fs` must answer
+/// (the object has side files, so attributes or an MD5 ETag to report).
+pub(crate) fn plain_head(
+    root: &Path,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+) -> S3Result<Option<HeadObjectOutput>> {
+    if !root.join(bucket).is_dir() {
+        return Err(s3_error!(NoSuchBucket));
+    }
+    if side_files(root, bucket, key).iter().any(|p| p.exists()) {
+        return Ok(None);
+    }
+    let meta = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Err(s3_error!(NoSuchKey)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(s3_error!(NoSuchKey)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(s3_error!(NoSuchKey))
+        }
+        Err(e) => return Err(s3_error!(e, InternalError, "reading the object's metadata")),
+    };
+    Ok(Some(HeadObjectOutput {
+        content_length: Some(meta.len() as i64),
+        content_type: Some(DEFAULT_CONTENT_TYPE.to_string()),
+        e_tag: Some(ETag::Strong(etag_of(&meta))),
+        last_modified: meta.modified().ok().map(Timestamp::from),
+        ..Default::default()
+    }))
+}

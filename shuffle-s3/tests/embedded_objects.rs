@@ -1,0 +1,363 @@
+//! The embedded server's own paths for plain objects (one file per object,
+//! no MD5, no side files; multipart parts concatenated by the kernel),
+//! driven with the AWS SDK over real HTTP on 127.0.0.1: what a client sees
+//! must be what S3 (and `s3s-fs`, for everything else) answers.
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use rand::{RngCore, SeedableRng};
+use shuffle_s3::{EmbeddedS3, S3Store};
+
+const MIB: usize = 1 << 20;
+
+async fn client(server: &EmbeddedS3) -> Client {
+    let config = server.config("p").expect("config");
+    let metrics = std::sync::Arc::default();
+    S3Store::new(config, metrics)
+        .await
+        .expect("store")
+        .client()
+        .clone()
+}
+
+fn bytes(seed: u64, len: usize) -> Bytes {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    Bytes::from(v)
+}
+
+/// Files at the server's root whose names start with `prefix`.
+fn root_files(server: &EmbeddedS3, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(server.root())
+        .expect("root")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+async fn get(c: &Client, bucket: &str, key: &str) -> Bytes {
+    c.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_put_is_one_file_and_head_reports_its_etag() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    let data = bytes(1, 300_000);
+    let put = c
+        .put_object()
+        .bucket(&b)
+        .key("a/b/map-0.data")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    assert!(
+        root_files(&server, ".bucket-").is_empty(),
+        "a plain object has no side files: {:?}",
+        root_files(&server, ".bucket-")
+    );
+    assert!(root_files(&server, ".shovel-tmp").is_empty(), "temp left");
+    let head = c
+        .head_object()
+        .bucket(&b)
+        .key("a/b/map-0.data")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_length(), Some(300_000));
+    assert_eq!(head.e_tag(), put.e_tag(), "HEAD and PUT agree on the ETag");
+    assert_eq!(head.content_type(), Some("application/octet-stream"));
+    assert_eq!(get(&c, &b, "a/b/map-0.data").await, data);
+
+    // Rewritten: a new ETag.
+    let again = c
+        .put_object()
+        .bucket(&b)
+        .key("a/b/map-0.data")
+        .body(ByteStream::from(bytes(2, 1000)))
+        .send()
+        .await
+        .expect("put again");
+    assert_ne!(again.e_tag(), put.e_tag());
+
+    // First writer wins.
+    let err = c
+        .put_object()
+        .bucket(&b)
+        .key("a/b/map-0.data")
+        .if_none_match("*")
+        .body(ByteStream::from(bytes(3, 10)))
+        .send()
+        .await
+        .expect_err("the object exists");
+    assert_eq!(err.code(), Some("PreconditionFailed"), "{err:?}");
+    assert_eq!(get(&c, &b, "a/b/map-0.data").await, bytes(2, 1000));
+
+    // No such bucket: S3's error, nothing created.
+    let err = c
+        .put_object()
+        .bucket("no-such-bucket")
+        .key("k")
+        .body(ByteStream::from(bytes(4, 10)))
+        .send()
+        .await
+        .expect_err("no bucket");
+    assert_eq!(err.code(), Some("NoSuchBucket"), "{err:?}");
+    assert!(!server.root().join("no-such-bucket").exists());
+    let err = c
+        .head_object()
+        .bucket(&b)
+        .key("a/b/missing")
+        .send()
+        .await
+        .expect_err("missing");
+    assert!(err.into_service_error().is_not_found());
+}
+
+/// An object with attributes still goes through `s3s-fs` (side files,
+/// metadata on HEAD); a plain rewrite drops the stale attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_with_attributes_keep_them_until_a_plain_rewrite() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    c.put_object()
+        .bucket(&b)
+        .key("meta")
+        .metadata("owner", "someone")
+        .content_type("text/plain")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .expect("put with metadata");
+    assert!(!root_files(&server, ".bucket-").is_empty(), "side files");
+    let head = c
+        .head_object()
+        .bucket(&b)
+        .key("meta")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("someone")
+    );
+    assert_eq!(head.content_type(), Some("text/plain"));
+    c.put_object()
+        .bucket(&b)
+        .key("meta")
+        .body(ByteStream::from_static(b"plain"))
+        .send()
+        .await
+        .expect("plain rewrite");
+    assert!(
+        root_files(&server, ".bucket-").is_empty(),
+        "stale side files"
+    );
+    let head = c
+        .head_object()
+        .bucket(&b)
+        .key("meta")
+        .send()
+        .await
+        .expect("head");
+    assert!(head.metadata().is_none_or(|m| m.is_empty()));
+    assert_eq!(head.content_length(), Some(5));
+}
+
+async fn upload(c: &Client, b: &str, key: &str) -> String {
+    c.create_multipart_upload()
+        .bucket(b)
+        .key(key)
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("upload id")
+        .to_string()
+}
+
+async fn part(c: &Client, b: &str, key: &str, id: &str, n: i32, data: Bytes) -> CompletedPart {
+    let out = c
+        .upload_part()
+        .bucket(b)
+        .key(key)
+        .upload_id(id)
+        .part_number(n)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .expect("part");
+    CompletedPart::builder()
+        .part_number(n)
+        .set_e_tag(out.e_tag().map(str::to_string))
+        .build()
+}
+
+async fn complete(
+    c: &Client,
+    b: &str,
+    key: &str,
+    id: &str,
+    parts: Vec<CompletedPart>,
+) -> Result<(), String> {
+    c.complete_multipart_upload()
+        .bucket(b)
+        .key(key)
+        .upload_id(id)
+        .if_none_match("*")
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.code().unwrap_or("no code").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    let (p1, p2, p3) = (bytes(1, 5 * MIB), bytes(2, 5 * MIB + 7), bytes(3, 1234));
+
+    let id = upload(&c, &b, "big").await;
+    assert_eq!(server.pending_multipart_uploads(), 1);
+    let one = part(&c, &b, "big", &id, 1, p1.clone()).await;
+    // A retried part replaces the first attempt.
+    part(&c, &b, "big", &id, 2, bytes(9, 5 * MIB)).await;
+    let two = part(&c, &b, "big", &id, 2, p2.clone()).await;
+    let three = part(&c, &b, "big", &id, 3, p3.clone()).await;
+    let listed = c
+        .list_parts()
+        .bucket(&b)
+        .key("big")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("list parts");
+    let sizes: Vec<(Option<i32>, Option<i64>)> = listed
+        .parts()
+        .iter()
+        .map(|p| (p.part_number(), p.size()))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![
+            (Some(1), Some(p1.len() as i64)),
+            (Some(2), Some(p2.len() as i64)),
+            (Some(3), Some(p3.len() as i64))
+        ]
+    );
+    // What S3 refuses, this server refuses, and the upload survives it.
+    assert_eq!(
+        complete(&c, &b, "big", &id, vec![two.clone(), one.clone()]).await,
+        Err("InvalidPartOrder".into())
+    );
+    let forged = CompletedPart::builder()
+        .part_number(1)
+        .e_tag("\"not-the-etag\"")
+        .build();
+    assert_eq!(
+        complete(&c, &b, "big", &id, vec![forged, two.clone()]).await,
+        Err("InvalidPart".into())
+    );
+    // Any ascending subset completes; a single part has no minimum size.
+    complete(&c, &b, "big", &id, vec![three.clone()])
+        .await
+        .expect("complete with part 3 alone");
+    assert_eq!(get(&c, &b, "big").await, p3, "one-part object");
+    assert_eq!(server.pending_multipart_uploads(), 0);
+    assert!(root_files(&server, ".shovel-part").is_empty(), "parts left");
+
+    // A full upload, and If-None-Match against the existing object.
+    let id = upload(&c, &b, "big2").await;
+    let small = part(&c, &b, "big2", &id, 1, bytes(5, 1000)).await;
+    let two = part(&c, &b, "big2", &id, 2, p2.clone()).await;
+    assert_eq!(
+        complete(&c, &b, "big2", &id, vec![small, two.clone()]).await,
+        Err("EntityTooSmall".into())
+    );
+    let one = part(&c, &b, "big2", &id, 1, p1.clone()).await;
+    let three = part(&c, &b, "big2", &id, 3, p3.clone()).await;
+    complete(&c, &b, "big2", &id, vec![one, two, three])
+        .await
+        .expect("complete");
+    let mut want = p1.to_vec();
+    want.extend_from_slice(&p2);
+    want.extend_from_slice(&p3);
+    assert_eq!(get(&c, &b, "big2").await, Bytes::from(want.clone()));
+    let head = c
+        .head_object()
+        .bucket(&b)
+        .key("big2")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_length(), Some(want.len() as i64));
+
+    let id = upload(&c, &b, "big2").await;
+    let again = part(&c, &b, "big2", &id, 1, bytes(6, 100)).await;
+    assert_eq!(
+        complete(&c, &b, "big2", &id, vec![again]).await,
+        Err("PreconditionFailed".into()),
+        "first writer wins"
+    );
+    assert_eq!(get(&c, &b, "big2").await.len(), want.len());
+
+    // Abort leaves nothing; the id is gone afterwards.
+    c.abort_multipart_upload()
+        .bucket(&b)
+        .key("big2")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("abort");
+    assert_eq!(server.pending_multipart_uploads(), 0);
+    assert!(root_files(&server, ".shovel-part").is_empty(), "parts left");
+    let err = c
+        .upload_part()
+        .bucket(&b)
+        .key("big2")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("aborted");
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+    // An id of another key is not this key's upload.
+    let id = upload(&c, &b, "k1").await;
+    let err = c
+        .upload_part()
+        .bucket(&b)
+        .key("k2")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("wrong key");
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+}
