@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use s3s::dto::*;
 use s3s::{s3_error, S3Response, S3Result};
 
-use super::objects::{blocking, etag_of, publish, write_body, TempNames};
+use super::objects::{blocking, create_new, etag_of, publish, write_body, TempNames};
 
 /// Prefix of the upload ids this module serves.
 pub(crate) const ID_PREFIX: &str = "shovel-";
@@ -320,7 +320,7 @@ impl Uploads {
 /// Appends `parts` into a new file at `out` (removed on failure).
 fn concat(parts: &[PathBuf], out: &Path) -> std::io::Result<()> {
     let result = (|| {
-        let mut dst = std::fs::File::create(out)?;
+        let mut dst = create_new(out)?;
         for p in parts {
             let mut src = std::fs::File::open(p)?;
             std::io::copy(&mut src, &mut dst)?;

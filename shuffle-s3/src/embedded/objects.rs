@@ -38,14 +38,19 @@ pub(crate) const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const WRITE_CHUNK: usize = 1 << 20;
 
 /// Names of temporary files at the root (never a bucket: buckets are
-/// directories, and `.` starts no bucket name).
+/// directories, and `.` starts no bucket name). Every instance has a
+/// random token of its own, so two of them (the object writer and the
+/// multipart uploads) never hand out the same name, and files are created
+/// with `O_EXCL`: a clash would fail loudly rather than mix two objects.
 pub(crate) struct TempNames {
+    token: String,
     next: AtomicU64,
 }
 
 impl TempNames {
     pub(crate) fn new() -> Self {
         Self {
+            token: super::random_token(12),
             next: AtomicU64::new(0),
         }
     }
@@ -53,8 +58,16 @@ impl TempNames {
     /// A fresh temporary path under `root`.
     pub(crate) fn next(&self, root: &Path) -> PathBuf {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        root.join(format!(".shovel-tmp.{}.{n}", std::process::id()))
+        root.join(format!(".shovel-tmp.{}.{n}", self.token))
     }
+}
+
+/// Creates `path`, which must not exist.
+pub(crate) fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 /// The side files `s3s-fs` keeps at the root for `bucket/key`.
@@ -146,7 +159,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) async fn write_body(tmp: PathBuf, body: StreamingBlob) -> S3Result<u64> {
     let path = tmp.clone();
     let file = blocking("creating a temporary object file", move || {
-        std::fs::File::create(&path)
+        create_new(&path)
     })
     .await?;
     let result = write_chunks(file, body).await;
@@ -233,4 +246,25 @@ pub(crate) fn plain_head(
         last_modified: meta.modified().ok().map(Timestamp::from),
         ..Default::default()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers (plain objects, multipart parts) with names of their own:
+    /// the same counter value never names the same file.
+    #[test]
+    fn temp_names_of_two_writers_never_clash() {
+        let root = Path::new("/r");
+        let (a, b) = (TempNames::new(), TempNames::new());
+        let names: std::collections::HashSet<PathBuf> = (0..100)
+            .flat_map(|_| [a.next(root), b.next(root)])
+            .collect();
+        assert_eq!(names.len(), 200);
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("x");
+        create_new(&p).expect("first");
+        assert!(create_new(&p).is_err(), "a second create must fail");
+    }
 }
