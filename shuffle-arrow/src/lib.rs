@@ -9,8 +9,9 @@
 //!  map task                                                   reduce task
 //!  batches + key columns                                      BatchReader (Stream<RecordBatch>)
 //!     │                                                          ▲ decode_batch (codec)
-//!     ▼ Partitioner (hash | round-robin | single)                │
-//!  (partition, sub-batch)                                     manager.reader(shuffle,
+//!     ▼ Partitioner (hash: a partition per row;                  │
+//!     │   round-robin | single: sub-batches)                     │
+//!  PendingRows (rows wait per partition)                      manager.reader(shuffle,
 //!     ▼ BatchEncoder (codec: one IPC record-batch message)        statuses, partitions)
 //!  MapOutputBuffer.write_block(p, bytes, rows)                   ▲
 //!     ▼ commit                                                   │
@@ -22,7 +23,8 @@
 //! - [`hash`]: the stable hash every process agrees on; [`partition`]: the
 //!   partitioner over *evaluated* key columns (engines evaluate their own
 //!   expressions, so this crate knows no expression language).
-//! - [`pending`]: a partition's rows wait until they fill a block.
+//! - [`pending`]: a partition's rows wait, as row numbers into the input
+//!   batches, until they fill a block; then they are gathered once.
 //! - [`MapTaskWriter`]: one map task attempt's batches into one committed
 //!   map output; [`read_partitions`]: a partition range of committed outputs
 //!   back as a stream of batches.
