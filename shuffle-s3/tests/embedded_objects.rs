@@ -39,6 +39,38 @@ fn root_files(server: &EmbeddedS3, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// One PutObject (with `If-None-Match: *` when `only_new`); the error's
+/// S3 code on failure.
+async fn put(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+    data: Bytes,
+    only_new: bool,
+) -> Result<aws_sdk_s3::operation::put_object::PutObjectOutput, String> {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .set_if_none_match(only_new.then(|| "*".to_string()))
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .map_err(|e| e.code().unwrap_or("no code").to_string())
+}
+
+async fn head(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    c.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("head")
+}
+
 async fn get(c: &Client, bucket: &str, key: &str) -> Bytes {
     c.get_object()
         .bucket(bucket)
@@ -59,12 +91,7 @@ async fn a_plain_put_is_one_file_and_head_reports_its_etag() {
     let c = client(&server).await;
     let b = server.bucket.clone();
     let data = bytes(1, 300_000);
-    let put = c
-        .put_object()
-        .bucket(&b)
-        .key("a/b/map-0.data")
-        .body(ByteStream::from(data.clone()))
-        .send()
+    let first = put(&c, &b, "a/b/map-0.data", data.clone(), false)
         .await
         .expect("put");
     assert!(
@@ -73,52 +100,26 @@ async fn a_plain_put_is_one_file_and_head_reports_its_etag() {
         root_files(&server, ".bucket-")
     );
     assert!(root_files(&server, ".shovel-tmp").is_empty(), "temp left");
-    let head = c
-        .head_object()
-        .bucket(&b)
-        .key("a/b/map-0.data")
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(head.content_length(), Some(300_000));
-    assert_eq!(head.e_tag(), put.e_tag(), "HEAD and PUT agree on the ETag");
-    assert_eq!(head.content_type(), Some("application/octet-stream"));
+    let h = head(&c, &b, "a/b/map-0.data").await;
+    assert_eq!(h.content_length(), Some(300_000));
+    assert_eq!(h.e_tag(), first.e_tag(), "HEAD and PUT agree on the ETag");
+    assert_eq!(h.content_type(), Some("application/octet-stream"));
     assert_eq!(get(&c, &b, "a/b/map-0.data").await, data);
 
     // Rewritten: a new ETag.
-    let again = c
-        .put_object()
-        .bucket(&b)
-        .key("a/b/map-0.data")
-        .body(ByteStream::from(bytes(2, 1000)))
-        .send()
+    let again = put(&c, &b, "a/b/map-0.data", bytes(2, 1000), false)
         .await
         .expect("put again");
-    assert_ne!(again.e_tag(), put.e_tag());
+    assert_ne!(again.e_tag(), first.e_tag());
 
     // First writer wins.
-    let err = c
-        .put_object()
-        .bucket(&b)
-        .key("a/b/map-0.data")
-        .if_none_match("*")
-        .body(ByteStream::from(bytes(3, 10)))
-        .send()
-        .await
-        .expect_err("the object exists");
-    assert_eq!(err.code(), Some("PreconditionFailed"), "{err:?}");
+    let err = put(&c, &b, "a/b/map-0.data", bytes(3, 10), true).await;
+    assert_eq!(err.err().as_deref(), Some("PreconditionFailed"));
     assert_eq!(get(&c, &b, "a/b/map-0.data").await, bytes(2, 1000));
 
     // No such bucket: S3's error, nothing created.
-    let err = c
-        .put_object()
-        .bucket("no-such-bucket")
-        .key("k")
-        .body(ByteStream::from(bytes(4, 10)))
-        .send()
-        .await
-        .expect_err("no bucket");
-    assert_eq!(err.code(), Some("NoSuchBucket"), "{err:?}");
+    let err = put(&c, "no-such-bucket", "k", bytes(4, 10), false).await;
+    assert_eq!(err.err().as_deref(), Some("NoSuchBucket"));
     assert!(!server.root().join("no-such-bucket").exists());
     let err = c
         .head_object()
@@ -147,40 +148,24 @@ async fn objects_with_attributes_keep_them_until_a_plain_rewrite() {
         .await
         .expect("put with metadata");
     assert!(!root_files(&server, ".bucket-").is_empty(), "side files");
-    let head = c
-        .head_object()
-        .bucket(&b)
-        .key("meta")
-        .send()
-        .await
-        .expect("head");
+    let h = head(&c, &b, "meta").await;
     assert_eq!(
-        head.metadata()
+        h.metadata()
             .and_then(|m| m.get("owner"))
             .map(String::as_str),
         Some("someone")
     );
-    assert_eq!(head.content_type(), Some("text/plain"));
-    c.put_object()
-        .bucket(&b)
-        .key("meta")
-        .body(ByteStream::from_static(b"plain"))
-        .send()
+    assert_eq!(h.content_type(), Some("text/plain"));
+    put(&c, &b, "meta", Bytes::from_static(b"plain"), false)
         .await
         .expect("plain rewrite");
     assert!(
         root_files(&server, ".bucket-").is_empty(),
         "stale side files"
     );
-    let head = c
-        .head_object()
-        .bucket(&b)
-        .key("meta")
-        .send()
-        .await
-        .expect("head");
-    assert!(head.metadata().is_none_or(|m| m.is_empty()));
-    assert_eq!(head.content_length(), Some(5));
+    let h = head(&c, &b, "meta").await;
+    assert!(h.metadata().is_none_or(|m| m.is_empty()));
+    assert_eq!(h.content_length(), Some(5));
 }
 
 async fn upload(c: &Client, b: &str, key: &str) -> String {
@@ -308,14 +293,8 @@ async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
     want.extend_from_slice(&p2);
     want.extend_from_slice(&p3);
     assert_eq!(get(&c, &b, "big2").await, Bytes::from(want.clone()));
-    let head = c
-        .head_object()
-        .bucket(&b)
-        .key("big2")
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(head.content_length(), Some(want.len() as i64));
+    let h = head(&c, &b, "big2").await;
+    assert_eq!(h.content_length(), Some(want.len() as i64));
 
     let id = upload(&c, &b, "big2").await;
     let again = part(&c, &b, "big2", &id, 1, bytes(6, 100)).await;
@@ -336,30 +315,34 @@ async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
         .expect("abort");
     assert_eq!(server.pending_multipart_uploads(), 0);
     assert!(root_files(&server, ".shovel-part").is_empty(), "parts left");
-    let err = c
-        .upload_part()
-        .bucket(&b)
-        .key("big2")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .expect_err("aborted");
-    assert_eq!(err.code(), Some("NoSuchUpload"));
+    let part_error = |key: &'static str, id: String| {
+        let (c, b) = (c.clone(), b.clone());
+        async move {
+            c.upload_part()
+                .bucket(&b)
+                .key(key)
+                .upload_id(&id)
+                .part_number(1)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+                .expect_err("the part must be refused")
+                .code()
+                .map(str::to_string)
+        }
+    };
+    assert_eq!(
+        part_error("big2", id).await.as_deref(),
+        Some("NoSuchUpload"),
+        "aborted"
+    );
     // An id of another key is not this key's upload.
     let id = upload(&c, &b, "k1").await;
-    let err = c
-        .upload_part()
-        .bucket(&b)
-        .key("k2")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .expect_err("wrong key");
-    assert_eq!(err.code(), Some("NoSuchUpload"));
+    assert_eq!(
+        part_error("k2", id).await.as_deref(),
+        Some("NoSuchUpload"),
+        "wrong key"
+    );
 }
 
 /// Plain PUTs and multipart uploads at once, many in flight: every object
@@ -384,13 +367,7 @@ async fn concurrent_puts_and_multipart_uploads_never_mix_objects() {
         puts.spawn(async move {
             let key = format!("put-{i}");
             let data = bytes(i, 5 * MIB + i as usize);
-            c.put_object()
-                .bucket(&b)
-                .key(&key)
-                .body(ByteStream::from(data.clone()))
-                .send()
-                .await
-                .expect("put");
+            put(&c, &b, &key, data.clone(), false).await.expect("put");
             (key, data)
         });
     }

@@ -142,20 +142,7 @@ impl EmbeddedFs {
 
     /// Whether `input` is a GET the fast path answers as `s3s-fs` would.
     fn is_plain(input: &GetObjectInput) -> bool {
-        input.part_number.is_none()
-            && input.version_id.is_none()
-            && input.if_match.is_none()
-            && input.if_none_match.is_none()
-            && input.if_modified_since.is_none()
-            && input.if_unmodified_since.is_none()
-            && input.sse_customer_algorithm.is_none()
-            && input.checksum_mode.is_none()
-            && input.response_cache_control.is_none()
-            && input.response_content_disposition.is_none()
-            && input.response_content_encoding.is_none()
-            && input.response_content_language.is_none()
-            && input.response_content_type.is_none()
-            && input.response_expires.is_none()
+        super::objects::no_read_options!(input)
     }
 
     async fn fast_get(

@@ -61,24 +61,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Whether a CreateMultipartUpload asks for nothing a side file would keep.
 pub(crate) fn is_plain_create(input: &CreateMultipartUploadInput) -> bool {
-    input.checksum_algorithm.is_none()
+    super::objects::no_attributes!(input)
+        && input.checksum_algorithm.is_none()
         && input.checksum_type.is_none()
-        && input.metadata.as_ref().is_none_or(|m| m.is_empty())
-        && input.cache_control.is_none()
-        && input.content_disposition.is_none()
-        && input.content_encoding.is_none()
-        && input.content_language.is_none()
-        && input
-            .content_type
-            .as_deref()
-            .is_none_or(|t| t == super::objects::DEFAULT_CONTENT_TYPE)
-        && input.expires.is_none()
-        && input.website_redirect_location.is_none()
-        && input.sse_customer_algorithm.is_none()
-        && input
-            .storage_class
-            .as_ref()
-            .is_none_or(|c| c.as_str() == "STANDARD")
 }
 
 impl Uploads {

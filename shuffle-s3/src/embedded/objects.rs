@@ -93,10 +93,60 @@ pub(crate) fn etag_of(meta: &std::fs::Metadata) -> String {
     )
 }
 
+/// True when a write (`PutObjectInput`, `CreateMultipartUploadInput`)
+/// carries no attribute a side file would keep: no metadata, no content
+/// headers but the SDKs' default type, no SSE-C, the standard class. One
+/// list for both, so the two write paths agree on what is plain.
+macro_rules! no_attributes {
+    ($input:expr) => {{
+        let i = $input;
+        i.metadata.as_ref().is_none_or(|m| m.is_empty())
+            && i.cache_control.is_none()
+            && i.content_disposition.is_none()
+            && i.content_encoding.is_none()
+            && i.content_language.is_none()
+            && i.content_type
+                .as_deref()
+                .is_none_or(|t| t == $crate::embedded::objects::DEFAULT_CONTENT_TYPE)
+            && i.expires.is_none()
+            && i.website_redirect_location.is_none()
+            && i.sse_customer_algorithm.is_none()
+            && i.storage_class
+                .as_ref()
+                .is_none_or(|c| c.as_str() == "STANDARD")
+    }};
+}
+pub(crate) use no_attributes;
+
+/// True when a read (`GetObjectInput`, `HeadObjectInput`) asks for the
+/// current object as it is: no part, version, condition, checksum mode,
+/// SSE-C or response header override.
+macro_rules! no_read_options {
+    ($input:expr) => {{
+        let i = $input;
+        i.part_number.is_none()
+            && i.version_id.is_none()
+            && i.if_match.is_none()
+            && i.if_none_match.is_none()
+            && i.if_modified_since.is_none()
+            && i.if_unmodified_since.is_none()
+            && i.sse_customer_algorithm.is_none()
+            && i.checksum_mode.is_none()
+            && i.response_cache_control.is_none()
+            && i.response_content_disposition.is_none()
+            && i.response_content_encoding.is_none()
+            && i.response_content_language.is_none()
+            && i.response_content_type.is_none()
+            && i.response_expires.is_none()
+    }};
+}
+pub(crate) use no_read_options;
+
 /// Whether a PutObject holds nothing a side file would keep and nothing
 /// `s3s-fs` would check beyond `If-None-Match: *`.
 pub(crate) fn is_plain_put(input: &PutObjectInput) -> bool {
-    input.content_md5.is_none()
+    no_attributes!(input)
+        && input.content_md5.is_none()
         && input.checksum_algorithm.is_none()
         && input.checksum_crc32.is_none()
         && input.checksum_crc32c.is_none()
@@ -105,42 +155,12 @@ pub(crate) fn is_plain_put(input: &PutObjectInput) -> bool {
         && input.checksum_sha256.is_none()
         && input.if_match.is_none()
         && input.if_none_match.as_ref().is_none_or(|c| c.is_any())
-        && input.metadata.as_ref().is_none_or(|m| m.is_empty())
-        && input.cache_control.is_none()
-        && input.content_disposition.is_none()
-        && input.content_encoding.is_none()
-        && input.content_language.is_none()
-        && input
-            .content_type
-            .as_deref()
-            .is_none_or(|t| t == DEFAULT_CONTENT_TYPE)
-        && input.expires.is_none()
-        && input.website_redirect_location.is_none()
-        && input.sse_customer_algorithm.is_none()
         && input.write_offset_bytes.is_none()
-        && input
-            .storage_class
-            .as_ref()
-            .is_none_or(|c| c.as_str() == "STANDARD")
 }
 
 /// Whether a HeadObject asks only for the object's length, time and ETag.
 pub(crate) fn is_plain_head(input: &HeadObjectInput) -> bool {
-    input.part_number.is_none()
-        && input.version_id.is_none()
-        && input.range.is_none()
-        && input.if_match.is_none()
-        && input.if_none_match.is_none()
-        && input.if_modified_since.is_none()
-        && input.if_unmodified_since.is_none()
-        && input.sse_customer_algorithm.is_none()
-        && input.checksum_mode.is_none()
-        && input.response_cache_control.is_none()
-        && input.response_content_disposition.is_none()
-        && input.response_content_encoding.is_none()
-        && input.response_content_language.is_none()
-        && input.response_content_type.is_none()
-        && input.response_expires.is_none()
+    no_read_options!(input) && input.range.is_none()
 }
 
 /// Runs blocking file work off the async workers.
