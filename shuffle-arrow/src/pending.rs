@@ -21,6 +21,9 @@
 //!   1,000 partitions, where a part is about 8 rows.
 //! - [`PendingRows::push`] takes a part someone else cut (DataFusion's
 //!   partitioner hands out slices of one `take`): one run over all of it.
+//!   `MapTaskWriter::write_rows` cuts parts itself when a batch has
+//!   hundreds of rows for each partition (8 partitions, say): then one
+//!   take and a slice per partition cost less than a run per row.
 //!
 //! [`PendingRows::take`] builds a partition's batch: its one run as a
 //! zero-copy slice, a few long runs concatenated, and many short runs

@@ -26,6 +26,11 @@ use crate::error::{Error, Result};
 use crate::partition::{PartitionScheme, Partitioner};
 use crate::pending::PendingRows;
 
+/// [`MapTaskWriter::write_rows`] cuts a batch into parts (a take, then
+/// slices) when its partitions would get at least this many rows each on
+/// average, and routes rows one by one below that (see [`crate::pending`]).
+const CUT_MIN_ROWS_PER_PART: usize = 128;
+
 /// What a [`MapTaskWriter`] has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -159,9 +164,11 @@ impl MapTaskWriter {
     }
 
     /// Writes row `r` of `batch` into partition `partitions[r]` (the caller
-    /// routed every row; one entry per row). Nothing is copied until a
-    /// partition has enough rows for a block: then its rows are gathered
-    /// from the batches they came from, each copied once.
+    /// routed every row; one entry per row). With many partitions for the
+    /// rows, nothing is copied until a partition has enough rows for a
+    /// block: then its rows are gathered from the batches they came from,
+    /// each copied once. With few, the batch is cut into one part per
+    /// partition at once (`CUT_MIN_ROWS_PER_PART`).
     pub async fn write_rows(&mut self, batch: &RecordBatch, partitions: &[u32]) -> Result<()> {
         if partitions.len() != batch.num_rows() {
             return Err(Error::Arrow(
@@ -174,6 +181,25 @@ impl MapTaskWriter {
         }
         if let Some(max) = partitions.iter().max() {
             self.check_partition(*max)?;
+        }
+        let n = self.buffer.num_partitions() as usize;
+        if batch.num_rows() >= CUT_MIN_ROWS_PER_PART * n {
+            // Few partitions for the rows: parts of hundreds of rows. One
+            // take and a slice per partition (each part one run) then
+            // costs less than keeping and gathering every row alone.
+            let mut parts = std::mem::take(&mut self.parts);
+            let cut = crate::partition::split_by_index::<Error>(batch, partitions, n, |p, b| {
+                parts.push((p, b));
+                Ok(())
+            });
+            let mut result = cut;
+            for (p, b) in parts.drain(..) {
+                if result.is_ok() {
+                    result = self.write_to(p as u32, &b).await;
+                }
+            }
+            self.parts = parts;
+            return result;
         }
         let mut full = std::mem::take(&mut self.full);
         self.pending.push_rows(batch.clone(), partitions, &mut full);

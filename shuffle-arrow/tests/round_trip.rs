@@ -329,72 +329,81 @@ async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
     assert_eq!(blocks_read, stats.blocks);
 }
 
-/// Parts that are slices of one input batch (as DataFusion's partitioner
-/// and `split_by_index` hand them over) are gathered by their own size: each
-/// used to count as its whole parent and became a block of its own.
-/// Rows routed one by one over many partitions (as the hash partitioner
-/// routes them) are gathered into blocks of many batches' rows, and every
-/// partition reads back exactly its rows in the order they were written.
-/// A routing that does not fit the batch or the shuffle is refused by name.
+/// Rows routed one by one (as the hash partitioner routes them) read back
+/// in the order they were written, partition by partition: over many
+/// partitions, where they wait as row numbers and are gathered into blocks
+/// of many batches' rows, and over few, where each batch is cut into parts
+/// at once. A routing that does not fit the batch or the shuffle is
+/// refused by name.
 #[tokio::test]
-async fn rows_routed_over_many_partitions_are_gathered_in_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let n = 300u32;
-    let mgr = registered(&dir, 10, 1, n).await;
-    let mut w = MapTaskWriter::new(&mgr, 10, 0, 0, PartitionScheme::hash(n as usize))
-        .await
-        .expect("writer");
-    let mut want: Vec<Vec<String>> = vec![Vec::new(); n as usize];
-    let mut total = 0u64;
-    for i in 0..40i64 {
-        let b = sample(i * 500);
-        // A scattered routing (a few rows per partition per batch).
-        let route: Vec<u32> = (0..b.num_rows() as u64)
-            .map(|r| ((r * 7919 + i as u64 * 31) % n as u64) as u32)
-            .collect();
-        let rows = ordered_rows(std::slice::from_ref(&b));
-        for (r, p) in route.iter().enumerate() {
-            want[*p as usize].push(rows[r].clone());
+async fn rows_routed_to_partitions_read_back_in_order() {
+    // 500-row batches: 300 partitions get about 2 rows each (gathered),
+    // 3 partitions about 167 (cut).
+    for (shuffle, n) in [(10u32, 300u32), (11, 3)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mgr = registered(&dir, shuffle, 1, n).await;
+        let mut w = MapTaskWriter::new(&mgr, shuffle, 0, 0, PartitionScheme::hash(n as usize))
+            .await
+            .expect("writer");
+        let mut want: Vec<Vec<String>> = vec![Vec::new(); n as usize];
+        let mut total = 0u64;
+        for i in 0..40i64 {
+            let b = sample(i * 500);
+            // A scattered routing.
+            let route: Vec<u32> = (0..b.num_rows() as u64)
+                .map(|r| ((r * 7919 + i as u64 * 31) % n as u64) as u32)
+                .collect();
+            let rows = ordered_rows(std::slice::from_ref(&b));
+            for (r, p) in route.iter().enumerate() {
+                want[*p as usize].push(rows[r].clone());
+            }
+            w.write_rows(&b, &route).await.expect("write_rows");
+            total += b.num_rows() as u64;
         }
-        w.write_rows(&b, &route).await.expect("write_rows");
-        total += b.num_rows() as u64;
-    }
-    let short = w
-        .write_rows(&sample(0), &[0, 1])
-        .await
-        .expect_err("two partitions for 500 rows");
-    assert!(
-        short.to_string().contains("one partition per row"),
-        "{short}"
-    );
-    let out_of_range = w
-        .write_rows(&sample(0).slice(0, 1), &[n])
-        .await
-        .expect_err("partition n does not exist");
-    assert!(
-        out_of_range.to_string().contains(&format!("partition {n}")),
-        "{out_of_range}"
-    );
-    let (status, stats) = w.commit().await.expect("commit");
-    assert_eq!(stats.records, total);
-    // 20,000 rows over 300 partitions: a block per batch and partition
-    // would be 12,000 blocks.
-    assert!(
-        stats.blocks < 2_000,
-        "{} blocks: routed rows were not gathered across batches",
-        stats.blocks
-    );
-    for p in [0u32, 1, 150, n - 1] {
-        let got: Vec<RecordBatch> =
-            read_partitions(&mgr, 10, vec![status.clone()], p..p + 1, schema())
-                .expect("reader")
-                .try_collect()
-                .await
-                .expect("read");
-        assert_eq!(ordered_rows(&got), want[p as usize], "partition {p}");
+        let short = w
+            .write_rows(&sample(0), &[0, 1])
+            .await
+            .expect_err("two partitions for 500 rows");
+        assert!(
+            short.to_string().contains("one partition per row"),
+            "{short}"
+        );
+        let out_of_range = w
+            .write_rows(&sample(0).slice(0, 1), &[n])
+            .await
+            .expect_err("partition n does not exist");
+        assert!(
+            out_of_range.to_string().contains(&format!("partition {n}")),
+            "{out_of_range}"
+        );
+        let (status, stats) = w.commit().await.expect("commit");
+        assert_eq!(stats.records, total);
+        // 20,000 rows over 300 partitions: a block per batch and partition
+        // would be 12,000 blocks.
+        assert!(
+            stats.blocks < 2_000,
+            "{n} partitions, {} blocks: rows were not gathered across batches",
+            stats.blocks
+        );
+        for p in [0u32, 1, n / 2, n - 1] {
+            let got: Vec<RecordBatch> =
+                read_partitions(&mgr, shuffle, vec![status.clone()], p..p + 1, schema())
+                    .expect("reader")
+                    .try_collect()
+                    .await
+                    .expect("read");
+            assert_eq!(
+                ordered_rows(&got),
+                want[p as usize],
+                "{n} partitions: partition {p}"
+            );
+        }
     }
 }
 
+/// Parts that are slices of one input batch (as DataFusion's partitioner
+/// and `split_by_index` hand them over) are gathered by their own size: each
+/// used to count as its whole parent and became a block of its own.
 #[tokio::test]
 async fn slices_of_one_batch_share_blocks_and_read_back_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
