@@ -125,24 +125,27 @@ impl MapTaskWriter {
             return self.write_rows(batch, &rows).await;
         }
         let mut parts = std::mem::take(&mut self.parts);
-        let result = self.partitioner.partition::<Error>(batch, keys, |p, b| {
+        let cut = self.partitioner.partition::<Error>(batch, keys, |p, b| {
             parts.push((p, b));
             Ok(())
         });
-        let result = match result {
-            Ok(()) => {
-                let mut r = Ok(());
-                for (p, b) in parts.drain(..) {
-                    if let Err(e) = self.write_to(p as u32, &b).await {
-                        r = Err(e);
-                        break;
-                    }
-                }
-                r
+        self.write_parts(parts, cut).await
+    }
+
+    /// Writes the parts a cut produced, each with [`Self::write_to`],
+    /// unless the cut failed; stops at the first error. `parts` is the
+    /// writer's reused buffer, handed back empty.
+    async fn write_parts(
+        &mut self,
+        mut parts: Vec<(usize, RecordBatch)>,
+        cut: Result<()>,
+    ) -> Result<()> {
+        let mut result = cut;
+        for (p, b) in parts.drain(..) {
+            if result.is_ok() {
+                result = self.write_to(p as u32, &b).await;
             }
-            Err(e) => Err(e),
-        };
-        parts.clear();
+        }
         self.parts = parts;
         result
     }
@@ -192,14 +195,7 @@ impl MapTaskWriter {
                 parts.push((p, b));
                 Ok(())
             });
-            let mut result = cut;
-            for (p, b) in parts.drain(..) {
-                if result.is_ok() {
-                    result = self.write_to(p as u32, &b).await;
-                }
-            }
-            self.parts = parts;
-            return result;
+            return self.write_parts(parts, cut).await;
         }
         let mut full = std::mem::take(&mut self.full);
         self.pending.push_rows(batch.clone(), partitions, &mut full);

@@ -25,10 +25,12 @@ use std::sync::Mutex;
 use s3s::dto::*;
 use s3s::{s3_error, S3Response, S3Result};
 
-use super::objects::{blocking, create_new, etag_of, publish, write_body, TempNames};
+use super::objects::{blocking, create_new, etag_of, publish, write_body, TempNames, TEMP_PREFIX};
 
 /// Prefix of the upload ids this module serves.
 pub(crate) const ID_PREFIX: &str = "shovel-";
+/// How the names of part files at the root begin.
+const PART_PREFIX: &str = ".shovel-part.";
 /// Smallest part but the last, as S3 enforces.
 const MIN_PART: u64 = 5 << 20;
 const MAX_PART_NUMBER: i32 = 10_000;
@@ -67,14 +69,14 @@ pub(crate) fn is_plain_create(input: &CreateMultipartUploadInput) -> bool {
 }
 
 impl Uploads {
-    /// Uploads under `root`; removes part files a previous server left.
+    /// Uploads under `root`; removes the part and temporary files a
+    /// previous server left (names only this server gives).
     pub(crate) fn new(root: PathBuf) -> Self {
         if let Ok(dir) = std::fs::read_dir(&root) {
             for e in dir.flatten() {
                 let name = e.file_name();
-                if name.to_string_lossy().starts_with(".shovel-part.")
-                    || name.to_string_lossy().starts_with(".shovel-tmp.")
-                {
+                let name = name.to_string_lossy();
+                if name.starts_with(PART_PREFIX) || name.starts_with(TEMP_PREFIX) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -144,7 +146,7 @@ impl Uploads {
         let size = write_body(tmp.clone(), body).await?;
         let path = self
             .root
-            .join(format!(".shovel-part.{upload_id}.{part_number}"));
+            .join(format!("{PART_PREFIX}{upload_id}.{part_number}"));
         let dest = path.clone();
         let meta = blocking("storing a part", move || publish(&tmp, &dest)).await?;
         let etag = etag_of(&meta);

@@ -37,6 +37,9 @@ pub(crate) const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Body bytes gathered before one blocking write.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// How the names of temporary files at the root begin.
+pub(crate) const TEMP_PREFIX: &str = ".shovel-tmp.";
+
 /// Names of temporary files at the root (never a bucket: buckets are
 /// directories, and `.` starts no bucket name). Every instance has a
 /// random token of its own, so two of them (the object writer and the
@@ -58,7 +61,7 @@ impl TempNames {
     /// A fresh temporary path under `root`.
     pub(crate) fn next(&self, root: &Path) -> PathBuf {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        root.join(format!(".shovel-tmp.{}.{n}", self.token))
+        root.join(format!("{TEMP_PREFIX}{}.{n}", self.token))
     }
 }
 
