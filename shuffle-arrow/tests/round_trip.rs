@@ -143,6 +143,34 @@ async fn registered(
     mgr
 }
 
+/// A local manager in `dir` with one shuffle of one map and `n`
+/// partitions, and the hash-partitioning writer of that map.
+async fn hash_writer(
+    dir: &tempfile::TempDir,
+    shuffle_id: u32,
+    n: u32,
+) -> (shuffle_core::StoreShuffleManager, MapTaskWriter) {
+    let mgr = registered(dir, shuffle_id, 1, n).await;
+    let w = MapTaskWriter::new(&mgr, shuffle_id, 0, 0, PartitionScheme::hash(n as usize))
+        .await
+        .expect("writer");
+    (mgr, w)
+}
+
+/// Partition `p` of one committed map output, read back in order.
+async fn read_partition(
+    mgr: &shuffle_core::StoreShuffleManager,
+    shuffle_id: u32,
+    status: &shuffle_core::MapStatus,
+    p: u32,
+) -> Vec<RecordBatch> {
+    read_partitions(mgr, shuffle_id, vec![status.clone()], p..p + 1, schema())
+        .expect("reader")
+        .try_collect()
+        .await
+        .expect("read")
+}
+
 fn sample(offset: i64) -> RecordBatch {
     let rows: Vec<Row> = (0..500)
         .map(|i| {
@@ -263,10 +291,7 @@ fn ordered_rows(batches: &[RecordBatch]) -> Vec<String> {
 async fn small_parts_share_blocks_and_read_back_coalesced_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 4u32;
-    let mgr = registered(&dir, 7, 1, n).await;
-    let mut w = MapTaskWriter::new(&mgr, 7, 0, 0, PartitionScheme::hash(n as usize))
-        .await
-        .expect("writer");
+    let (mgr, mut w) = hash_writer(&dir, 7, n).await;
     // 400 parts of 50 rows, 100 per partition, as a partitioner over many
     // partitions hands them over.
     let mut written: Vec<Vec<RecordBatch>> = vec![Vec::new(); n as usize];
@@ -341,10 +366,7 @@ async fn rows_routed_to_partitions_read_back_in_order() {
     // 3 partitions about 167 (cut).
     for (shuffle, n) in [(10u32, 300u32), (11, 3)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mgr = registered(&dir, shuffle, 1, n).await;
-        let mut w = MapTaskWriter::new(&mgr, shuffle, 0, 0, PartitionScheme::hash(n as usize))
-            .await
-            .expect("writer");
+        let (mgr, mut w) = hash_writer(&dir, shuffle, n).await;
         let mut want: Vec<Vec<String>> = vec![Vec::new(); n as usize];
         let mut total = 0u64;
         for i in 0..40i64 {
@@ -386,12 +408,7 @@ async fn rows_routed_to_partitions_read_back_in_order() {
             stats.blocks
         );
         for p in [0u32, 1, n / 2, n - 1] {
-            let got: Vec<RecordBatch> =
-                read_partitions(&mgr, shuffle, vec![status.clone()], p..p + 1, schema())
-                    .expect("reader")
-                    .try_collect()
-                    .await
-                    .expect("read");
+            let got = read_partition(&mgr, shuffle, &status, p).await;
             assert_eq!(
                 ordered_rows(&got),
                 want[p as usize],
@@ -408,10 +425,7 @@ async fn rows_routed_to_partitions_read_back_in_order() {
 async fn slices_of_one_batch_share_blocks_and_read_back_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 4u32;
-    let mgr = registered(&dir, 9, 1, n).await;
-    let mut w = MapTaskWriter::new(&mgr, 9, 0, 0, PartitionScheme::hash(n as usize))
-        .await
-        .expect("writer");
+    let (mgr, mut w) = hash_writer(&dir, 9, n).await;
     let mut written: Vec<Vec<RecordBatch>> = vec![Vec::new(); n as usize];
     let mut parts = 0u64;
     for i in 0..100i64 {
@@ -441,12 +455,7 @@ async fn slices_of_one_batch_share_blocks_and_read_back_in_order() {
         stats.blocks
     );
     for p in 0..n {
-        let got: Vec<RecordBatch> =
-            read_partitions(&mgr, 9, vec![status.clone()], p..p + 1, schema())
-                .expect("reader")
-                .try_collect()
-                .await
-                .expect("read");
+        let got = read_partition(&mgr, 9, &status, p).await;
         assert_eq!(
             ordered_rows(&got),
             ordered_rows(&written[p as usize]),
