@@ -92,13 +92,21 @@ where
 }
 
 /// A file written under a temporary name and renamed into place on `finish`.
+///
+/// The temporary file is created by the first batch of writes, not by
+/// `create`, and the last batch is written by the same blocking call that
+/// publishes: an object smaller than a batch (most map outputs of a small
+/// stage) costs one trip to the blocking pool, not three.
 #[derive(Debug)]
 pub struct FileSink {
     /// The root directory, named in storage-full errors.
     root: PathBuf,
     final_path: PathBuf,
     tmp_path: PathBuf,
+    /// The temporary file, once a batch has created it.
     file: Option<File>,
+    /// A batch tried to create the temporary file (it may exist).
+    started: bool,
     /// Pending writes, handed to the OS together once about 1 MiB is queued
     /// (kept as `Bytes` so nothing is copied on the way).
     buf: Vec<Bytes>,
@@ -111,26 +119,20 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Creates the temporary file (and missing parent directories).
+    /// A sink that publishes to `final_path` (creating missing parent
+    /// directories) when it finishes.
     pub async fn create(
         root: PathBuf,
         final_path: PathBuf,
         quota: Option<Arc<DirQuota>>,
     ) -> Result<Self> {
         let tmp_path = final_path.with_extension(format!("tmp-{}", unique_suffix()));
-        let (root2, tmp2) = (root.clone(), tmp_path.clone());
-        let file = blocking(move || {
-            if let Some(parent) = tmp2.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| map_write_err(&root2, parent, e))?;
-            }
-            File::create(&tmp2).map_err(|e| map_write_err(&root2, &tmp2, e))
-        })
-        .await?;
         Ok(Self {
             root,
             final_path,
             tmp_path,
-            file: Some(file),
+            file: None,
+            started: false,
             buf: Vec::new(),
             buffered: 0,
             written: 0,
@@ -155,41 +157,94 @@ impl FileSink {
         Ok(sink)
     }
 
-    async fn flush_buf(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
+    /// Takes the pending writes and their share of the quota, and what the
+    /// blocking call needs to write them: the open file, or the paths to
+    /// create it.
+    fn take_batch(&mut self) -> Result<Batch> {
         let n = self.buffered as u64;
         if let Some(q) = &self.quota {
             q.take(n)?;
         }
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Protocol("file sink used after an error".into()))?;
-        let bufs = std::mem::take(&mut self.buf);
-        self.buffered = 0;
-        let (root, tmp) = (self.root.clone(), self.tmp_path.clone());
-        let file = blocking(move || {
-            for b in &bufs {
-                file.write_all(b)
-                    .map_err(|e| map_write_err(&root, &tmp, e))?;
+        let file = self.file.take();
+        if file.is_none() && self.started {
+            if let Some(q) = &self.quota {
+                q.give_back(n);
             }
-            Ok(file)
+            return Err(Error::Protocol("file sink used after an error".into()));
+        }
+        self.started = true;
+        self.buffered = 0;
+        Ok(Batch {
+            file,
+            bufs: std::mem::take(&mut self.buf),
+            len: n,
+            root: self.root.clone(),
+            tmp: self.tmp_path.clone(),
         })
-        .await?;
-        self.file = Some(file);
-        self.written += n;
+    }
+
+    /// Counts a written batch, or gives its quota back if it failed.
+    fn batch_done<T>(&mut self, len: u64, res: &Result<T>) {
+        match res {
+            Ok(_) => self.written += len,
+            Err(_) => {
+                if let Some(q) = &self.quota {
+                    q.give_back(len);
+                }
+            }
+        }
+    }
+
+    async fn flush_buf(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let batch = self.take_batch()?;
+        let len = batch.len;
+        let res = blocking(move || batch.write()).await;
+        self.batch_done(len, &res);
+        self.file = Some(res?);
         Ok(())
     }
 
     fn remove_tmp(&mut self) {
         self.done = true;
         self.file = None;
-        let _ = std::fs::remove_file(&self.tmp_path);
+        if self.started {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
         if let Some(q) = &self.quota {
             q.give_back(self.written);
         }
+    }
+}
+
+/// One batch of a [`FileSink`]'s writes, moved to the blocking pool.
+struct Batch {
+    file: Option<File>,
+    bufs: Vec<Bytes>,
+    len: u64,
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Batch {
+    /// Writes the batch, creating the temporary file first if no batch has.
+    fn write(self) -> Result<File> {
+        let (root, tmp) = (&self.root, &self.tmp);
+        let mut file = match self.file {
+            Some(f) => f,
+            None => {
+                if let Some(parent) = tmp.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| map_write_err(root, parent, e))?;
+                }
+                File::create(tmp).map_err(|e| map_write_err(root, tmp, e))?
+            }
+        };
+        for b in &self.bufs {
+            file.write_all(b).map_err(|e| map_write_err(root, tmp, e))?;
+        }
+        Ok(file)
     }
 }
 
@@ -219,19 +274,21 @@ impl ObjectSink for FileSink {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
-        if let Err(e) = self.flush_buf().await {
-            self.remove_tmp();
-            return Err(e);
-        }
-        let file = self.file.take();
-        let (root, tmp, fin) = (
-            self.root.clone(),
-            self.tmp_path.clone(),
-            self.final_path.clone(),
-        );
+        // The last batch (or the only one: an empty object is created too)
+        // and the publish, in one blocking call.
+        let batch = match self.take_batch() {
+            Ok(b) => b,
+            Err(e) => {
+                self.remove_tmp();
+                return Err(e);
+            }
+        };
+        let len = batch.len;
+        let fin = self.final_path.clone();
         let no_replace = self.no_replace;
         let res = blocking(move || {
-            drop(file);
+            let (root, tmp) = (batch.root.clone(), batch.tmp.clone());
+            drop(batch.write()?);
             if !no_replace {
                 return std::fs::rename(&tmp, &fin).map_err(|e| map_write_err(&root, &fin, e));
             }
@@ -250,6 +307,7 @@ impl ObjectSink for FileSink {
             }
         })
         .await;
+        self.batch_done(len, &res);
         match res {
             Ok(()) => {
                 self.done = true;
@@ -332,4 +390,133 @@ pub async fn read_suffix(path: PathBuf, len: u64) -> Result<Bytes> {
         Ok(Bytes::from(buf))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_small_object_touches_the_disk_only_when_it_finishes() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("a/b");
+        let fin = dir.join("obj.data");
+        let quota = DirQuota::new(root.path(), 1 << 30);
+        let mut sink = Box::new(
+            FileSink::create(root.path().into(), fin.clone(), Some(quota.clone()))
+                .await
+                .expect("create"),
+        );
+        sink.write(Bytes::from_static(b"hello "))
+            .await
+            .expect("write");
+        sink.write(Bytes::from_static(b"world"))
+            .await
+            .expect("write");
+        assert!(!dir.exists(), "nothing is created before a batch or finish");
+        assert_eq!(sink.finish().await.expect("finish"), 11);
+        assert_eq!(std::fs::read(&fin).expect("read"), b"hello world");
+        assert_eq!(
+            names(&dir),
+            vec!["obj.data".to_string()],
+            "no temporary name left"
+        );
+        assert_eq!(quota.used(), 11);
+    }
+
+    #[tokio::test]
+    async fn an_empty_object_is_created() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let fin = root.path().join("empty.data");
+        let sink = Box::new(
+            FileSink::create(root.path().into(), fin.clone(), None)
+                .await
+                .expect("create"),
+        );
+        assert_eq!(sink.finish().await.expect("finish"), 0);
+        assert_eq!(std::fs::read(&fin).expect("read").len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_reaches_the_temporary_file_and_abort_removes_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let quota = DirQuota::new(root.path(), 1 << 30);
+        let fin = root.path().join("big.data");
+        let mut sink = Box::new(
+            FileSink::create(root.path().into(), fin.clone(), Some(quota.clone()))
+                .await
+                .expect("create"),
+        );
+        sink.write(Bytes::from(vec![1u8; WRITE_BATCH]))
+            .await
+            .expect("write");
+        let on_disk = names(root.path());
+        assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+        assert!(on_disk[0].starts_with("big.tmp-"), "{on_disk:?}");
+        assert_eq!(quota.used(), WRITE_BATCH as u64);
+        sink.abort().await.expect("abort");
+        assert!(names(root.path()).is_empty());
+        assert_eq!(quota.used(), 0, "abort gives the quota back");
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_fails_create_new_and_gives_the_quota_back() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let quota = DirQuota::new(root.path(), 1 << 30);
+        let fin = root.path().join("map-0.data");
+        for (i, body) in [&b"first"[..], &b"second"[..]].into_iter().enumerate() {
+            let mut sink = Box::new(
+                FileSink::create_new(root.path().into(), fin.clone(), Some(quota.clone()))
+                    .await
+                    .expect("create"),
+            );
+            sink.write(Bytes::copy_from_slice(body))
+                .await
+                .expect("write");
+            let res = sink.finish().await;
+            if i == 0 {
+                assert_eq!(res.expect("the first publishes"), 5);
+            } else {
+                assert!(matches!(res, Err(Error::AlreadyExists { .. })), "{res:?}");
+            }
+        }
+        assert_eq!(
+            std::fs::read(&fin).expect("read"),
+            b"first",
+            "the first attempt wins"
+        );
+        assert_eq!(names(root.path()), vec!["map-0.data".to_string()]);
+        assert_eq!(quota.used(), 5, "only the published bytes count");
+    }
+
+    #[tokio::test]
+    async fn a_quota_too_small_for_the_last_batch_fails_finish_and_leaves_nothing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let quota = DirQuota::new(root.path(), 4);
+        let fin = root.path().join("x.data");
+        let mut sink = Box::new(
+            FileSink::create(root.path().into(), fin.clone(), Some(quota.clone()))
+                .await
+                .expect("create"),
+        );
+        sink.write(Bytes::from_static(b"too long"))
+            .await
+            .expect("buffered");
+        let res = sink.finish().await;
+        assert!(matches!(res, Err(Error::StorageFull { .. })), "{res:?}");
+        assert!(names(root.path()).is_empty());
+        assert_eq!(quota.used(), 0);
+    }
 }

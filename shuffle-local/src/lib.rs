@@ -189,25 +189,13 @@ impl ShuffleStore for LocalStore {
     }
 
     async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> Result<PutOutcome> {
-        let root = self.root(key);
-        let fin = self.path(key);
-        let tmp = fin.with_extension(format!("tmp-{}", fs::unique_suffix()));
-        let mut sink =
-            Box::new(FileSink::create(root.dir.clone(), tmp.clone(), root.quota.clone()).await?);
+        let mut sink = self.create_if_absent(key).await?;
         sink.write(data).await?;
-        sink.finish().await?;
-        fs::blocking(move || {
-            let res = std::fs::hard_link(&tmp, &fin);
-            let _ = std::fs::remove_file(&tmp);
-            match res {
-                Ok(()) => Ok(PutOutcome::Created),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Ok(PutOutcome::AlreadyExists)
-                }
-                Err(e) => Err(Error::io(&fin, e)),
-            }
-        })
-        .await
+        match sink.finish().await {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(e),
+        }
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {

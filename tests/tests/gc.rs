@@ -148,7 +148,9 @@ async fn write_job(mgr: &StoreShuffleManager) {
         .create(&mgr.layout().data_key(1, 1, 7))
         .await
         .expect("sink");
-    sink.write(Bytes::from_static(b"half"))
+    // A batch (1 MiB on local disk) reaches the temporary file; less would
+    // wait in memory for `finish`.
+    sink.write(Bytes::from(vec![7u8; 1 << 20]))
         .await
         .expect("write");
     // A killed process never finishes, aborts or drops its sink.
