@@ -345,6 +345,61 @@ async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
     );
 }
 
+/// Completion appends to the first part's file and renames it; one that
+/// fails must leave that part as it was, so completing again (same ETags)
+/// gives exactly the listed parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_completion_leaves_the_parts_to_complete_again() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    let (p1, p2) = (bytes(11, 5 * MIB + 3), bytes(12, 777));
+    // An object named like the key's directory: the rename cannot happen.
+    put(&c, &b, "dir", Bytes::from_static(b"a file"), false)
+        .await
+        .expect("put");
+    let id = upload(&c, &b, "dir/obj").await;
+    let one = part(&c, &b, "dir/obj", &id, 1, p1.clone()).await;
+    let two = part(&c, &b, "dir/obj", &id, 2, p2.clone()).await;
+    let failed = complete(&c, &b, "dir/obj", &id, vec![one.clone(), two.clone()]).await;
+    assert!(failed.is_err(), "completion under an object must fail");
+    assert_eq!(server.pending_multipart_uploads(), 1, "the upload survives");
+    let listed = c
+        .list_parts()
+        .bucket(&b)
+        .key("dir/obj")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("list parts");
+    let parts: Vec<(Option<i64>, Option<String>)> = listed
+        .parts()
+        .iter()
+        .map(|p| (p.size(), p.e_tag().map(str::to_string)))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            (Some(p1.len() as i64), one.e_tag().map(str::to_string)),
+            (Some(p2.len() as i64), two.e_tag().map(str::to_string)),
+        ],
+        "part 1 keeps its size and ETag"
+    );
+    c.delete_object()
+        .bucket(&b)
+        .key("dir")
+        .send()
+        .await
+        .expect("delete");
+    complete(&c, &b, "dir/obj", &id, vec![one, two])
+        .await
+        .expect("completing again");
+    let mut want = p1.to_vec();
+    want.extend_from_slice(&p2);
+    assert_eq!(get(&c, &b, "dir/obj").await, Bytes::from(want));
+    assert!(root_files(&server, ".shovel-part").is_empty(), "parts left");
+}
+
 /// Plain PUTs and multipart uploads at once, many in flight: every object
 /// reads back as exactly what was written to its key (temporary files of
 /// the two paths must never be shared; a clash once renamed one map

@@ -3,9 +3,12 @@
 //! `s3s-fs` writes each part with an MD5, then at completion reads every
 //! part back through 64 KiB async reads, hashes it again and copies it into
 //! the object. Here a part is a file at the root written as a plain object
-//! is, and completion concatenates the parts with `std::io::copy` (on Linux
-//! `copy_file_range`, so the bytes do not pass through user space) into a
-//! temporary file that is renamed onto the key.
+//! is, and completion appends the other listed parts to the first listed
+//! part's file with `std::io::copy` (on Linux `copy_file_range`, so the
+//! bytes do not pass through user space) and renames that file onto the
+//! key: the first part, most of a two-part map output, is never copied.
+//! A completion that fails puts the first part back as it was (length and
+//! modification time, hence its ETag), so the client may complete again.
 //!
 //! Upload ids this server hands out start with [`ID_PREFIX`]; every
 //! multipart request with another id (an upload `s3s-fs` created, for an
@@ -25,7 +28,7 @@ use std::sync::Mutex;
 use s3s::dto::*;
 use s3s::{s3_error, S3Response, S3Result};
 
-use super::objects::{blocking, create_new, etag_of, publish, write_body, TempNames, TEMP_PREFIX};
+use super::objects::{blocking, etag_of, publish, write_body, TempNames, TEMP_PREFIX};
 
 /// Prefix of the upload ids this module serves.
 pub(crate) const ID_PREFIX: &str = "shovel-";
@@ -233,11 +236,13 @@ impl Uploads {
         if if_none_match.as_ref().is_some_and(|c| c.is_any()) && dest.exists() {
             return Err(s3_error!(PreconditionFailed, "Object already exists"));
         }
-        let tmp = self.names.next(&self.root);
-        let parts: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        let (first, rest) = files
+            .split_first()
+            .ok_or_else(|| s3_error!(InvalidPart, "You must specify at least one part"))?;
+        let (first, rest) = (first.clone(), rest.iter().map(|f| f.path.clone()).collect());
         let target = dest.clone();
         let meta = blocking("completing a multipart upload", move || {
-            concat(&parts, &tmp).and_then(|()| publish(&tmp, &target))
+            assemble(&first, rest, &target)
         })
         .await?;
         let n = files.len();
@@ -304,18 +309,41 @@ impl Uploads {
     }
 }
 
-/// Appends `parts` into a new file at `out` (removed on failure).
-fn concat(parts: &[PathBuf], out: &Path) -> std::io::Result<()> {
-    let result = (|| {
-        let mut dst = create_new(out)?;
-        for p in parts {
-            let mut src = std::fs::File::open(p)?;
-            std::io::copy(&mut src, &mut dst)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(out);
+/// Appends `rest` to the first part's file and renames it onto `dest`. On
+/// failure the first part gets its length and modification time back, so
+/// its ETag (and a later completion with it) still holds.
+fn assemble(
+    first: &PartFile,
+    rest: Vec<PathBuf>,
+    dest: &Path,
+) -> std::io::Result<std::fs::Metadata> {
+    use std::io::{Seek, SeekFrom};
+    let mut out = std::fs::OpenOptions::new().write(true).open(&first.path)?;
+    let before = out.metadata()?;
+    if etag_of(&before) != first.etag {
+        // Replaced since it was listed: never publish other bytes.
+        return Err(std::io::Error::other(format!(
+            "part file {} changed during completion",
+            first.path.display()
+        )));
     }
-    result
+    let result = (|| {
+        out.seek(SeekFrom::End(0))?;
+        for p in &rest {
+            let mut src = std::fs::File::open(p)?;
+            std::io::copy(&mut src, &mut out)?;
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&first.path, dest)
+    })();
+    if let Err(e) = result {
+        let _ = out.set_len(first.size);
+        if let Ok(mtime) = before.modified() {
+            let _ = out.set_modified(mtime);
+        }
+        return Err(e);
+    }
+    std::fs::metadata(dest)
 }
