@@ -25,11 +25,24 @@ use crate::exchange::{ShovelExchangeExec, ShuffleIds};
 pub struct ShovelExchangeRule {
     manager: Arc<dyn ShuffleManager>,
     ids: ShuffleIds,
+    map_tasks: usize,
 }
 
 impl ShovelExchangeRule {
+    /// Exchanges with one map task per input partition.
     pub fn new(manager: Arc<dyn ShuffleManager>, ids: ShuffleIds) -> Self {
-        Self { manager, ids }
+        Self {
+            manager,
+            ids,
+            map_tasks: 0,
+        }
+    }
+
+    /// Exchanges with at most `n` map tasks each (0: one per input
+    /// partition; see [`ShovelExchangeExec::with_map_tasks`]).
+    pub fn with_map_tasks(mut self, n: usize) -> Self {
+        self.map_tasks = n;
+        self
     }
 }
 
@@ -55,7 +68,8 @@ impl PhysicalOptimizerRule for ShovelExchangeRule {
                 *n,
                 Arc::clone(&self.manager),
                 self.ids.clone(),
-            )?;
+            )?
+            .with_map_tasks(self.map_tasks);
             Ok(Transformed::yes(
                 Arc::new(exchange) as Arc<dyn ExecutionPlan>
             ))

@@ -165,8 +165,9 @@ fn plain() -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-fn shovel(manager: Arc<dyn ShuffleManager>) -> SessionContext {
+fn shovel(manager: Arc<dyn ShuffleManager>, map_tasks: usize) -> SessionContext {
     let state = ShovelBuilder::new(manager)
+        .map_tasks(map_tasks)
         .install(
             SessionStateBuilder::new()
                 .with_default_features()
@@ -227,14 +228,17 @@ fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
 
 /// Plain DataFusion and DataFusion over `manager` agree on [`QUERIES`] and
 /// [`RANDOM_QUERIES`] random queries for each of `seeds`; returns how many
-/// queries ran.
+/// queries ran. The seeds take turns at the exchanges' map tasks: one per
+/// input partition (0), all inputs in one task (1), and 3 (over the 4
+/// input partitions most exchanges have: tasks of 2, 1 and 1 inputs).
 async fn same_rows_as_datafusion(
     manager: Arc<dyn ShuffleManager>,
     seeds: std::ops::Range<u64>,
 ) -> usize {
     let mut ran = 0;
     for seed in seeds {
-        let (a, b) = (plain(), shovel(Arc::clone(&manager)));
+        let map_tasks = [0, 1, 3][(seed % 3) as usize];
+        let (a, b) = (plain(), shovel(Arc::clone(&manager), map_tasks));
         register(&a, seed).await;
         register(&b, seed).await;
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
@@ -287,7 +291,13 @@ async fn same_rows_as_datafusion(
                 // One object per map output with rows; one ranged read at
                 // least per map output a reader needed.
                 let objects = metric(x, "shuffle_objects_written");
-                let maps = x.children()[0].output_partitioning().partition_count();
+                let inputs = x.children()[0].output_partitioning().partition_count();
+                let maps = match map_tasks {
+                    0 => inputs,
+                    n => n.min(inputs),
+                };
+                let exchange = x.downcast_ref::<ShovelExchangeExec>().expect("exchange");
+                assert_eq!(exchange.map_task_count(), maps, "{sql}");
                 assert!(objects <= maps, "{sql}: {objects} objects from {maps} maps");
                 assert_eq!(written > 0, objects > 0, "{sql}");
                 let requests = metric(x, "shuffle_read_requests");
@@ -328,10 +338,10 @@ async fn shovel_exchanges_give_the_same_rows_as_datafusion_on_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_analyze_shows_shuffle_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ctx = shovel(local_manager(
-        dir.path(),
-        ShuffleConfig::default().memory_limit,
-    ));
+    let ctx = shovel(
+        local_manager(dir.path(), ShuffleConfig::default().memory_limit),
+        2,
+    );
     register(&ctx, 7).await;
     let batches = ctx
         .sql("EXPLAIN ANALYZE SELECT g, count(*) FROM t1 GROUP BY g")
@@ -343,6 +353,7 @@ async fn explain_analyze_shows_shuffle_metrics() {
     let text = pretty_format_batches(&batches).expect("format").to_string();
     for needle in [
         "ShovelExchangeExec",
+        "map_tasks=2",
         "backend=local",
         "shuffle_records_written",
         "shuffle_bytes_read",
@@ -369,13 +380,57 @@ fn map_objects(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// With one map task, an exchange over several input partitions writes one
+/// map output (one file), and its readers still see every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_map_task_writes_one_map_output_for_all_input_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = shovel(
+        local_manager(dir.path(), ShuffleConfig::default().memory_limit),
+        1,
+    );
+    register(&ctx, 3).await;
+    let plan = plan(&ctx, QUERIES[0]).await;
+    let mut found = Vec::new();
+    exchanges(&plan, &mut found);
+    let exchange = &found[0];
+    let inputs = exchange.children()[0]
+        .output_partitioning()
+        .partition_count();
+    assert!(
+        inputs >= 2,
+        "the exchange must have several inputs: {inputs}"
+    );
+    let mut rows = 0;
+    for p in 0..exchange.output_partitioning().partition_count() {
+        let batches: Vec<_> = exchange
+            .execute(p, ctx.task_ctx())
+            .expect("execute")
+            .try_collect()
+            .await
+            .expect("read");
+        rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    let mut objects = Vec::new();
+    map_objects(dir.path(), &mut objects);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(rows, metric(exchange, "shuffle_records_written"));
+    let input_rows: usize = collect(Arc::clone(exchange.children()[0]), ctx.task_ctx())
+        .await
+        .expect("input")
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, input_rows, "every input row is read back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_map_output_fails_the_query_naming_shuffle_map_and_object() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ctx = shovel(local_manager(
-        dir.path(),
-        ShuffleConfig::default().memory_limit,
-    ));
+    let ctx = shovel(
+        local_manager(dir.path(), ShuffleConfig::default().memory_limit),
+        0,
+    );
     register(&ctx, 3).await;
     let plan = plan(&ctx, QUERIES[0]).await;
     let mut found = Vec::new();

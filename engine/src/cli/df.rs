@@ -19,7 +19,7 @@
 //! | `--memory` | the manager's pool (`memory.limit`), which DataFusion's operators share; each sort's merge reservation is scaled to it ([`sort_merge_reservation`]) |
 //! | `--spill-to-s3` | DataFusion's spill files are uploaded to S3 |
 //! | `--partitions` | DataFusion's `target_partitions`: the partitions of every hash exchange |
-//! | `--parallelism` | the tokio worker threads DataFusion runs on |
+//! | `--parallelism` | the tokio worker threads DataFusion runs on, and the map tasks (map outputs) per exchange |
 //! | `--broadcast-threshold` | `hash_join_single_partition_threshold` (0: every join is partitioned) |
 //! | `--date` | the 30-day window |
 //!
@@ -119,6 +119,7 @@ pub async fn q80_context(
 ) -> Result<SessionContext, CliError> {
     let state = ShovelBuilder::new(Arc::clone(manager))
         .spill_dir(spill_dir)
+        .map_tasks(config.parallelism)
         .install(
             SessionStateBuilder::new()
                 .with_default_features()

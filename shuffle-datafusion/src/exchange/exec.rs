@@ -84,6 +84,9 @@ pub struct ShovelExchangeExec {
     input: Arc<dyn ExecutionPlan>,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     partitions: usize,
+    /// At most this many map tasks (and map outputs); 0: one per input
+    /// partition.
+    map_tasks: usize,
     manager: Arc<dyn ShuffleManager>,
     ids: ShuffleIds,
     state: Arc<ExchangeState>,
@@ -127,6 +130,7 @@ impl ShovelExchangeExec {
             input,
             exprs,
             partitions,
+            map_tasks: 0,
             manager,
             ids,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -142,6 +146,25 @@ impl ShovelExchangeExec {
         })
     }
 
+    /// Writes at most `n` map outputs (0: one per input partition, the
+    /// default): input partition `i` goes to map task `i % n`. Fewer,
+    /// larger outputs mean fewer files or objects, and fewer requests on
+    /// S3, for the same rows; a map task is also the unit DataFusion would
+    /// re-run, but DataFusion has no stage retry.
+    pub fn with_map_tasks(mut self, n: usize) -> Self {
+        self.map_tasks = n;
+        self
+    }
+
+    /// The number of map tasks (and map outputs) an execution runs.
+    pub fn map_task_count(&self) -> usize {
+        let inputs = self.input.output_partitioning().partition_count();
+        match self.map_tasks {
+            0 => inputs,
+            n => n.min(inputs),
+        }
+    }
+
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
@@ -154,19 +177,21 @@ impl ShovelExchangeExec {
         &self.manager
     }
 
-    /// Registers a new shuffle and runs every input partition as a map task
-    /// (concurrently, as `RepartitionExec` runs its inputs).
+    /// Registers a new shuffle and runs `num_maps` map tasks over the input
+    /// partitions (concurrently, as `RepartitionExec` runs its inputs).
+    #[allow(clippy::too_many_arguments)]
     async fn run_maps(
         input: Arc<dyn ExecutionPlan>,
         exprs: Vec<Arc<dyn PhysicalExpr>>,
         partitions: usize,
+        num_maps: usize,
         state: Arc<ExchangeState>,
         ids: ShuffleIds,
         metrics: ExecutionPlanMetricsSet,
         ctx: Arc<TaskContext>,
     ) -> Result<Arc<Committed>> {
         let manager = Arc::clone(&state.manager);
-        let num_maps = input.output_partitioning().partition_count();
+        let num_inputs = input.output_partitioning().partition_count();
         let shuffle_id = ids.next();
         manager
             .register_shuffle(ShuffleHandle {
@@ -186,6 +211,7 @@ impl ShovelExchangeExec {
             .map(|map_id| {
                 let task = MapTask {
                     input: Arc::clone(&input),
+                    inputs: (map_id..num_inputs).step_by(num_maps).collect(),
                     map_id,
                     exprs: exprs.clone(),
                     partitions,
@@ -218,8 +244,9 @@ impl DisplayAs for ShovelExchangeExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "ShovelExchangeExec: partitioning={}, input_partitions={inputs}, backend={}",
+                "ShovelExchangeExec: partitioning={}, input_partitions={inputs}, map_tasks={}, backend={}",
                 self.cache.output_partitioning(),
+                self.map_task_count(),
                 self.manager.backend_name()
             ),
             DisplayFormatType::TreeRender => {
@@ -276,6 +303,7 @@ impl ExecutionPlan for ShovelExchangeExec {
                 input,
                 exprs: self.exprs.clone(),
                 partitions: self.partitions,
+                map_tasks: self.map_tasks,
                 manager: Arc::clone(&self.manager),
                 ids: self.ids.clone(),
                 state: Self::fresh_state(&self.manager),
@@ -283,13 +311,16 @@ impl ExecutionPlan for ShovelExchangeExec {
                 cache: Arc::clone(&self.cache),
             }));
         }
-        Ok(Arc::new(Self::try_new(
-            input,
-            self.exprs.clone(),
-            self.partitions,
-            Arc::clone(&self.manager),
-            self.ids.clone(),
-        )?))
+        Ok(Arc::new(
+            Self::try_new(
+                input,
+                self.exprs.clone(),
+                self.partitions,
+                Arc::clone(&self.manager),
+                self.ids.clone(),
+            )?
+            .with_map_tasks(self.map_tasks),
+        ))
     }
 
     #[allow(deprecated)]
@@ -318,6 +349,7 @@ impl ExecutionPlan for ShovelExchangeExec {
         let read = ReadMetrics::new(&self.metrics, partition);
         let (input, exprs, partitions) =
             (Arc::clone(&self.input), self.exprs.clone(), self.partitions);
+        let num_maps = self.map_task_count();
         let (state, ids, metrics) = (
             Arc::clone(&self.state),
             self.ids.clone(),
@@ -333,6 +365,7 @@ impl ExecutionPlan for ShovelExchangeExec {
                         input,
                         exprs,
                         partitions,
+                        num_maps,
                         Arc::clone(&state),
                         ids,
                         metrics,

@@ -1,4 +1,10 @@
-//! The writer side: one input partition as one Shovel map task.
+//! The writer side: a Shovel map task over one or more input partitions.
+//!
+//! A map task runs its input partitions concurrently (polled together, as
+//! `RepartitionExec`'s input tasks are, so operators that wait on each
+//! other across partitions, such as a partitioned hash join building its
+//! dynamic filter, still make progress) and writes all their rows into one
+//! map output.
 //!
 //! Rows go to partitions exactly as DataFusion's own `RepartitionExec` sends
 //! them: the partitioner *is* DataFusion's [`BatchPartitioner`] (its fixed
@@ -24,6 +30,8 @@ use crate::error::shuffle_error;
 /// What one map task needs.
 pub(crate) struct MapTask {
     pub input: Arc<dyn ExecutionPlan>,
+    /// The input partitions this task writes.
+    pub inputs: Vec<usize>,
     pub map_id: usize,
     pub exprs: Vec<Arc<dyn PhysicalExpr>>,
     pub partitions: usize,
@@ -33,8 +41,8 @@ pub(crate) struct MapTask {
 }
 
 impl MapTask {
-    /// Runs the input partition to its end, writes every row into the map
-    /// output and commits it; aborts the output on any error.
+    /// Runs the input partitions to their end, writes every row into the
+    /// map output and commits it; aborts the output on any error.
     pub async fn run(self, ctx: Arc<TaskContext>) -> Result<MapStatus> {
         let (shuffle_id, map_id) = (self.shuffle_id, self.map_id);
         let at = || format!("Shovel exchange: writing shuffle {shuffle_id} map {map_id}");
@@ -54,7 +62,12 @@ impl MapTask {
                 self.partitions,
                 self.metrics.repartition_time.clone(),
             )?;
-            let mut input = self.input.execute(map_id, ctx)?;
+            let streams = self
+                .inputs
+                .iter()
+                .map(|&i| self.input.execute(i, Arc::clone(&ctx)))
+                .collect::<Result<Vec<_>>>()?;
+            let mut input = futures::stream::select_all(streams);
             while let Some(batch) = input.next().await {
                 for part in partitioner.partition_iter(batch?)? {
                     let (p, b) = part?;
