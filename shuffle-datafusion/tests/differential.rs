@@ -380,20 +380,30 @@ fn map_objects(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// With one map task, an exchange over several input partitions writes one
-/// map output (one file), and its readers still see every row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_map_task_writes_one_map_output_for_all_input_partitions() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A Shovel session on local disk under `dir` (`map_tasks` per exchange)
+/// with seed 3's tables, and the first exchange of `QUERIES[0]`'s plan.
+async fn first_exchange(
+    dir: &std::path::Path,
+    map_tasks: usize,
+) -> (SessionContext, Arc<dyn ExecutionPlan>) {
     let ctx = shovel(
-        local_manager(dir.path(), ShuffleConfig::default().memory_limit),
-        1,
+        local_manager(dir, ShuffleConfig::default().memory_limit),
+        map_tasks,
     );
     register(&ctx, 3).await;
     let plan = plan(&ctx, QUERIES[0]).await;
     let mut found = Vec::new();
     exchanges(&plan, &mut found);
-    let exchange = &found[0];
+    (ctx, found.swap_remove(0))
+}
+
+/// With one map task, an exchange over several input partitions writes one
+/// map output (one file), and its readers still see every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_map_task_writes_one_map_output_for_all_input_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctx, exchange) = first_exchange(dir.path(), 1).await;
+    let exchange = &exchange;
     let inputs = exchange.children()[0]
         .output_partitioning()
         .partition_count();
@@ -427,15 +437,8 @@ async fn one_map_task_writes_one_map_output_for_all_input_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_map_output_fails_the_query_naming_shuffle_map_and_object() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ctx = shovel(
-        local_manager(dir.path(), ShuffleConfig::default().memory_limit),
-        0,
-    );
-    register(&ctx, 3).await;
-    let plan = plan(&ctx, QUERIES[0]).await;
-    let mut found = Vec::new();
-    exchanges(&plan, &mut found);
-    let exchange = &found[0];
+    let (ctx, exchange) = first_exchange(dir.path(), 0).await;
+    let exchange = &exchange;
     // Reading partition 0 runs the map stage: every map output is committed.
     exchange
         .execute(0, ctx.task_ctx())
