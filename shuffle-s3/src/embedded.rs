@@ -767,20 +767,27 @@ impl Drop for EmbeddedS3 {
         // Aborting the accept loop drops its JoinSet, which aborts every connection.
         self.server.abort();
         if let Some(temp) = self.temp_dir.take() {
-            let path = temp.path().to_path_buf();
-            let _ = temp.close();
-            // A write the abort cut off can still be finishing on a blocking
-            // thread (s3s-fs's `.tmp.N.internal.part`), so the removal may
-            // meet a file created after it listed the directory: retry
-            // briefly. Once the directory is gone, no such file can appear.
-            for _ in 0..50 {
-                if !path.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-                let _ = std::fs::remove_dir_all(&path);
-            }
+            remove_server_dir(temp);
         }
+    }
+}
+
+/// Removes the directory a stopped (dropped) embedded server served. A
+/// write the stop cut off can still be finishing on a blocking thread
+/// (s3s-fs's `.tmp.N.internal.part`, or this server's own temporary file),
+/// so the removal may meet a file created after it listed the directory:
+/// it retries for up to half a second. Once the directory is gone, nothing
+/// brings it back (the server makes directories only below a bucket that
+/// exists).
+pub fn remove_server_dir(dir: tempfile::TempDir) {
+    let path = dir.path().to_path_buf();
+    let _ = dir.close();
+    for _ in 0..50 {
+        if !path.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let _ = std::fs::remove_dir_all(&path);
     }
 }
 

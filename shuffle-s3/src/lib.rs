@@ -73,7 +73,9 @@ use shuffle_core::{
 
 pub use config::{BucketUri, Credentials, S3Config, S3ConfigBuilder, Sse};
 #[cfg(feature = "embedded")]
-pub use embedded::{server_config_pairs, EmbeddedS3, FaultConfig, S3Op, ServerStats, SseRecord};
+pub use embedded::{
+    remove_server_dir, server_config_pairs, EmbeddedS3, FaultConfig, S3Op, ServerStats, SseRecord,
+};
 pub use retry::RetryConfig;
 pub use store::S3Store;
 

@@ -903,9 +903,12 @@ impl Q80Answer {
         drop(managed);
         drop(embedded);
         drop(s3_process);
-        // Not kept: the temp dirs go now (the embedded server has stopped).
+        // Not kept: the temp dirs go now (the embedded server has stopped,
+        // though a write it cut off may still be finishing).
         drop(local_temp);
-        drop(s3_temp);
+        if let Some(dir) = s3_temp {
+            shuffle_s3::remove_server_dir(dir);
+        }
         timings.cleanup_ms = ms(t);
         report.peak_rss_bytes = peak_rss_bytes();
         timings.total_ms = ms(total);

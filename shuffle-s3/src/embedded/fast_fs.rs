@@ -253,11 +253,12 @@ impl EmbeddedFs {
         // Side files of an earlier write with attributes would describe
         // this object wrongly.
         let sides = side_files(&self.root, &bucket, &key);
+        let bucket_dir = self.root.join(&bucket);
         let meta = blocking("storing the object", move || {
             for s in sides {
                 let _ = std::fs::remove_file(s);
             }
-            publish(&tmp, &path)
+            publish(&tmp, &path, &bucket_dir)
         })
         .await?;
         Ok(S3Response::new(PutObjectOutput {

@@ -28,7 +28,9 @@ use std::sync::Mutex;
 use s3s::dto::*;
 use s3s::{s3_error, S3Response, S3Result};
 
-use super::objects::{blocking, etag_of, publish, write_body, TempNames, TEMP_PREFIX};
+use super::objects::{
+    blocking, create_parents, etag_of, publish, write_body, TempNames, TEMP_PREFIX,
+};
 
 /// Prefix of the upload ids this module serves.
 pub(crate) const ID_PREFIX: &str = "shovel-";
@@ -151,7 +153,8 @@ impl Uploads {
             .root
             .join(format!("{PART_PREFIX}{upload_id}.{part_number}"));
         let dest = path.clone();
-        let meta = blocking("storing a part", move || publish(&tmp, &dest)).await?;
+        let root = self.root.clone();
+        let meta = blocking("storing a part", move || publish(&tmp, &dest, &root)).await?;
         let etag = etag_of(&meta);
         {
             let mut uploads = lock(&self.uploads);
@@ -240,9 +243,9 @@ impl Uploads {
             .split_first()
             .ok_or_else(|| s3_error!(InvalidPart, "You must specify at least one part"))?;
         let (first, rest) = (first.clone(), rest.iter().map(|f| f.path.clone()).collect());
-        let target = dest.clone();
+        let (target, bucket_dir) = (dest.clone(), self.root.join(&bucket));
         let meta = blocking("completing a multipart upload", move || {
-            assemble(&first, rest, &target)
+            assemble(&first, rest, &target, &bucket_dir)
         })
         .await?;
         let n = files.len();
@@ -316,6 +319,7 @@ fn assemble(
     first: &PartFile,
     rest: Vec<PathBuf>,
     dest: &Path,
+    bucket_dir: &Path,
 ) -> std::io::Result<std::fs::Metadata> {
     use std::io::{Seek, SeekFrom};
     let mut out = std::fs::OpenOptions::new().write(true).open(&first.path)?;
@@ -333,9 +337,7 @@ fn assemble(
             let mut src = std::fs::File::open(p)?;
             std::io::copy(&mut src, &mut out)?;
         }
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+        create_parents(bucket_dir, dest)?;
         std::fs::rename(&first.path, dest)
     })();
     if let Err(e) = result {

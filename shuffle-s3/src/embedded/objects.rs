@@ -225,18 +225,49 @@ async fn write_chunks(mut file: std::fs::File, mut body: StreamingBlob) -> S3Res
     }
 }
 
-/// Moves the written `tmp` onto `dest` (creating its directories) and
-/// returns the new object's metadata; removes `tmp` on failure.
-pub(crate) fn publish(tmp: &Path, dest: &Path) -> std::io::Result<std::fs::Metadata> {
-    let moved = dest
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::rename(tmp, dest));
+/// Moves the written `tmp` onto `dest` (creating its directories below
+/// `base`) and returns the new object's metadata; removes `tmp` on failure.
+pub(crate) fn publish(tmp: &Path, dest: &Path, base: &Path) -> std::io::Result<std::fs::Metadata> {
+    let moved = create_parents(base, dest).and_then(|()| std::fs::rename(tmp, dest));
     if let Err(e) = moved {
         let _ = std::fs::remove_file(tmp);
         return Err(e);
     }
     std::fs::metadata(dest)
+}
+
+/// Creates the directories between `base` (the bucket's, or the root)
+/// and `dest`, never `base` or anything above it. A write that a stopped
+/// server cut off can finish on a blocking thread after the server's
+/// directory was removed; `create_dir_all` would then bring the whole tree
+/// back, empty, where the removal had already looked.
+pub(crate) fn create_parents(base: &Path, dest: &Path) -> std::io::Result<()> {
+    let Some(parent) = dest.parent() else {
+        return Ok(());
+    };
+    let below = parent.strip_prefix(base).map_err(|_| {
+        std::io::Error::other(format!(
+            "{} is not under {}",
+            dest.display(),
+            base.display()
+        ))
+    })?;
+    let mut dir = base.to_path_buf();
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is gone", dir.display()),
+        ));
+    }
+    for part in below.components() {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// HEAD of a plainly written object: `None` when `s3s-fs` must answer
@@ -289,5 +320,31 @@ mod tests {
         let p = dir.path().join("x");
         create_new(&p).expect("first");
         assert!(create_new(&p).is_err(), "a second create must fail");
+    }
+
+    /// A publish that finishes after the server's directory was removed
+    /// fails and leaves nothing; one under a live bucket makes the key's
+    /// directories.
+    #[test]
+    fn publish_makes_directories_below_the_bucket_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().join("server");
+        let bucket = root.join("b");
+        std::fs::create_dir_all(&bucket).expect("bucket");
+        let tmp = root.join(".tmp-1");
+        std::fs::write(&tmp, b"abc").expect("tmp");
+        let dest = bucket.join("app/shuffle-0/map-0.data");
+        let meta = publish(&tmp, &dest, &bucket).expect("publish");
+        assert_eq!(meta.len(), 3);
+        assert!(!tmp.exists());
+
+        std::fs::remove_dir_all(&root).expect("remove the server's directory");
+        let late = publish(&tmp, &bucket.join("app/shuffle-1/map-0.data"), &bucket);
+        assert!(late.is_err(), "{late:?}");
+        assert!(!root.exists(), "the removed directory came back");
+
+        std::fs::create_dir_all(&bucket).expect("bucket again");
+        let outside = create_parents(&bucket, &root.join("other/x"));
+        assert!(outside.is_err(), "a path outside the bucket is refused");
     }
 }
