@@ -5,8 +5,9 @@
 //! ```text
 //!             output partition p (any of them, first one triggers the map stage)
 //!                   │ execute(p)
-//!  ShovelExchangeExec ── OnceCell: register shuffle S, then for every input partition m
-//!                   │      (concurrently): MapTask m = input.execute(m)
+//!  ShovelExchangeExec ── OnceCell: register shuffle S, then for every map task m < k
+//!                   │      (concurrently; k = map_tasks, at most the inputs):
+//!                   │      MapTask m = select_all(input.execute(i) for i ≡ m mod k)
 //!                   │        ─▶ DataFusion BatchPartitioner (hash % n, DataFusion's seed)
 //!                   │        ─▶ shuffle_arrow::MapTaskWriter.write_to(p, batch)  (held until 64 KiB)
 //!                   │        ─▶ flush ─▶ commit
