@@ -1,5 +1,6 @@
 //! The streaming multipart sink behind [`ShuffleStore::create`](shuffle_core::store::ShuffleStore::create).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,6 +13,66 @@ use tokio::task::JoinSet;
 
 use super::{Inner, Op};
 use crate::retry::Kind;
+
+/// The bytes written but not yet uploaded, kept as the writer's own
+/// chunks: a part or object that is one chunk (or a slice of one) is sent
+/// without a copy, and one that spans chunks is copied once, into a buffer
+/// of its exact size (a growing buffer would copy most bytes twice more).
+#[derive(Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.chunks.push_back(data);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `n` bytes (all of them if fewer).
+    fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len);
+        self.len -= n;
+        if let Some(first) = self.chunks.front_mut() {
+            if first.len() >= n {
+                let out = first.split_to(n);
+                if first.is_empty() {
+                    self.chunks.pop_front();
+                }
+                return out;
+            }
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let Some(mut chunk) = self.chunks.pop_front() else {
+                break;
+            };
+            let want = n - out.len();
+            if chunk.len() > want {
+                out.extend_from_slice(&chunk.split_to(want));
+                self.chunks.push_front(chunk);
+            } else {
+                out.extend_from_slice(&chunk);
+            }
+        }
+        out.freeze()
+    }
+
+    fn take_all(&mut self) -> Bytes {
+        self.take(self.len)
+    }
+}
 
 /// An upload in progress.
 struct Multipart {
@@ -30,7 +91,7 @@ pub(super) struct S3Sink {
     inner: Arc<Inner>,
     bucket: String,
     key: String,
-    buf: BytesMut,
+    buf: Pending,
     total: u64,
     upload: Option<Multipart>,
     closed: bool,
@@ -47,7 +108,7 @@ impl S3Sink {
             inner,
             bucket,
             key,
-            buf: BytesMut::new(),
+            buf: Pending::default(),
             total: 0,
             upload: None,
             closed: false,
@@ -117,14 +178,14 @@ impl S3Sink {
                 source: None,
             });
         }
-        self.buf.extend_from_slice(&data);
+        self.buf.push(data);
         if self.upload.is_none() && self.buf.len() as u64 > cfg.multipart_threshold {
             self.start_upload().await?;
         }
         if self.upload.is_some() {
             let part_size = self.inner.config.part_size as usize;
             while self.buf.len() >= part_size {
-                let part = self.buf.split_to(part_size).freeze();
+                let part = self.buf.take(part_size);
                 self.spawn_part(part).await?;
             }
         }
@@ -133,7 +194,7 @@ impl S3Sink {
 
     async fn finish_inner(&mut self) -> Result<u64> {
         if self.upload.is_none() {
-            let data = std::mem::take(&mut self.buf).freeze();
+            let data = self.buf.take_all();
             let conditional = self.if_none_match;
             return match self
                 .inner
@@ -150,7 +211,7 @@ impl S3Sink {
             };
         }
         if !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf).freeze();
+            let last = self.buf.take_all();
             self.spawn_part(last).await?;
         }
         let object = self.object();
@@ -179,7 +240,7 @@ impl S3Sink {
 
     /// Stops part uploads and aborts the multipart upload, if any.
     async fn abort_inner(&mut self) -> Result<()> {
-        self.buf = BytesMut::new();
+        self.buf = Pending::default();
         if let Some(mut mp) = self.upload.take() {
             mp.tasks.abort_all();
             while mp.tasks.join_next().await.is_some() {}
@@ -267,5 +328,43 @@ impl Drop for S3Sink {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+    use bytes::Bytes;
+
+    #[test]
+    fn pending_bytes_come_out_in_order_and_whole_chunks_without_a_copy() {
+        let mut p = Pending::default();
+        let a = Bytes::from(vec![1u8; 10]);
+        p.push(a.clone());
+        p.push(Bytes::new());
+        p.push(Bytes::from(vec![2u8; 5]));
+        p.push(Bytes::from(vec![3u8; 7]));
+        assert_eq!(p.len(), 22);
+        let first = p.take(4);
+        assert_eq!(
+            first.as_ptr(),
+            a.as_ptr(),
+            "a slice of one chunk is not copied"
+        );
+        assert_eq!(&first[..], &[1u8; 4]);
+        // Across the rest of chunk 1, all of chunk 2 and part of chunk 3.
+        let mid = p.take(13);
+        let mut want = vec![1u8; 6];
+        want.extend([2u8; 5]);
+        want.extend([3u8; 2]);
+        assert_eq!(&mid[..], &want[..]);
+        assert_eq!(p.len(), 5);
+        assert_eq!(
+            &p.take(100)[..],
+            &[3u8; 5],
+            "asking for more gives what is left"
+        );
+        assert!(p.is_empty());
+        assert!(p.take_all().is_empty());
     }
 }
