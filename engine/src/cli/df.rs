@@ -30,8 +30,8 @@
 //! filters included, while decoding. q80 then joins the 30-day window's
 //! sales instead of all of them: the scans drop rows an exchange would
 //! otherwise hash, write and read back only for a join to drop them (at
-//! SF1 with every join partitioned: 706 MiB of exchange data at
-//! DataFusion's default, under 10 MiB with it).
+//! SF1 with every join partitioned: 706 MiB of exchange data, uncompressed,
+//! at DataFusion's default; 25 MiB with it).
 //!
 //! `--executors`, `--lose-executor` and `--keep-shuffle` are refused
 //! (`args.rs`): DataFusion has no executors, and removes each exchange's

@@ -236,9 +236,10 @@ impl EmbeddedFs {
             ..
         } = input;
         let body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let (bucket_dir, dest) = (self.root.join(&bucket), path.clone());
+        let bucket_dir = self.root.join(&bucket);
+        let (dir, dest) = (bucket_dir.clone(), path.clone());
         let exists = blocking("looking the object up", move || {
-            Ok((bucket_dir.is_dir(), dest.exists()))
+            Ok((dir.is_dir(), dest.exists()))
         })
         .await?;
         match exists {
@@ -253,7 +254,6 @@ impl EmbeddedFs {
         // Side files of an earlier write with attributes would describe
         // this object wrongly.
         let sides = side_files(&self.root, &bucket, &key);
-        let bucket_dir = self.root.join(&bucket);
         let meta = blocking("storing the object", move || {
             for s in sides {
                 let _ = std::fs::remove_file(s);

@@ -243,9 +243,9 @@ impl Uploads {
             .split_first()
             .ok_or_else(|| s3_error!(InvalidPart, "You must specify at least one part"))?;
         let (first, rest) = (first.clone(), rest.iter().map(|f| f.path.clone()).collect());
-        let (target, bucket_dir) = (dest.clone(), self.root.join(&bucket));
+        let bucket_dir = self.root.join(&bucket);
         let meta = blocking("completing a multipart upload", move || {
-            assemble(&first, rest, &target, &bucket_dir)
+            assemble(&first, rest, &dest, &bucket_dir)
         })
         .await?;
         let n = files.len();
