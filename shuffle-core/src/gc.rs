@@ -6,8 +6,10 @@
 //! ([`Layout::parse`]):
 //!
 //! ```text
-//! <app>/shuffle-<u32>/map-<u32>-<u32>.data     map output (attempt in key), index as footer
-//! <app>/shuffle-<u32>/map-<u32>.data           map output (conditional create), index as footer
+//! <app>/shuffle-<u32>_map-<u32>-<u32>.data     map output (attempt in key), index as footer
+//! <app>/shuffle-<u32>_map-<u32>.data           map output (conditional create), index as footer
+//! <app>/shuffle-<u32>/map-<u32>-<u32>.data     the same two, as older versions named them
+//! <app>/shuffle-<u32>/map-<u32>.data
 //! <app>/shuffle-<u32>/map-<u32>.index          map output index of older versions
 //! <app>/_shovel_job.json                        job marker (see crate::job)
 //! spill/<app>/spill-<suffix>.bin                spill file
@@ -28,7 +30,8 @@
 //! - **removed** (or **would remove** with `dry_run`): everything else.
 //!   Objects go in batches of at most 1000 keys, the marker last; then the
 //!   directories the job's objects were in are removed when empty (local
-//!   stores: `<app>/shuffle-N/`, `<app>/`, `spill/<app>/`, and `spill/`).
+//!   stores: `<app>/`, `spill/<app>/`, `spill/`, and older versions'
+//!   `<app>/shuffle-N/`).
 //!
 //! A running job refreshes its marker every `job.heartbeat` (30 s by
 //! default), so an `older_than` below twice that may take live jobs for dead

@@ -6,12 +6,24 @@
 //! Relative to a store's root (a local directory, or `s3://bucket/prefix/<shard>`):
 //!
 //! ```text
-//! <app_id>/shuffle-<s>/map-<m>.data             one map output, index as footer   (conditional stores)
-//! <app_id>/shuffle-<s>/map-<m>-<attempt>.data   one attempt's map output, footer  (other stores)
-//! <app_id>/shuffle-<s>/map-<m>.index            index of versions before the footer (parsed, never written)
+//! <app_id>/shuffle-<s>_map-<m>.data             one map output, index as footer   (conditional stores)
+//! <app_id>/shuffle-<s>_map-<m>-<attempt>.data   one attempt's map output, footer  (other stores)
 //! <app_id>/_shovel_job.json                     job marker (see crate::job)
 //! spill/<app_id>/spill-<suffix>.bin             spill file
+//!
+//! written by older versions, parsed by gc, never written:
+//! <app_id>/shuffle-<s>/map-<m>.data             map output, index as footer
+//! <app_id>/shuffle-<s>/map-<m>-<attempt>.data   one attempt's map output
+//! <app_id>/shuffle-<s>/map-<m>.index            index of versions before the footer
 //! ```
+//!
+//! Every object of a job sits directly under `<app_id>/`: a shuffle is a
+//! name prefix (`shuffle-<s>_`), not a directory. On a local disk, and on a
+//! file-backed S3 server, a directory per shuffle meant a `mkdir` and a
+//! `rmdir` per shuffle (16 per shuffle on S3, one below each hash prefix);
+//! on a file system without a journal each cost more than the shuffle's
+//! small files did. The `_` after the id keeps `shuffle-3_` from matching
+//! `shuffle-30_...`.
 //!
 //! Which of the two data names a map output gets depends on the store: one
 //! whose [`ShuffleStore::create_if_absent`](crate::store::ShuffleStore::create_if_absent)
@@ -53,9 +65,10 @@ impl Layout {
         format!("{}/", self.app_id)
     }
 
-    /// The prefix holding every object of a shuffle.
+    /// The prefix of every object of a shuffle (a name prefix, not a
+    /// directory: `<app>/shuffle-<s>_`).
     pub fn shuffle_prefix(&self, shuffle_id: u32) -> String {
-        format!("{}/shuffle-{shuffle_id}/", self.app_id)
+        format!("{}/shuffle-{shuffle_id}_", self.app_id)
     }
 
     pub fn data_key(&self, shuffle_id: u32, map_id: u32, attempt: u32) -> ObjectKey {
@@ -83,12 +96,13 @@ impl Layout {
         format!("{}map-{map_id}-", self.shuffle_prefix(shuffle_id))
     }
 
-    /// The index object of versions before the footer format; Shovel no
-    /// longer writes it but `gc` still recognises it.
+    /// The index object of versions before the footer format (in their
+    /// directory per shuffle); Shovel no longer writes it but `gc` still
+    /// recognises it.
     pub fn index_key(&self, shuffle_id: u32, map_id: u32) -> ObjectKey {
         ObjectKey::new(
             Self::shard(shuffle_id, map_id),
-            format!("{}map-{map_id}.index", self.shuffle_prefix(shuffle_id)),
+            format!("{}/shuffle-{shuffle_id}/map-{map_id}.index", self.app_id),
         )
     }
 }
@@ -119,14 +133,15 @@ pub const SPILL_DIR: &str = "spill";
 /// What kind of object Shovel wrote under a key (see [`Layout::parse`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
-    /// `<app>/shuffle-<s>/map-<m>-<attempt>.data` (stores without
-    /// conditional create)
+    /// `<app>/shuffle-<s>_map-<m>-<attempt>.data` (stores without
+    /// conditional create; older versions: `<app>/shuffle-<s>/map-<m>-<attempt>.data`)
     Data {
         shuffle_id: u32,
         map_id: u32,
         attempt: u32,
     },
-    /// `<app>/shuffle-<s>/map-<m>.data` (stores with conditional create)
+    /// `<app>/shuffle-<s>_map-<m>.data` (stores with conditional create;
+    /// older versions: `<app>/shuffle-<s>/map-<m>.data`)
     MapOutput { shuffle_id: u32, map_id: u32 },
     /// `<app>/shuffle-<s>/map-<m>.index` (written by versions before the
     /// footer format)
@@ -193,9 +208,11 @@ impl Layout {
     /// grammar; `gc` deletes nothing it does not recognise:
     ///
     /// ```text
-    /// <app>/shuffle-<u32>/map-<u32>-<u32>.data
-    /// <app>/shuffle-<u32>/map-<u32>.data
-    /// <app>/shuffle-<u32>/map-<u32>.index    (older versions)
+    /// <app>/shuffle-<u32>_map-<u32>-<u32>.data
+    /// <app>/shuffle-<u32>_map-<u32>.data
+    /// <app>/shuffle-<u32>/map-<u32>-<u32>.data   (older versions)
+    /// <app>/shuffle-<u32>/map-<u32>.data         (older versions)
+    /// <app>/shuffle-<u32>/map-<u32>.index        (older versions)
     /// <app>/_shovel_job.json
     /// spill/<app>/spill-<suffix>.bin
     /// any of the file names above with its extension replaced by
@@ -218,9 +235,16 @@ impl Layout {
             }
             [app, file] => {
                 let kind = match split_temp(file) {
-                    Some(stem) => (stem == marker_stem()).then_some(ObjectKind::Temp),
+                    Some(stem) if stem == marker_stem() => Some(ObjectKind::Temp),
+                    Some(stem) => split_shuffle(stem)
+                        .and_then(|(_, map)| parse_map_stem(map))
+                        .map(|_| ObjectKind::Temp),
                     None if *file == JOB_MARKER => Some(ObjectKind::JobMarker),
-                    None => is_probe(file).then_some(ObjectKind::Temp),
+                    None if is_probe(file) => Some(ObjectKind::Temp),
+                    None => {
+                        let (shuffle_id, map) = split_shuffle(file)?;
+                        map_object(shuffle_id, map, false)
+                    }
                 }?;
                 (*app, kind)
             }
@@ -228,27 +252,7 @@ impl Layout {
                 let shuffle_id = parse_u32(dir.strip_prefix("shuffle-")?)?;
                 let kind = match split_temp(file) {
                     Some(stem) => parse_map_stem(stem).map(|_| ObjectKind::Temp),
-                    None => {
-                        if let Some(stem) = file.strip_suffix(".data") {
-                            match parse_map_stem(stem)? {
-                                (map_id, Some(attempt)) => Some(ObjectKind::Data {
-                                    shuffle_id,
-                                    map_id,
-                                    attempt,
-                                }),
-                                (map_id, None) => {
-                                    Some(ObjectKind::MapOutput { shuffle_id, map_id })
-                                }
-                            }
-                        } else if let Some(stem) = file.strip_suffix(".index") {
-                            match parse_map_stem(stem)? {
-                                (map_id, None) => Some(ObjectKind::Index { shuffle_id, map_id }),
-                                (_, Some(_)) => None,
-                            }
-                        } else {
-                            None
-                        }
-                    }
+                    None => map_object(shuffle_id, file, true),
                 }?;
                 (*app, kind)
             }
@@ -262,7 +266,8 @@ impl Layout {
     }
 
     /// True when `dir` (a relative directory path, no trailing `/`) is one
-    /// Shovel creates: `<app>`, `<app>/shuffle-<u32>`, `spill`, `spill/<app>`.
+    /// Shovel creates: `<app>`, `spill`, `spill/<app>`, or older versions'
+    /// `<app>/shuffle-<u32>`.
     pub fn is_shovel_dir(dir: &str) -> bool {
         let parts: Vec<&str> = dir.split('/').collect();
         match parts.as_slice() {
@@ -305,6 +310,32 @@ fn split_temp(file: &str) -> Option<&str> {
     let (stem, ext) = file.rsplit_once('.')?;
     ext.strip_prefix("tmp-").filter(|s| is_suffix(s))?;
     Some(stem)
+}
+
+/// `shuffle-<s>_<rest>` gives `(s, rest)`.
+fn split_shuffle(file: &str) -> Option<(u32, &str)> {
+    let (id, rest) = file.strip_prefix("shuffle-")?.split_once('_')?;
+    Some((parse_u32(id)?, rest))
+}
+
+/// A map output's file name after its shuffle (`map-<m>.data`,
+/// `map-<m>-<attempt>.data` and, in an older version's directory per
+/// shuffle, `map-<m>.index`).
+fn map_object(shuffle_id: u32, file: &str, older: bool) -> Option<ObjectKind> {
+    if let Some(stem) = file.strip_suffix(".data") {
+        return match parse_map_stem(stem)? {
+            (map_id, Some(attempt)) => Some(ObjectKind::Data {
+                shuffle_id,
+                map_id,
+                attempt,
+            }),
+            (map_id, None) => Some(ObjectKind::MapOutput { shuffle_id, map_id }),
+        };
+    }
+    match parse_map_stem(file.strip_suffix(".index").filter(|_| older)?)? {
+        (map_id, None) => Some(ObjectKind::Index { shuffle_id, map_id }),
+        (_, Some(_)) => None,
+    }
 }
 
 /// `map-<m>` or `map-<m>-<attempt>`.
@@ -390,6 +421,43 @@ mod grammar_tests {
             kind(&format!("{}{PROBE_OBJECT}-x", layout.app_prefix())),
             None
         );
+        // Older versions' directory per shuffle, still collected by gc.
+        assert_eq!(
+            kind("app-1-2/shuffle-3/map-7.data"),
+            Some(ObjectKind::MapOutput {
+                shuffle_id: 3,
+                map_id: 7
+            })
+        );
+        assert_eq!(
+            kind("app-1-2/shuffle-3/map-7-1.data"),
+            Some(ObjectKind::Data {
+                shuffle_id: 3,
+                map_id: 7,
+                attempt: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_shuffle_prefix_holds_that_shuffle_only() {
+        let layout = Layout::new("app-1-2");
+        let three = layout.shuffle_prefix(3);
+        assert_eq!(three, "app-1-2/shuffle-3_");
+        for key in [layout.map_key(3, 0), layout.data_key(3, 12, 4)] {
+            assert!(key.path.starts_with(&three), "{}", key.path);
+        }
+        for key in [
+            layout.map_key(30, 0),
+            layout.data_key(31, 3, 0),
+            layout.marker_key(0),
+        ] {
+            assert!(!key.path.starts_with(&three), "{}", key.path);
+        }
+        let attempts = layout.attempts_prefix(3, 1);
+        assert!(layout.data_key(3, 1, 9).path.starts_with(&attempts));
+        assert!(!layout.data_key(3, 10, 0).path.starts_with(&attempts));
+        assert!(!layout.map_key(3, 1).path.starts_with(&attempts));
     }
 
     #[test]
@@ -406,6 +474,14 @@ mod grammar_tests {
             "app-1-2/shuffle-3/map--1-0.data",
             "app-1-2/shuffle-3/map-1-0.tmp-xyz",
             "app-1-2/shuffle-3/sub/map-1-0.data",
+            "app-1-2/shuffle-3_notes.txt",
+            "app-1-2/shuffle-3_map-1.index",
+            "app-1-2/shuffle-3_map-1-0.data.bak",
+            "app-1-2/shuffle-03_map-1-0.data",
+            "app-1-2/shuffle-3map-1-0.data",
+            "app-1-2/shuffle-3_map-1-0.tmp-xyz",
+            "app-1-2/shuffle-_map-1.data",
+            "app-1-2/shuffle-3_/map-1.data",
             "app-1-2/map-1-0.data",
             "app-1-2/_shovel_job.json.bak",
             "app-1-2/other.json",

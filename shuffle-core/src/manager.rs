@@ -18,17 +18,17 @@
 //!
 //! - **Conditional create** ([`ShuffleStore::supports_conditional_create`],
 //!   local disk and S3 with `s3.conditional_writes`): the key has no
-//!   attempt (`map-<m>.data`) and is published with `create_if_absent`, so
-//!   storage picks the winner across processes. A loser's bytes never
-//!   become visible; it reads the winner's footer (one suffix read) and
-//!   returns the winner's [`MapStatus`]. A retried conditional PUT whose
-//!   first response was lost sees its own object and reads it back the
-//!   same way.
+//!   attempt (`shuffle-<s>_map-<m>.data`) and is published with
+//!   `create_if_absent`, so storage picks the winner across processes. A
+//!   loser's bytes never become visible; it reads the winner's footer (one
+//!   suffix read) and returns the winner's [`MapStatus`]. A retried
+//!   conditional PUT whose first response was lost sees its own object and
+//!   reads it back the same way.
 //! - **Otherwise** (a store that ignores `If-None-Match`): every attempt
-//!   writes its own key (`map-<m>-<a>.data`, never overwritten) and the
-//!   manager arbitrates in-process: the first commit recorded for
-//!   (shuffle, map) wins; a later attempt deletes its object and returns
-//!   the winner's status. Across processes the driver's map-output tracker
+//!   writes its own key (`shuffle-<s>_map-<m>-<a>.data`, never
+//!   overwritten) and the manager arbitrates in-process: the first commit
+//!   recorded for (shuffle, map) wins; a later attempt deletes its object
+//!   and returns the winner's status. Across processes the driver's map-output tracker
 //!   arbitrates (it keeps the first status it is given); the objects of
 //!   other losers are removed with the shuffle.
 //!
@@ -36,8 +36,8 @@
 //! so a later attempt in the same process loses without a request and
 //! [`ShuffleManager::committed_map_status`] answers for maps committed here
 //! without one. For other maps it reads storage: with conditional create
-//! one suffix read of `map-<m>.data`; otherwise one LIST of
-//! `shuffle-<s>/map-<m>-` (across the store's shards: this is the recovery
+//! one suffix read of `shuffle-<s>_map-<m>.data`; otherwise one LIST of
+//! `shuffle-<s>_map-<m>-` (across the store's shards: this is the recovery
 //! path only, never the normal one) and the footer of the lowest attempt
 //! whose footer is valid. An all-empty output is not on storage: for a
 //! process that did not commit it, `committed_map_status` says `NotFound`
@@ -341,8 +341,9 @@ impl StoreShuffleManager {
     }
 
     /// Deletes the recorded keys of `shuffle_ids` (all with `None`) in one
-    /// batched delete, then tidies the directories they were in (local
-    /// stores); returns how many keys it deleted. On failure the keys stay
+    /// batched delete, then, on stores where listing is cheap (local disks),
+    /// the temporary files of writes cut off under those prefixes, and with
+    /// `None` the app's empty directory; returns how many keys it deleted. On failure the keys stay
     /// recorded for a later call.
     async fn delete_known(&self, shuffle_ids: Option<&[u32]>) -> Result<u64> {
         let inner = &self.inner;
@@ -358,13 +359,6 @@ impl StoreShuffleManager {
             inner.written.restore(taken);
             return Err(e);
         }
-        let mut dirs: Vec<String> = shuffles
-            .iter()
-            .map(|id| {
-                let p = inner.layout.shuffle_prefix(*id);
-                p.trim_end_matches('/').to_string()
-            })
-            .collect();
         if inner.store.cheap_listing() {
             // A directory walk, not a request: also catches the temporary
             // files of writes that were cut off (see `cheap_listing`).
@@ -386,9 +380,11 @@ impl StoreShuffleManager {
             }
         }
         if shuffle_ids.is_none() {
-            dirs.push(inner.layout.app_id().to_string());
+            // A shuffle is a name prefix, not a directory (see `layout`):
+            // only the app's directory is left to tidy.
+            let app = inner.layout.app_id().to_string();
+            inner.store.remove_empty_dirs(&[app]).await?;
         }
-        inner.store.remove_empty_dirs(&dirs).await?;
         Ok(keys.len() as u64)
     }
 

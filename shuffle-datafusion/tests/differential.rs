@@ -373,7 +373,7 @@ fn map_objects(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             map_objects(&path, out);
         } else if path
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("map-"))
+            .is_some_and(|n| n.to_string_lossy().contains("_map-"))
         {
             out.push(path);
         }
@@ -472,6 +472,6 @@ async fn a_corrupt_map_output_fails_the_query_naming_shuffle_map_and_object() {
     for e in &errors {
         assert!(e.contains("Shovel exchange: reading partition"), "{e}");
         assert!(e.contains("fetch of shuffle 0 map"), "{e}");
-        assert!(e.contains("shuffle-0/map-"), "the object is not named: {e}");
+        assert!(e.contains("shuffle-0_map-"), "the object is not named: {e}");
     }
 }

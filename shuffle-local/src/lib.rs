@@ -3,10 +3,13 @@
 //! Objects are files under one or more root directories:
 //!
 //! ```text
-//! <root[shard % roots]>/<app_id>/shuffle-<id>/map-<m>.data    (index as footer)
+//! <root[shard % roots]>/<app_id>/shuffle-<id>_map-<m>.data    (index as footer)
 //! <root[i]>/spill/<app_id>/spill-<pid>-<n>-<nanos>.bin (local spill store)
 //! <root[i]>/<app_id>/_shovel_job.json                   (job marker, on every root)
 //! ```
+//!
+//! A key's `/` is a directory, so a job makes one directory per root and
+//! its shuffles none (see `shuffle_core::layout`).
 //!
 //! `list` reports regular files only: symlinks are skipped and symlinked
 //! directories never entered, so `gc` cannot reach outside the roots.
@@ -127,21 +130,48 @@ fn remove_empty_dir(root: &Path, rel: &str) -> bool {
     std::fs::remove_dir(&path).is_ok()
 }
 
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
+/// The regular files below `root/rel` (`rel` is `/`-separated, `""` for
+/// the root) whose key, the path relative to `root`, starts with `prefix`,
+/// with their metadata. Only files that match are `stat`ed: a shuffle's
+/// prefix names part of the app's directory.
+fn walk(
+    root: &Path,
+    rel: &str,
+    prefix: &str,
+    out: &mut Vec<(String, std::fs::Metadata)>,
+) -> std::io::Result<()> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     for entry in entries {
         let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue; // not a name Shovel (or any key) can have
+        };
+        let key = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
         // `file_type` does not follow symlinks: a symlink is neither listed
         // nor descended into, so nothing outside the root is ever reached.
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            walk(&entry.path(), out)?;
-        } else if kind.is_file() {
-            out.push((entry.path(), entry.metadata()?));
+            // Descend only where keys under the prefix can be.
+            let below = format!("{key}/");
+            if below.starts_with(prefix) || prefix.starts_with(&below) {
+                walk(root, &key, prefix, out)?;
+            }
+        } else if kind.is_file() && key.starts_with(prefix) {
+            out.push((key, entry.metadata()?));
         }
     }
     Ok(())
@@ -234,18 +264,9 @@ impl ShuffleStore for LocalStore {
             let mut out = Vec::new();
             for (i, root) in roots.iter().enumerate() {
                 let mut files = Vec::new();
-                let start = root.dir.join(dir_part);
-                walk(&start, &mut files).map_err(|e| Error::io(&start, e))?;
-                for (path, meta) in files {
-                    let Ok(rel) = path.strip_prefix(&root.dir) else {
-                        continue;
-                    };
-                    let rel = rel
-                        .to_string_lossy()
-                        .replace(std::path::MAIN_SEPARATOR, "/");
-                    if !rel.starts_with(&prefix) {
-                        continue;
-                    }
+                walk(&root.dir, dir_part, &prefix, &mut files)
+                    .map_err(|e| Error::io(root.dir.join(dir_part), e))?;
+                for (rel, meta) in files {
                     let modified = meta
                         .modified()
                         .ok()
@@ -291,7 +312,7 @@ impl ShuffleStore for LocalStore {
         let objects = self.list(prefix).await?;
         let keys: Vec<ObjectKey> = objects.iter().map(|o| o.key.clone()).collect();
         self.delete(&keys).await?;
-        // Tidy directories the prefix names whole (`app/shuffle-3/`).
+        // Tidy a directory the prefix names whole (`app/`).
         if let Some(dir) = prefix.strip_suffix('/') {
             let dirs: Vec<PathBuf> = self.roots.iter().map(|r| r.dir.join(dir)).collect();
             fs::blocking(move || {

@@ -15,8 +15,8 @@
 //! ## Key layout
 //!
 //! ```text
-//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>/map-<m>.data            (s3.conditional_writes, the default)
-//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>/map-<m>-<attempt>.data  (stores that ignore If-None-Match)
+//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>_map-<m>.data            (s3.conditional_writes, the default)
+//!   s3://<bucket>/<prefix>/<hp>/<app_id>/shuffle-<s>_map-<m>-<attempt>.data  (stores that ignore If-None-Match)
 //!   s3://<bucket>/<prefix>/<hp>/spill/<app_id>/spill-<n>.bin
 //! ```
 //!

@@ -201,6 +201,7 @@ async fn gc_scenario(env: &Env) {
         "report.parquet",
         ".hidden",
         &format!("{KILLED}/shuffle-0/notes.txt"),
+        &format!("{KILLED}/shuffle-0_notes.txt"),
         "spill/README",
         "data/2024/part-0.csv",
     ];
@@ -214,11 +215,12 @@ async fn gc_scenario(env: &Env) {
     // A live job: running, objects old, marker fresh.
     let live = env.manager(LIVE).await;
     write_job(&live).await;
-    // Jobs without a marker.
+    // Jobs without a marker; OLD and RECENT as older versions named their
+    // objects (a directory per shuffle).
     put(env, 1, &format!("{OLD}/shuffle-4/map-0-0.data"), 30).await;
     put(env, 2, &format!("{OLD}/shuffle-4/map-0.index"), 40).await;
     put(env, 3, &format!("{RECENT}/shuffle-0/map-0-0.data"), 50).await;
-    put(env, 4, &format!("{MIXED}/shuffle-0/map-0-0.data"), 60).await;
+    put(env, 4, &format!("{MIXED}/shuffle-0_map-0-0.data"), 60).await;
     put(env, 5, &format!("spill/{MIXED}/spill-12-3-ab.bin"), 70).await;
 
     age(&env.physical, TWO_DAYS, &|p| {
@@ -394,15 +396,33 @@ async fn gc_on_a_local_dir_removes_only_dead_jobs() {
             "{link} still there"
         );
     }
-    // Empty Shovel directories went; those holding user files stayed.
-    assert!(!root.join(KILLED).join("shuffle-1").exists());
+    // Empty Shovel directories went (OLD's directory per shuffle too);
+    // those holding user files stayed, with only the user files in them.
     assert!(!root.join("spill").join(KILLED).exists());
     assert!(!root.join(OLD).exists());
-    assert!(root.join(KILLED).join("shuffle-0/notes.txt").is_file());
     assert!(root.join("spill/README").is_file());
     assert!(root.join(".git/HEAD").is_file());
-    // No temporary file of the killed job is left.
-    assert!(!root.join(KILLED).join("shuffle-1").exists());
+    let killed_dir = root.join(KILLED);
+    let mut left: Vec<String> = files_below(&killed_dir);
+    left.sort();
+    assert_eq!(left, ["shuffle-0/notes.txt", "shuffle-0_notes.txt"]);
+}
+
+/// Every file below `dir`, relative and `/`-separated.
+fn files_below(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,8 @@ use engine::{RetryReason, Session};
 use futures::StreamExt;
 use reliability_support::*;
 use shuffle_core::{
-    MapStatus, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt, StoreShuffleManager,
+    Layout, MapStatus, ObjectKind, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt,
+    StoreShuffleManager,
 };
 use shuffle_s3::{EmbeddedS3, FaultConfig, S3ShuffleBuilder};
 
@@ -224,7 +225,15 @@ async fn duplicate_attempts(backend: Backend) {
             .await
             .into_iter()
             .map(|o| o.key.path)
-            .filter(|p| p.contains("/map-0"))
+            .filter(|p| {
+                matches!(
+                    Layout::parse(p).map(|o| o.kind),
+                    Some(
+                        ObjectKind::MapOutput { map_id: 0, .. }
+                            | ObjectKind::Data { map_id: 0, .. }
+                    )
+                )
+            })
             .collect();
         map0.sort();
         assert_eq!(map0, vec![s0.location.path.clone()], "{backend:?}");

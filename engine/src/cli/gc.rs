@@ -26,9 +26,9 @@ pub const GC_ABOUT: &str = "\
 Delete the shuffle and spill objects of jobs that were killed.
 
 Only Shovel's own objects are ever deleted:
-    <app>/shuffle-N/map-M.data, <app>/shuffle-N/map-M-A.data, <app>/_shovel_job.json,
-    spill/<app>/spill-*.bin, their *.tmp-* temporary files, and the map-M.index
-    objects of older Shovel versions
+    <app>/shuffle-N_map-M.data, <app>/shuffle-N_map-M-A.data, <app>/_shovel_job.json,
+    spill/<app>/spill-*.bin, their *.tmp-* temporary files, and the
+    <app>/shuffle-N/map-M.{data,index} objects of older Shovel versions
 Any other file or object (user files, hidden files, symlinks) is left alone, however old.
 A job goes whole, or not at all: it is kept while its job marker (refreshed by a
 running job every job.heartbeat, 30s by default) or its newest object is younger

@@ -110,15 +110,16 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Files under `dir` whose name ends with `suffix` and whose path contains
-/// `shuffle-<id>/`.
+/// Files under `dir` of shuffle `shuffle_id` (named `shuffle-<id>_...`)
+/// whose name ends with `suffix`.
 pub fn shuffle_files(dir: &Path, shuffle_id: u32, suffix: &str) -> Vec<PathBuf> {
-    let marker = format!("shuffle-{shuffle_id}");
+    let prefix = format!("shuffle-{shuffle_id}_");
     files_under(dir)
         .into_iter()
         .filter(|p| {
-            p.components().any(|c| c.as_os_str() == marker.as_str())
-                && p.to_string_lossy().ends_with(suffix)
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(suffix))
         })
         .collect()
 }
