@@ -129,6 +129,24 @@ async fn a_plain_put_is_one_file_and_head_reports_its_etag() {
         .await
         .expect_err("missing");
     assert!(err.into_service_error().is_not_found());
+
+    // A body over the server's write chunk (1 MiB) takes the other path:
+    // the same answers.
+    let big = bytes(5, 3 * MIB + 17);
+    let stored = put(&c, &b, "a/c/map-1.data", big.clone(), true)
+        .await
+        .expect("put big");
+    assert_eq!(get(&c, &b, "a/c/map-1.data").await, big);
+    let h = head(&c, &b, "a/c/map-1.data").await;
+    assert_eq!(h.content_length(), Some(big.len() as i64));
+    assert_eq!(h.e_tag(), stored.e_tag());
+    let err = put(&c, &b, "a/c/map-1.data", bytes(6, 2 * MIB), true).await;
+    assert_eq!(err.err().as_deref(), Some("PreconditionFailed"));
+    assert_eq!(get(&c, &b, "a/c/map-1.data").await, big);
+    let err = put(&c, "no-such-bucket", "k", bytes(7, 2 * MIB), false).await;
+    assert_eq!(err.err().as_deref(), Some("NoSuchBucket"));
+    assert!(!server.root().join("no-such-bucket").exists());
+    assert!(root_files(&server, ".shovel-tmp").is_empty(), "temp left");
 }
 
 /// An object with attributes still goes through `s3s-fs` (side files,

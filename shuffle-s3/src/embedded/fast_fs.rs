@@ -35,8 +35,8 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use super::multipart::{is_plain_create, Uploads};
 use super::objects::{
-    blocking, etag_of, is_plain_head, is_plain_put, plain_head, publish, side_files, write_body,
-    TempNames,
+    blocking, etag_of, is_plain_head, is_plain_put, plain_head, publish, read_start, side_files,
+    write_body, write_file, Body, TempNames,
 };
 
 /// `s3s-fs` with GetObject served by one positioned read.
@@ -220,6 +220,15 @@ fn read_range(path: &Path, range: Option<Range>) -> S3Result<ReadRange> {
     })
 }
 
+/// What storing a plain object came to.
+enum Stored {
+    NoBucket,
+    /// `If-None-Match: *` found the key taken.
+    Taken,
+    /// The new object's metadata and length.
+    Done(std::fs::Metadata, u64),
+}
+
 impl EmbeddedFs {
     /// A plain PutObject (see [`super::objects`]); the caller holds the
     /// key's lock, so `If-None-Match: *` and the rename are one step.
@@ -235,38 +244,70 @@ impl EmbeddedFs {
             if_none_match,
             ..
         } = input;
-        let body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
+        let body = read_start(body.ok_or_else(|| s3_error!(IncompleteBody))?).await?;
         let bucket_dir = self.root.join(&bucket);
-        let (dir, dest) = (bucket_dir.clone(), path.clone());
-        let exists = blocking("looking the object up", move || {
-            Ok((dir.is_dir(), dest.exists()))
-        })
-        .await?;
-        match exists {
-            (false, _) => return Err(s3_error!(NoSuchBucket)),
-            (true, true) if if_none_match.is_some_and(|c| c.is_any()) => {
-                return Err(s3_error!(PreconditionFailed, "Object already exists"))
-            }
-            _ => {}
-        }
-        let tmp = self.temp.next(&self.root);
-        let size = write_body(tmp.clone(), body).await?;
-        // Side files of an earlier write with attributes would describe
-        // this object wrongly.
+        let conditional = if_none_match.is_some_and(|c| c.is_any());
         let sides = side_files(&self.root, &bucket, &key);
-        let meta = blocking("storing the object", move || {
-            for s in sides {
-                let _ = std::fs::remove_file(s);
+        let tmp = self.temp.next(&self.root);
+        let stored = match body {
+            Body::Small(chunks) => {
+                blocking("storing the object", move || {
+                    let size = write_file(&tmp, &chunks)?;
+                    store(&tmp, size, &path, &bucket_dir, conditional, sides)
+                })
+                .await?
             }
-            publish(&tmp, &path, &bucket_dir)
-        })
-        .await?;
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(etag_of(&meta))),
-            size: Some(size as i64),
-            ..Default::default()
-        }))
+            large => {
+                let size = write_body(tmp.clone(), large).await?;
+                blocking("storing the object", move || {
+                    store(&tmp, size, &path, &bucket_dir, conditional, sides)
+                })
+                .await?
+            }
+        };
+        match stored {
+            Stored::NoBucket => Err(s3_error!(NoSuchBucket)),
+            Stored::Taken => Err(s3_error!(PreconditionFailed, "Object already exists")),
+            Stored::Done(meta, size) => Ok(S3Response::new(PutObjectOutput {
+                e_tag: Some(ETag::Strong(etag_of(&meta))),
+                size: Some(size as i64),
+                ..Default::default()
+            })),
+        }
     }
+}
+
+/// Moves the written temporary file `tmp` (`size` bytes) onto `path`,
+/// unless the bucket is gone or `conditional` finds the key taken (then
+/// `tmp` is removed). The body is read whole before either answer, as S3
+/// evaluates `If-None-Match` when the upload completes: answering early
+/// would leave body bytes on the connection, which the client could not
+/// reuse.
+fn store(
+    tmp: &Path,
+    size: u64,
+    path: &Path,
+    bucket_dir: &Path,
+    conditional: bool,
+    sides: [PathBuf; 2],
+) -> std::io::Result<Stored> {
+    let refused = if !bucket_dir.is_dir() {
+        Some(Stored::NoBucket)
+    } else if conditional && path.exists() {
+        Some(Stored::Taken)
+    } else {
+        None
+    };
+    if let Some(r) = refused {
+        let _ = std::fs::remove_file(tmp);
+        return Ok(r);
+    }
+    // Side files of an earlier write with attributes would describe this
+    // object wrongly.
+    for s in sides {
+        let _ = std::fs::remove_file(s);
+    }
+    publish(tmp, path, bucket_dir).map(|meta| Stored::Done(meta, size))
 }
 
 #[async_trait::async_trait]

@@ -29,7 +29,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Response, S3Result};
 
 use super::objects::{
-    blocking, create_parents, etag_of, publish, write_body, TempNames, TEMP_PREFIX,
+    blocking, create_parents, etag_of, publish, read_start, write_body, TempNames, TEMP_PREFIX,
 };
 
 /// Prefix of the upload ids this module serves.
@@ -146,7 +146,7 @@ impl Uploads {
             ));
         }
         self.check(&upload_id, &bucket, &key)?;
-        let body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
+        let body = read_start(body.ok_or_else(|| s3_error!(IncompleteBody))?).await?;
         let tmp = self.names.next(&self.root);
         let size = write_body(tmp.clone(), body).await?;
         let path = self

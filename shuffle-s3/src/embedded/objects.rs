@@ -12,6 +12,8 @@
 //!
 //! - the body goes to a temporary file at the root in a few large writes,
 //!   which is renamed onto the key (readers never see a partial object);
+//!   a body under 1 MiB (most map outputs) is looked up, written and
+//!   renamed in one trip to the blocking pool ([`read_start`]);
 //! - no side files, so `s3s-fs` reads such an object as one written
 //!   without attributes;
 //! - the ETag is a token of the file's length, modification time and inode
@@ -177,25 +179,77 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| s3_error!(e, InternalError, "{what}"))
 }
 
+/// A request body as far as [`read_start`] read it.
+pub(crate) enum Body {
+    /// The whole body: it ended before [`WRITE_CHUNK`] bytes.
+    Small(Vec<Bytes>),
+    /// At least [`WRITE_CHUNK`] bytes, and the rest of the stream.
+    Large(Vec<Bytes>, StreamingBlob),
+}
+
+/// Reads `body` until it ends or [`WRITE_CHUNK`] bytes have arrived. A
+/// small object (most map outputs) is then stored in one trip to the
+/// blocking pool ([`write_file`] and [`publish`] together) instead of one
+/// per step.
+pub(crate) async fn read_start(mut body: StreamingBlob) -> S3Result<Body> {
+    let mut chunks = Vec::new();
+    let mut len = 0;
+    while len < WRITE_CHUNK {
+        match body.next().await {
+            Some(Ok(c)) => {
+                len += c.len();
+                chunks.push(c);
+            }
+            Some(Err(e)) => return Err(s3_error!(IncompleteBody, "reading the body: {e}")),
+            None => return Ok(Body::Small(chunks)),
+        }
+    }
+    Ok(Body::Large(chunks, body))
+}
+
+/// Writes `chunks` to a new file at `tmp`; returns its length. The file
+/// is removed on failure.
+pub(crate) fn write_file(tmp: &Path, chunks: &[Bytes]) -> std::io::Result<u64> {
+    let written = create_new(tmp).and_then(|mut file| {
+        for c in chunks {
+            file.write_all(c)?;
+        }
+        Ok(chunks.iter().map(|c| c.len() as u64).sum())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
+}
+
 /// Writes `body` to a new file at `tmp` in writes of about
 /// [`WRITE_CHUNK`]; returns its length. The file is removed on failure.
-pub(crate) async fn write_body(tmp: PathBuf, body: StreamingBlob) -> S3Result<u64> {
+pub(crate) async fn write_body(tmp: PathBuf, body: Body) -> S3Result<u64> {
+    let (head, rest) = match body {
+        Body::Small(chunks) => {
+            return blocking("writing an object", move || write_file(&tmp, &chunks)).await
+        }
+        Body::Large(head, rest) => (head, rest),
+    };
     let path = tmp.clone();
     let file = blocking("creating a temporary object file", move || {
         create_new(&path)
     })
     .await?;
-    let result = write_chunks(file, body).await;
+    let result = write_chunks(file, head, rest).await;
     if result.is_err() {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await;
     }
     result
 }
 
-async fn write_chunks(mut file: std::fs::File, mut body: StreamingBlob) -> S3Result<u64> {
-    let mut pending: Vec<Bytes> = Vec::new();
-    let mut pending_len = 0usize;
-    let mut total = 0u64;
+async fn write_chunks(
+    mut file: std::fs::File,
+    mut pending: Vec<Bytes>,
+    mut body: StreamingBlob,
+) -> S3Result<u64> {
+    let mut pending_len: usize = pending.iter().map(Bytes::len).sum();
+    let mut total = pending_len as u64;
     loop {
         let chunk = match body.next().await {
             Some(Ok(c)) => Some(c),
@@ -245,6 +299,9 @@ pub(crate) fn create_parents(base: &Path, dest: &Path) -> std::io::Result<()> {
     let Some(parent) = dest.parent() else {
         return Ok(());
     };
+    if parent.is_dir() {
+        return Ok(()); // the common case: one `stat`, nothing to create
+    }
     let below = parent.strip_prefix(base).map_err(|_| {
         std::io::Error::other(format!(
             "{} is not under {}",
