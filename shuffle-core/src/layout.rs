@@ -20,10 +20,9 @@
 //! Every object of a job sits directly under `<app_id>/`: a shuffle is a
 //! name prefix (`shuffle-<s>_`), not a directory. On a local disk, and on a
 //! file-backed S3 server, a directory per shuffle meant a `mkdir` and a
-//! `rmdir` per shuffle (16 per shuffle on S3, one below each hash prefix);
-//! on a file system without a journal each cost more than the shuffle's
-//! small files did. The `_` after the id keeps `shuffle-3_` from matching
-//! `shuffle-30_...`.
+//! `rmdir` per shuffle (up to 16 per shuffle on S3, one below each hash
+//! prefix), each a new inode, which ext4 without a journal makes expensive.
+//! The `_` after the id keeps `shuffle-3_` from matching `shuffle-30_...`.
 //!
 //! Which of the two data names a map output gets depends on the store: one
 //! whose [`ShuffleStore::create_if_absent`](crate::store::ShuffleStore::create_if_absent)

@@ -12,8 +12,9 @@
 //!
 //! - the body goes to a temporary file at the root in a few large writes,
 //!   which is renamed onto the key (readers never see a partial object);
-//!   a body under 1 MiB (most map outputs) is looked up, written and
-//!   renamed in one trip to the blocking pool ([`read_start`]);
+//!   a body under 1 MiB (most map outputs) is written, checked (bucket,
+//!   `If-None-Match`) and renamed in one trip to the blocking pool
+//!   ([`read_start`]);
 //! - no side files, so `s3s-fs` reads such an object as one written
 //!   without attributes;
 //! - the ETag is a token of the file's length, modification time and inode
