@@ -208,6 +208,9 @@ pub struct S3Config {
     pub multipart_threshold: u64,
     pub part_size: u64,
     pub max_parts_in_flight: usize,
+    /// Threads of the store's own I/O runtime, on which every request runs
+    /// (`s3.io_threads`); 0 runs requests on the caller's runtime.
+    pub io_threads: usize,
     pub connect_timeout: Duration,
     /// Limit of one attempt of one request (also capped by the retry deadline).
     pub request_timeout: Duration,
@@ -253,6 +256,7 @@ impl fmt::Debug for S3Config {
             .field("multipart_threshold", &self.multipart_threshold)
             .field("part_size", &self.part_size)
             .field("max_parts_in_flight", &self.max_parts_in_flight)
+            .field("io_threads", &self.io_threads)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("credentials_timeout", &self.credentials_timeout)
@@ -321,6 +325,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "s3.multipart_threshold", aliases: &["s3.multipart.threshold"], default: "`s3.part_size`", doc: "Objects up to this size are one PutObject; larger ones use multipart upload (at most 5GiB)." },
     KeyDoc { key: "s3.part_size", aliases: &["s3.multipart.part_size", "s3.multipart_part_size"], default: "16MiB", doc: "Multipart part size, 5MiB..=5GiB; objects hold at most 10,000 parts." },
     KeyDoc { key: "s3.max_parts_in_flight", aliases: &["s3.upload_concurrency", "s3.multipart.max_in_flight"], default: "4", doc: "Parts of one object uploading at once, 1..=1000." },
+    KeyDoc { key: "s3.io_threads", aliases: &["s3.io.threads"], default: "2", doc: "Threads of the store's own runtime, on which every request runs, so a request never waits for a worker busy with the engine's CPU work; 0 runs requests on the caller's runtime. 0..=64." },
     KeyDoc { key: "s3.connect_timeout", aliases: &[], default: "5s", doc: "TCP/TLS connect timeout." },
     KeyDoc { key: "s3.request_timeout", aliases: &["s3.attempt_timeout"], default: "60s", doc: "Limit of one attempt of one request." },
     KeyDoc { key: "s3.retry.max_attempts", aliases: &[], default: "10", doc: "Attempts per request including the first (1 = no retries)." },
@@ -379,6 +384,7 @@ pub struct S3ConfigBuilder {
     multipart_threshold: Option<u64>,
     part_size: Option<u64>,
     max_parts_in_flight: Option<usize>,
+    io_threads: Option<usize>,
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     credentials_timeout: Option<Duration>,
@@ -473,6 +479,11 @@ impl S3ConfigBuilder {
     }
     pub fn max_parts_in_flight(mut self, n: usize) -> Self {
         self.max_parts_in_flight = Some(n);
+        self
+    }
+    /// Threads of the store's I/O runtime (`s3.io_threads`; 0: none).
+    pub fn io_threads(mut self, n: usize) -> Self {
+        self.io_threads = Some(n);
         self
     }
     pub fn connect_timeout(mut self, d: Duration) -> Self {
@@ -619,6 +630,11 @@ impl S3ConfigBuilder {
                     Error::config(key, format!("`{v}` is not a whole number; use 1..=1000"))
                 })?)
             }
+            "s3.io_threads" => {
+                self.io_threads = Some(v.parse::<usize>().map_err(|_| {
+                    Error::config(key, format!("`{v}` is not a whole number; use 0..=64"))
+                })?)
+            }
             "s3.connect_timeout" => self.connect_timeout = Some(parse_duration(key, v)?),
             "s3.request_timeout" => self.request_timeout = Some(parse_duration(key, v)?),
             "s3.credentials_timeout" => self.credentials_timeout = Some(parse_duration(key, v)?),
@@ -735,6 +751,13 @@ impl S3ConfigBuilder {
                 format!("{max_parts_in_flight} is out of range; use 1..=1000"),
             ));
         }
+        let io_threads = self.io_threads.unwrap_or(2);
+        if io_threads > 64 {
+            return Err(Error::config(
+                "s3.io_threads",
+                format!("{io_threads} is out of range; use 0..=64 (0: the caller's runtime)"),
+            ));
+        }
         let connect_timeout = self.connect_timeout.unwrap_or(Duration::from_secs(5));
         let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(60));
         if connect_timeout.is_zero() {
@@ -776,6 +799,7 @@ impl S3ConfigBuilder {
             multipart_threshold,
             part_size,
             max_parts_in_flight,
+            io_threads,
             connect_timeout,
             request_timeout,
             credentials_timeout,

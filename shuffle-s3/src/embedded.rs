@@ -5,7 +5,8 @@
 //! ```
 //!
 //! [`EmbeddedS3::start`] serves `dir` with s3s + s3s-fs on `127.0.0.1:0`
-//! (hyper on a tokio task), checks SigV4 signatures against one random key
+//! (hyper on a tokio runtime of the server's own, so that, as in another
+//! process, it never waits for the caller's busy workers), checks SigV4 signatures against one random key
 //! pair, creates the bucket `shovel`, and stops when dropped. Tests,
 //! benchmarks and `shovel --shuffle s3` without an endpoint use it; real
 //! HTTP, real signing, real error responses, no mocks.
@@ -490,6 +491,8 @@ pub struct EmbeddedS3 {
     /// Multipart uploads of plain objects in progress.
     uploads: Arc<multipart::Uploads>,
     server: JoinHandle<()>,
+    /// The server's own runtime (see [`server_runtime`]).
+    runtime: Option<tokio::runtime::Runtime>,
     temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -572,13 +575,15 @@ impl EmbeddedS3 {
             stats: Mutex::new(ServerStats::default()),
             conditional: tokio::sync::Mutex::new(()),
         });
-        let listener = TcpListener::bind(bind).await.map_err(|e| Error::Backend {
+        let listen_err = |e: std::io::Error| Error::Backend {
             store: "s3",
             message: format!(
                 "embedded S3 server cannot listen on {bind}: {e}; pick a free port or address"
             ),
             source: Some(Box::new(e)),
-        })?;
+        };
+        let listener = std::net::TcpListener::bind(bind).map_err(listen_err)?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(|e| Error::Backend {
             store: "s3",
             message: format!("embedded S3 server has no local address: {e}"),
@@ -589,7 +594,15 @@ impl EmbeddedS3 {
             faults: Arc::clone(&faults),
             root: Arc::new(root.clone()),
         };
-        let server = tokio::spawn(accept_loop(listener, service));
+        let runtime = server_runtime()?;
+        let server = runtime.spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, service).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "embedded S3 server cannot accept connections")
+                }
+            }
+        });
         // A wildcard bind is reached through loopback on this machine.
         let reachable = if addr.ip().is_unspecified() {
             SocketAddr::new(LOOPBACK.ip(), addr.port())
@@ -607,6 +620,7 @@ impl EmbeddedS3 {
             faults,
             uploads,
             server,
+            runtime: Some(runtime),
             temp_dir: temp,
         };
         this.create_bucket(DEFAULT_BUCKET)?;
@@ -764,8 +778,13 @@ impl EmbeddedS3 {
 
 impl Drop for EmbeddedS3 {
     fn drop(&mut self) {
-        // Aborting the accept loop drops its JoinSet, which aborts every connection.
+        // Aborting the accept loop drops its JoinSet, which aborts every
+        // connection; the runtime goes without waiting (so a server may be
+        // dropped inside another runtime).
         self.server.abort();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
         if let Some(temp) = self.temp_dir.take() {
             remove_server_dir(temp);
         }
@@ -789,6 +808,27 @@ pub fn remove_server_dir(dir: tempfile::TempDir) {
         std::thread::sleep(Duration::from_millis(10));
         let _ = std::fs::remove_dir_all(&path);
     }
+}
+
+/// Threads of the server's runtime.
+const SERVER_THREADS: usize = 2;
+
+/// The runtime a server runs on: its own, as a server in another process
+/// would have. On the caller's runtime its connections would wait for
+/// workers busy with the caller's CPU work (an engine's operators), and a
+/// request would take as long as the polls it queued behind, which no
+/// remote store adds.
+fn server_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SERVER_THREADS)
+        .thread_name("shovel-s3-server")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Backend {
+            store: "s3",
+            message: format!("embedded S3 server cannot start its runtime: {e}"),
+            source: Some(Box::new(e)),
+        })
 }
 
 async fn accept_loop(listener: TcpListener, service: FaultService) {

@@ -269,6 +269,20 @@ impl Failure {
         }
     }
 
+    /// The store's I/O runtime stopped under a request (the store was
+    /// dropped while the request ran): not retried.
+    pub(crate) fn stopped() -> Self {
+        Self {
+            kind: Kind::Fatal,
+            status: None,
+            code: None,
+            detail: "the S3 store's I/O runtime stopped (the store was dropped) during the request"
+                .to_string(),
+            no_response: true,
+            source: None,
+        }
+    }
+
     fn attempt_timeout(limit: Duration) -> Self {
         Self {
             kind: Kind::Transient,

@@ -363,9 +363,9 @@ async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
     );
 }
 
-/// Completion appends to the first part's file and renames it; one that
-/// fails must leave that part as it was, so completing again (same ETags)
-/// gives exactly the listed parts.
+/// Completion cuts the parts' file and renames it; one that fails must
+/// leave the parts as they were, so completing again (same ETags) gives
+/// exactly the listed parts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_completion_leaves_the_parts_to_complete_again() {
     let server = EmbeddedS3::start_temp().await.expect("server");
@@ -415,6 +415,112 @@ async fn a_failed_completion_leaves_the_parts_to_complete_again() {
     let mut want = p1.to_vec();
     want.extend_from_slice(&p2);
     assert_eq!(get(&c, &b, "dir/obj").await, Bytes::from(want));
+    assert!(root_files(&server, ".shovel-part").is_empty(), "parts left");
+}
+
+/// A key, its parts as (number, size) in arrival order, and whether the
+/// object should be the parts' file itself (no copy).
+type Case = (&'static str, &'static [(i32, usize)], bool);
+
+/// A part of the smallest size S3 allows but for the last.
+const PART: usize = 5 * MIB;
+
+/// The inode of a file.
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("metadata").ino()
+}
+
+/// Parts of one size (but the last) lie end to end in one file, whatever
+/// order they arrive in, and that file becomes the object: no byte is
+/// copied. Parts that do not fit (a small last part first, parts of mixed
+/// sizes, a part sent twice) are files of their own, and completion copies;
+/// every object reads back as its listed parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_of_one_size_become_the_object_without_a_copy_and_others_are_copied() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    let cases: &[Case] = &[
+        ("in-order", &[(1, PART), (2, PART), (3, 999)], true),
+        ("out-of-order", &[(2, PART), (3, 12_345), (1, PART)], true),
+        ("two-full", &[(1, PART + 1), (2, PART + 1)], true),
+        ("last-first", &[(3, 777), (1, PART), (2, PART)], false),
+        (
+            "mixed-sizes",
+            &[(1, PART + 4096), (2, PART), (3, 10)],
+            false,
+        ),
+        (
+            "sent-twice",
+            &[(1, PART), (2, PART), (2, PART), (3, 5)],
+            false,
+        ),
+    ];
+    for (i, (key, arrivals, zero_copy)) in cases.iter().enumerate() {
+        let id = upload(&c, &b, key).await;
+        let mut last = std::collections::BTreeMap::new();
+        for (j, (n, size)) in arrivals.iter().enumerate() {
+            let data = bytes(100 * i as u64 + j as u64, *size);
+            let done = part(&c, &b, key, &id, *n, data.clone()).await;
+            last.insert(*n, (done, data));
+        }
+        let data_file = server.root().join(format!(".shovel-part.{id}"));
+        let before = inode(&data_file);
+        let listed: Vec<CompletedPart> = last.values().map(|(p, _)| p.clone()).collect();
+        complete(&c, &b, key, &id, listed)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let want: Vec<u8> = last.values().flat_map(|(_, d)| d.to_vec()).collect();
+        assert_eq!(get(&c, &b, key).await, Bytes::from(want), "{key}");
+        let object = server.root().join(&b).join(key);
+        assert_eq!(
+            inode(&object) == before,
+            *zero_copy,
+            "{key}: the parts' file became the object"
+        );
+        assert!(
+            root_files(&server, ".shovel-part").is_empty(),
+            "{key}: parts left"
+        );
+        assert!(
+            root_files(&server, ".shovel-tmp").is_empty(),
+            "{key}: temp left"
+        );
+    }
+    assert_eq!(server.pending_multipart_uploads(), 0);
+}
+
+/// After a completion, a late part of that upload is refused and changes
+/// nothing (with parts in place, it would otherwise write into the object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_after_completion_is_refused_and_leaves_the_object_alone() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    let (p1, p2) = (bytes(41, 5 * MIB), bytes(42, 10));
+    let id = upload(&c, &b, "late").await;
+    let one = part(&c, &b, "late", &id, 1, p1.clone()).await;
+    let two = part(&c, &b, "late", &id, 2, p2.clone()).await;
+    complete(&c, &b, "late", &id, vec![one, two])
+        .await
+        .expect("complete");
+    for n in [2, 3] {
+        let refused = c
+            .upload_part()
+            .bucket(&b)
+            .key("late")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(bytes(43, 5 * MIB)))
+            .send()
+            .await
+            .expect_err("a part after completion");
+        assert_eq!(refused.code(), Some("NoSuchUpload"));
+    }
+    let mut want = p1.to_vec();
+    want.extend_from_slice(&p2);
+    assert_eq!(get(&c, &b, "late").await, Bytes::from(want));
     assert!(root_files(&server, ".shovel-part").is_empty(), "parts left");
 }
 
@@ -475,4 +581,29 @@ async fn concurrent_puts_and_multipart_uploads_never_mix_objects() {
         );
     }
     assert!(root_files(&server, ".shovel-tmp").is_empty(), "temp left");
+}
+
+/// The server runs on a runtime of its own, as a server in another process
+/// would: it answers while the runtime that started it is blocked (here in
+/// a `join`; in an engine, in long CPU-bound polls).
+#[tokio::test(flavor = "current_thread")]
+async fn the_server_answers_while_the_runtime_that_started_it_is_blocked() {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let config = server.config("p").expect("config");
+    let got = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use shuffle_core::store::{ObjectKey, ShuffleStore};
+            let store = S3Store::new(config, std::sync::Arc::default()).await?;
+            let key = ObjectKey::new(0, "blocked/x");
+            store.put(&key, Bytes::from_static(b"answered")).await?;
+            store.get(&key).await
+        })
+    })
+    .join()
+    .expect("client thread");
+    assert_eq!(&got.expect("the server answered")[..], b"answered");
 }

@@ -766,6 +766,14 @@ fn config_errors_name_the_key() {
             "s3.max_parts_in_flight",
         ),
         (
+            &[("s3.bucket", "s3://ok-bucket"), ("s3.io_threads", "65")],
+            "s3.io_threads",
+        ),
+        (
+            &[("s3.bucket", "s3://ok-bucket"), ("s3.io-threads", "two")],
+            "s3.io-threads",
+        ),
+        (
             &[("s3.bucket", "s3://ok-bucket"), ("s3.bogus", "1")],
             "s3.bogus",
         ),
@@ -876,4 +884,34 @@ async fn builder_falls_back_to_an_embedded_server() {
         Err(Error::Config { key, .. }) => assert_eq!(key, "s3.bucket"),
         other => panic!("expected a config error, got {other:?}"),
     }
+}
+
+/// Requests run on the store's I/O runtime (`s3.io_threads`): a PUT goes
+/// through while the runtime that asked for it is blocked, as an engine's
+/// workers are in long CPU-bound polls.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_goes_through_while_the_callers_runtime_is_blocked() {
+    let server = EmbeddedS3::start_temp().await.unwrap();
+    let (store, metrics) = store_with(&server, |b| b.io_threads(1)).await;
+    let key = ObjectKey::new(3, "blocked/map-0.data");
+    let mut put = Box::pin(store.put(&key, Bytes::from_static(b"while blocked")));
+    // One poll hands the request to the I/O runtime; then this thread (the
+    // caller's only worker) sleeps and drives nothing.
+    assert!(futures::poll!(put.as_mut()).is_pending());
+    let served = || {
+        server
+            .stats()
+            .requests
+            .get(&S3Op::PutObject)
+            .copied()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while served() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(served(), 1, "the PUT waited for its caller's runtime");
+    put.await.unwrap();
+    assert_eq!(&store.get(&key).await.unwrap()[..], b"while blocked");
+    assert_eq!(metrics.requests.put.load(Ordering::Relaxed), 1);
 }

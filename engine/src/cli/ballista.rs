@@ -169,8 +169,10 @@ fn manager_factory(
 }
 
 async fn run_executor(a: &ExecutorArgs) -> Result<(), CliError> {
-    // The store's own runtime: its requests never wait for a worker that
-    // Ballista's tasks (or a blocked engine build) hold.
+    // The runtime that builds each job's store and keeps what the build
+    // spawns (the job marker's refresh): never a worker that Ballista's
+    // tasks (or a blocked engine build) hold. S3 requests themselves run on
+    // the S3 store's own I/O runtime (`s3.io_threads`).
     let store_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("shovel-store")

@@ -90,10 +90,10 @@ pub fn banner(server: &shuffle_s3::EmbeddedS3, args: &S3ServerArgs) -> String {
     )
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
+/// Runs the server until Ctrl-C or SIGTERM. The server brings its own
+/// runtime; this one only waits for the signal.
 pub fn run(args: &S3ServerArgs) -> Result<(), CliError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the tokio runtime: {e}")))?;

@@ -385,7 +385,7 @@ impl S3 for EmbeddedFs {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let (bucket, key) = (&req.input.bucket, &req.input.key);
         if self.plain_path(bucket, key).is_some() && is_plain_create(&req.input) {
-            let id = self.uploads.create(bucket, key)?;
+            let id = self.uploads.create(bucket, key).await?;
             return Ok(S3Response::new(CreateMultipartUploadOutput {
                 bucket: Some(bucket.clone()),
                 key: Some(key.clone()),

@@ -244,6 +244,24 @@ pub(crate) async fn write_body(tmp: PathBuf, body: Body) -> S3Result<u64> {
     result
 }
 
+/// Writes `body` into `file` from its current position, in writes of
+/// about [`WRITE_CHUNK`]; returns the bytes written.
+pub(crate) async fn write_into(file: std::fs::File, body: Body) -> S3Result<u64> {
+    match body {
+        Body::Small(chunks) => {
+            blocking("writing an object", move || {
+                let mut file = file;
+                for c in &chunks {
+                    file.write_all(c)?;
+                }
+                Ok(chunks.iter().map(|c| c.len() as u64).sum())
+            })
+            .await
+        }
+        Body::Large(head, rest) => write_chunks(file, head, rest).await,
+    }
+}
+
 async fn write_chunks(
     mut file: std::fs::File,
     mut pending: Vec<Bytes>,

@@ -43,6 +43,7 @@
 //! |---|---|
 //! | this one | [`S3Store`], its shared state (`Inner`) and the request types (`Op`) |
 //! | `client` | building the SDK client (retries off, timeouts, checksums, endpoint) |
+//! | `io` | the store's own runtime every request runs on (`s3.io_threads`) |
 //! | `credentials` | resolving the AWS credential chain once, with the fixes on failure |
 //! | `diagnose` | turning a failed request into one error naming object, endpoint and fix |
 //! | `requests` | the S3 requests and the [`ShuffleStore`](shuffle_core::store::ShuffleStore) impl over them |
@@ -52,6 +53,7 @@
 mod client;
 mod credentials;
 mod diagnose;
+mod io;
 mod probe;
 mod requests;
 mod sink;
@@ -139,6 +141,8 @@ struct Inner {
     /// Whether commits use `If-None-Match: *` (`s3.conditional_writes`,
     /// switched off by the probe for a store that ignores the header).
     conditional: AtomicBool,
+    /// Where requests run (`s3.io_threads`).
+    io: Arc<io::IoRuntime>,
 }
 
 /// Shuffle and spill objects in S3. Cheap to clone.
@@ -163,16 +167,22 @@ impl S3Store {
     /// credentials is an [`Error::Backend`] naming the fixes.
     pub async fn new(config: S3Config, metrics: Arc<ShuffleMetrics>) -> Result<Self> {
         let client = client::build_client(&config).await?;
-        Ok(Self::with_client(client, config, metrics))
+        Self::with_client(client, config, metrics)
     }
 
     /// Uses a ready SDK client. Its retries should be disabled so this
     /// store's retries are the only ones (see [`crate::retry`]).
-    pub fn with_client(client: Client, config: S3Config, metrics: Arc<ShuffleMetrics>) -> Self {
+    /// Fails only if the I/O runtime's threads cannot start.
+    pub fn with_client(
+        client: Client,
+        config: S3Config,
+        metrics: Arc<ShuffleMetrics>,
+    ) -> Result<Self> {
         let layout = Layout::new(config.buckets.clone(), config.hash_prefixes);
         let endpoint = config.endpoint_description();
         let conditional = AtomicBool::new(config.conditional_writes);
-        Self {
+        let io = Arc::new(io::IoRuntime::new(config.io_threads)?);
+        Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 config,
@@ -180,8 +190,9 @@ impl S3Store {
                 metrics,
                 endpoint,
                 conditional,
+                io,
             }),
-        }
+        })
     }
 
     /// The configuration in use.

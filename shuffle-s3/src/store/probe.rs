@@ -119,6 +119,7 @@ impl S3Store {
                 metrics: Arc::new(ShuffleMetrics::default()),
                 endpoint: self.inner.endpoint.clone(),
                 conditional: AtomicBool::new(self.conditional_writes()),
+                io: Arc::clone(&self.inner.io),
             }),
         }
     }

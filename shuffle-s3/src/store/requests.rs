@@ -31,17 +31,20 @@ const LIST_CONCURRENCY: usize = 16;
 const DELETE_BATCH: usize = 1000;
 
 impl Inner {
-    pub(super) async fn run<T, F, Fut>(&self, op: Op, f: F) -> std::result::Result<T, Exhausted>
+    /// Runs `f`'s attempts through [`retry`], each on the store's I/O
+    /// runtime (see [`super::io`]).
+    pub(super) async fn run<T, F, Fut>(&self, op: Op, mut f: F) -> std::result::Result<T, Exhausted>
     where
+        T: Send + 'static,
         F: FnMut(u32) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>> + Send + 'static,
     {
         retry(
             &self.config.retry,
             self.config.request_timeout,
             &self.metrics.requests,
             op.counter(&self.metrics.requests),
-            f,
+            |attempt| self.io.run(f(attempt)),
         )
         .await
     }
@@ -55,7 +58,8 @@ impl Inner {
         mut send: impl FnMut() -> Fut,
     ) -> std::result::Result<O, Exhausted>
     where
-        Fut: Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>>,
+        O: Send + 'static,
+        Fut: Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>> + Send + 'static,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.run(op, |_| {
@@ -75,7 +79,8 @@ impl Inner {
         send: impl FnMut() -> Fut,
     ) -> Result<O>
     where
-        Fut: Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>>,
+        O: Send + 'static,
+        Fut: Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>> + Send + 'static,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.send(op, send)
