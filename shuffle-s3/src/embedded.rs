@@ -6,8 +6,9 @@
 //!
 //! [`EmbeddedS3::start`] serves `dir` with s3s + s3s-fs on `127.0.0.1:0`
 //! (hyper on a tokio runtime of the server's own, so that, as in another
-//! process, it never waits for the caller's busy workers), checks SigV4 signatures against one random key
-//! pair, creates the bucket `shovel`, and stops when dropped. Tests,
+//! process, it never waits for the caller's busy workers), checks SigV4
+//! signatures against one random key pair, creates the bucket `shovel`,
+//! and stops when dropped. Tests,
 //! benchmarks and `shovel --shuffle s3` without an endpoint use it; real
 //! HTTP, real signing, real error responses, no mocks.
 //!
