@@ -113,6 +113,16 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// Blocks this thread (driving nothing) until `flag` is set, for at
+    /// most 10 s; whether it was.
+    fn blocked_until(flag: &AtomicBool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        flag.load(Ordering::SeqCst)
+    }
+
     fn thread_name() -> String {
         std::thread::current().name().unwrap_or("").to_string()
     }
@@ -143,14 +153,7 @@ mod tests {
         }));
         // One poll spawns it; then this thread blocks, driving nothing.
         assert!(futures::poll!(attempt.as_mut()).is_pending());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            done.load(Ordering::SeqCst),
-            "the attempt waited for its caller"
-        );
+        assert!(blocked_until(&done), "the attempt waited for its caller");
         assert_eq!(attempt.await.ok(), Some(7));
     }
 
@@ -173,12 +176,8 @@ mod tests {
         // A timeout, as the retry loop's, gives up on it.
         let r = tokio::time::timeout(Duration::from_millis(20), attempt).await;
         assert!(r.is_err(), "a pending attempt cannot finish");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !dropped.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         assert!(
-            dropped.load(Ordering::SeqCst),
+            blocked_until(&dropped),
             "the abandoned attempt still runs on the I/O runtime"
         );
     }
