@@ -23,6 +23,14 @@ async fn client(server: &EmbeddedS3) -> Client {
         .clone()
 }
 
+/// A server in a temporary directory, a client of it, and its bucket.
+async fn setup() -> (EmbeddedS3, Client, String) {
+    let server = EmbeddedS3::start_temp().await.expect("server");
+    let c = client(&server).await;
+    let b = server.bucket.clone();
+    (server, c, b)
+}
+
 fn bytes(seed: u64, len: usize) -> Bytes {
     let mut v = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
@@ -87,9 +95,7 @@ async fn get(c: &Client, bucket: &str, key: &str) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_put_is_one_file_and_head_reports_its_etag() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     let data = bytes(1, 300_000);
     let first = put(&c, &b, "a/b/map-0.data", data.clone(), false)
         .await
@@ -153,9 +159,7 @@ async fn a_plain_put_is_one_file_and_head_reports_its_etag() {
 /// metadata on HEAD); a plain rewrite drops the stale attributes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_with_attributes_keep_them_until_a_plain_rewrite() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     c.put_object()
         .bucket(&b)
         .key("meta")
@@ -240,9 +244,7 @@ async fn complete(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     let (p1, p2, p3) = (bytes(1, 5 * MIB), bytes(2, 5 * MIB + 7), bytes(3, 1234));
 
     let id = upload(&c, &b, "big").await;
@@ -368,9 +370,7 @@ async fn multipart_uploads_concatenate_parts_and_check_what_s3_checks() {
 /// exactly the listed parts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_completion_leaves_the_parts_to_complete_again() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     let (p1, p2) = (bytes(11, 5 * MIB + 3), bytes(12, 777));
     // An object named like the key's directory: the rename cannot happen.
     put(&c, &b, "dir", Bytes::from_static(b"a file"), false)
@@ -438,9 +438,7 @@ fn inode(path: &std::path::Path) -> u64 {
 /// every object reads back as its listed parts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_one_size_become_the_object_without_a_copy_and_others_are_copied() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     let cases: &[Case] = &[
         ("in-order", &[(1, PART), (2, PART), (3, 999)], true),
         ("out-of-order", &[(2, PART), (3, 12_345), (1, PART)], true),
@@ -491,13 +489,92 @@ async fn parts_of_one_size_become_the_object_without_a_copy_and_others_are_copie
     assert_eq!(server.pending_multipart_uploads(), 0);
 }
 
+/// Random uploads against a model: parts of one size or of mixed sizes,
+/// uploaded at once in a random order, some sent again with new bytes,
+/// completed with every part or an ascending subset. The object must be
+/// the last bytes uploaded for each listed part, in order, and nothing
+/// may be left at the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_uploads_read_back_as_their_listed_parts() {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    let (server, c, b) = setup().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for case in 0..12u64 {
+        let key = format!("random-{case}");
+        let parts = rng.gen_range(1..=3usize);
+        let stride = PART + 4096 * rng.gen_range(0..3usize);
+        let mixed = rng.gen_bool(0.3);
+        let sizes: Vec<usize> = (0..parts)
+            .map(|i| match i + 1 == parts {
+                true => rng.gen_range(1..=stride),
+                false if mixed => PART + 4096 * rng.gen_range(0..4usize),
+                false => stride,
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..parts).collect();
+        order.shuffle(&mut rng);
+        let id = upload(&c, &b, &key).await;
+        let mut seed = 1000 * case;
+        let mut latest: Vec<(Bytes, Option<CompletedPart>)> = sizes
+            .iter()
+            .map(|&n| {
+                seed += 1;
+                (bytes(seed, n), None)
+            })
+            .collect();
+        let sent = futures::future::join_all(order.iter().map(|&i| {
+            let (c, b, key, id) = (c.clone(), b.clone(), key.clone(), id.clone());
+            let data = latest[i].0.clone();
+            async move { (i, part(&c, &b, &key, &id, i as i32 + 1, data).await) }
+        }))
+        .await;
+        for (i, done) in sent {
+            latest[i].1 = Some(done);
+        }
+        for i in 0..parts {
+            if rng.gen_bool(0.25) {
+                seed += 1;
+                let data = bytes(seed, sizes[i]);
+                let done = part(&c, &b, &key, &id, i as i32 + 1, data.clone()).await;
+                latest[i] = (data, Some(done));
+            }
+        }
+        // Every part, or an ascending subset ending anywhere.
+        let listed: Vec<usize> = match rng.gen_bool(0.7) {
+            true => (0..parts).collect(),
+            false => (0..parts).filter(|_| rng.gen_bool(0.6)).collect(),
+        };
+        let listed = if listed.is_empty() { vec![0] } else { listed };
+        let too_small = listed
+            .split_last()
+            .is_some_and(|(_, head)| head.iter().any(|&i| sizes[i] < PART));
+        assert!(!too_small, "sizes are drawn at 5 MiB or more but the last");
+        let completed: Vec<CompletedPart> = listed
+            .iter()
+            .map(|&i| latest[i].1.clone().expect("uploaded"))
+            .collect();
+        complete(&c, &b, &key, &id, completed)
+            .await
+            .unwrap_or_else(|e| panic!("case {case} ({sizes:?}, {order:?}, {listed:?}): {e}"));
+        let want: Vec<u8> = listed.iter().flat_map(|&i| latest[i].0.to_vec()).collect();
+        assert!(
+            get(&c, &b, &key).await[..] == want[..],
+            "case {case}: sizes {sizes:?}, order {order:?}, listed {listed:?}"
+        );
+        assert!(
+            root_files(&server, ".shovel-part").is_empty(),
+            "case {case}: parts left"
+        );
+    }
+    assert!(root_files(&server, ".shovel-tmp").is_empty(), "temp left");
+}
+
 /// After a completion, a late part of that upload is refused and changes
 /// nothing (with parts in place, it would otherwise write into the object).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_after_completion_is_refused_and_leaves_the_object_alone() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     let (p1, p2) = (bytes(41, 5 * MIB), bytes(42, 10));
     let id = upload(&c, &b, "late").await;
     let one = part(&c, &b, "late", &id, 1, p1.clone()).await;
@@ -530,9 +607,7 @@ async fn a_part_after_completion_is_refused_and_leaves_the_object_alone() {
 /// output's bytes onto another's key, which every crc32 then accepted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_puts_and_multipart_uploads_never_mix_objects() {
-    let server = EmbeddedS3::start_temp().await.expect("server");
-    let c = client(&server).await;
-    let b = server.bucket.clone();
+    let (server, c, b) = setup().await;
     let uploads = 8u64;
     let mut ids = Vec::new();
     for i in 0..uploads {
