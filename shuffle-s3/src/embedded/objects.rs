@@ -208,15 +208,18 @@ pub(crate) async fn read_start(mut body: StreamingBlob) -> S3Result<Body> {
     Ok(Body::Large(chunks, body))
 }
 
+/// Writes `chunks` in order at `file`'s position; returns their length.
+fn put_chunks(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<u64> {
+    for c in chunks {
+        file.write_all(c)?;
+    }
+    Ok(chunks.iter().map(|c| c.len() as u64).sum())
+}
+
 /// Writes `chunks` to a new file at `tmp`; returns its length. The file
 /// is removed on failure.
 pub(crate) fn write_file(tmp: &Path, chunks: &[Bytes]) -> std::io::Result<u64> {
-    let written = create_new(tmp).and_then(|mut file| {
-        for c in chunks {
-            file.write_all(c)?;
-        }
-        Ok(chunks.iter().map(|c| c.len() as u64).sum())
-    });
+    let written = create_new(tmp).and_then(|mut file| put_chunks(&mut file, chunks));
     if written.is_err() {
         let _ = std::fs::remove_file(tmp);
     }
@@ -251,10 +254,7 @@ pub(crate) async fn write_into(file: std::fs::File, body: Body) -> S3Result<u64>
         Body::Small(chunks) => {
             blocking("writing an object", move || {
                 let mut file = file;
-                for c in &chunks {
-                    file.write_all(c)?;
-                }
-                Ok(chunks.iter().map(|c| c.len() as u64).sum())
+                put_chunks(&mut file, &chunks)
             })
             .await
         }
@@ -285,9 +285,7 @@ async fn write_chunks(
             let chunks = std::mem::take(&mut pending);
             pending_len = 0;
             file = blocking("writing an object", move || {
-                for c in &chunks {
-                    file.write_all(c)?;
-                }
+                put_chunks(&mut file, &chunks)?;
                 Ok(file)
             })
             .await?;

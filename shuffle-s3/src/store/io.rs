@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Runtime;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::retry::Failure;
@@ -30,17 +30,13 @@ use shuffle_core::{Error, Result};
 /// The runtime requests run on (none: the caller's).
 pub(super) struct IoRuntime {
     runtime: Option<Runtime>,
-    handle: Option<Handle>,
 }
 
 impl IoRuntime {
     /// A runtime of `threads` workers named `shovel-s3-io`; 0 threads: none.
     pub(super) fn new(threads: usize) -> Result<Self> {
         if threads == 0 {
-            return Ok(Self {
-                runtime: None,
-                handle: None,
-            });
+            return Ok(Self { runtime: None });
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -56,7 +52,6 @@ impl IoRuntime {
                 source: Some(Box::new(e)),
             })?;
         Ok(Self {
-            handle: Some(runtime.handle().clone()),
             runtime: Some(runtime),
         })
     }
@@ -67,7 +62,7 @@ impl IoRuntime {
         T: Send + 'static,
         F: Future<Output = std::result::Result<T, Failure>> + Send + 'static,
     {
-        let Some(handle) = &self.handle else {
+        let Some(handle) = self.runtime.as_ref().map(Runtime::handle) else {
             return attempt.await;
         };
         match AbortOnDrop(handle.spawn(attempt)).await {
