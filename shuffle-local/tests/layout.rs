@@ -3,8 +3,10 @@
 //! a shuffle touches that shuffle's files only, and the app's cleanup leaves
 //! the root as it found it.
 
+use bytes::Bytes;
 use shuffle_core::layout::JOB_MARKER;
-use shuffle_core::{Layout, ShuffleConfig, ShuffleHandle, ShuffleManager, ShuffleManagerExt};
+use shuffle_core::testing::{write_map, Expected};
+use shuffle_core::{Layout, ShuffleConfig, ShuffleHandle, ShuffleManager};
 
 /// The entries of `dir`, as `name` for files and `name/` for directories.
 fn entries(dir: &std::path::Path) -> Vec<String> {
@@ -42,13 +44,14 @@ async fn shuffles_share_the_app_directory_and_go_one_at_a_time() {
         })
         .await
         .expect("register");
+        // One block per map output, so every map leaves a file.
+        let blocks: Expected = (0..2)
+            .map(|m| ((m, m), vec![Bytes::from_static(b"rows")]))
+            .collect();
         for map in 0..2 {
-            let mut w = mgr
-                .buffered_writer(shuffle_id, map, 0)
+            write_map(&mgr, shuffle_id, map, 0, 2, &blocks)
                 .await
-                .expect("writer");
-            w.write_block(map, b"rows", 1).await.expect("write");
-            w.commit().await.expect("commit");
+                .expect("map output");
         }
     }
     assert_eq!(entries(&root), ["layout-app/"]);
